@@ -1,0 +1,40 @@
+"""asyncdecode: an asyncio prefetching video decode engine.
+
+Frames by index from many video files, as torch tensors, decoded on NVIDIA NVDEC or with FFmpeg on the
+CPU. Start with :class:`Engine` (or :class:`SyncEngine` outside an event loop) and :func:`probe`.
+"""
+
+from ._engine import Engine, EngineConfig, EngineState
+from ._output import OutputSpec
+from ._sync import SyncEngine
+from .errors import (
+    AsyncDecodeError,
+    BackendUnavailableError,
+    CorruptDataError,
+    EngineClosedError,
+    FrameIndexError,
+    InvalidRequestError,
+    UnsupportedStreamError,
+    VideoOpenError,
+)
+from .media import VideoInfo, probe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncDecodeError",
+    "BackendUnavailableError",
+    "CorruptDataError",
+    "Engine",
+    "EngineClosedError",
+    "EngineConfig",
+    "EngineState",
+    "FrameIndexError",
+    "InvalidRequestError",
+    "OutputSpec",
+    "SyncEngine",
+    "UnsupportedStreamError",
+    "VideoInfo",
+    "VideoOpenError",
+    "probe",
+]

@@ -1,0 +1,558 @@
+"""The asyncio engine: plans requests by GOP, fetches bundles through the GOP cache, feeds decoders."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import os
+import time
+import warnings
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar, Union
+
+import numpy as np
+import torch
+
+from ._backends import Backend, make_backend
+from ._cache import GopCache
+from ._demux import ReaderPool
+from ._output import OutputSpec
+from ._workers import DecoderPool
+from .errors import EngineClosedError, FrameIndexError, InvalidRequestError, VideoOpenError
+from .gop import GopBundle
+from .media import FileStamp, VideoIndex, build_index
+
+__all__ = ["Engine", "EngineConfig", "EngineState"]
+
+log = logging.getLogger("asyncdecode")
+
+PathLike = Union[str, "os.PathLike[str]"]
+Request = tuple[Union[PathLike, Sequence[PathLike]], Sequence[int]]
+T = TypeVar("T")
+
+_MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Tuning of an :class:`Engine`. Every bound the engine keeps is named here."""
+
+    decoder_threads: int | None = None
+    """Decoder threads, one backend session each; ``None``: the backend's default (CPU: one per core)."""
+    queue_size: int | None = None
+    """Decode jobs queued or in progress at most; ``None``: 4 per decoder thread."""
+    gop_cache_bytes: int = 256 * _MiB
+    """Bytes of GOP bundles kept in the LRU cache (encoded data, not decoded frames)."""
+    demux_workers: int = 2
+    """Threads that index files and demux GOPs."""
+    max_open_files: int = 64
+    """Files kept open for demuxing, at most (least recently used are closed)."""
+    index_cache_files: int = 4096
+    """Files whose index (GOP table) is kept, at most."""
+    output: OutputSpec = field(default_factory=OutputSpec)
+    """Default output format; a call's ``output=`` overrides it."""
+    close_timeout_s: float = 30.0
+    """How long ``aclose()`` waits for decoder threads to finish their current GOP."""
+
+    def __post_init__(self) -> None:
+        for name in ("decoder_threads", "queue_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidRequestError(f"EngineConfig.{name} must be a positive int or None, not {value!r}")
+        for name in ("demux_workers", "max_open_files", "index_cache_files"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"EngineConfig.{name} must be a positive int, not {value!r}")
+        if not isinstance(self.gop_cache_bytes, int) or self.gop_cache_bytes < 0:
+            raise InvalidRequestError(f"EngineConfig.gop_cache_bytes must be an int >= 0, not {self.gop_cache_bytes!r}")
+        if not isinstance(self.output, OutputSpec):
+            raise InvalidRequestError("EngineConfig.output must be an OutputSpec")
+
+
+class EngineState(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.requests_failed = 0
+        self.requests_cancelled = 0
+        self.frames_requested = 0
+        self.frames_returned = 0
+        self.prefetch_requests = 0
+        self.prefetch_errors = 0
+        self.demux_jobs = 0
+        self.index_jobs = 0
+        self.index_s = 0.0
+        self.demux_s = 0.0
+        self.request_s = 0.0
+
+
+class Engine:
+    """Decode frames by index from many video files, asynchronously.
+
+    Example:
+        >>> async with Engine(device="cpu") as eng:
+        ...     frames = await eng.decode(["cam0.mp4", "cam1.mp4"], [17, 40])
+        >>> frames[0].shape, frames[0].dtype
+        (torch.Size([900, 1600, 3]), torch.uint8)
+
+    Args:
+        device: ``"auto"`` (NVDEC on ``cuda:0`` when it works, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+        config: Bounds and defaults; see :class:`EngineConfig`.
+        output: Shortcut for ``config.output``.
+
+    Raises:
+        BackendUnavailableError: the device asked for cannot be used here.
+    """
+
+    def __init__(self, device: str | torch.device = "auto", *, config: EngineConfig | None = None,
+                 output: OutputSpec | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.output = output or self.config.output
+        if not isinstance(self.output, OutputSpec):
+            raise InvalidRequestError("output must be an OutputSpec")
+        self.backend: Backend = make_backend(device)
+        self.device = self.backend.device
+        self._state = EngineState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: DecoderPool | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._readers = ReaderPool(self.config.max_open_files)
+        self._cache = GopCache(self.config.gop_cache_bytes)
+        self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._requests: set[asyncio.Future[Any]] = set()
+        self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
+        self._n = _Counters()
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    async def __aenter__(self) -> Engine:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _ensure_open(self) -> asyncio.AbstractEventLoop:
+        if self._state is EngineState.OPEN:
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                raise InvalidRequestError("this Engine belongs to another event loop")
+            return loop
+        if self._state is not EngineState.NEW:
+            raise EngineClosedError(f"the engine is {self._state.value}", device=str(self.device))
+        loop = asyncio.get_running_loop()
+        threads = self.config.decoder_threads or self.backend.default_sessions()
+        capacity = self.config.queue_size or 4 * threads
+        self._loop = loop
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
+        self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop)
+        self._closed = asyncio.Event()
+        self._state = EngineState.OPEN
+        log.info("asyncdecode engine open: backend %s on %s, %d decoder threads, queue %d",
+                 self.backend.name, self.device, threads, capacity)
+        return loop
+
+    async def aclose(self) -> None:
+        """Cancel requests in flight, stop decoder threads, free sessions and caches. Idempotent."""
+        if self._state is EngineState.NEW:
+            self._state = EngineState.CLOSED
+            self._readers.close()
+            return
+        if self._state is EngineState.CLOSED:
+            return
+        if self._state is EngineState.CLOSING:
+            assert self._closed is not None
+            await self._closed.wait()
+            return
+        self._state = EngineState.CLOSING
+        try:
+            requests = list(self._requests)
+            for task in requests:
+                task.cancel()
+            if requests:
+                await asyncio.gather(*requests, return_exceptions=True)
+            inflight = list(self._inflight.values())
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            assert self._pool is not None and self._executor is not None
+            pool, executor = self._pool, self._executor
+            await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pool, executor))
+        finally:
+            self._readers.close()
+            self._cache.clear()
+            self._indexes.clear()
+            self._state = EngineState.CLOSED
+            assert self._closed is not None
+            self._closed.set()
+
+    def _shutdown_threads(self, pool: DecoderPool, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        pool.close(self.config.close_timeout_s)
+        if pool.alive():
+            log.warning("asyncdecode: %d decoder thread(s) still busy after %.0f s", pool.alive(),
+                        self.config.close_timeout_s)
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", EngineState.CLOSED) in (EngineState.OPEN, EngineState.CLOSING):
+            warnings.warn(f"asyncdecode Engine on {self.device} was never closed; use `async with` or "
+                          "`await engine.aclose()`", ResourceWarning, stacklevel=2)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def decode(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
+                     output: OutputSpec | None = None) -> list[torch.Tensor]:
+        """Decode frame ``frame_ids[i]`` of ``paths[i]`` for every i.
+
+        Args:
+            paths: One path per frame id, or a single path for all of them.
+            frame_ids: Frame ids (0-based, presentation order).
+            output: Output format for this call (default: the engine's).
+
+        Returns:
+            One tensor per (path, frame id) pair, in order, on the engine's device.
+
+        Raises:
+            FrameIndexError: a frame id is out of range for its file.
+            VideoOpenError: a file is missing or not a video.
+            UnsupportedStreamError: the backend cannot decode a stream.
+            CorruptDataError: a GOP does not decode.
+            InvalidRequestError: the arguments are malformed.
+            EngineClosedError: the engine is closed.
+        """
+        return await self.submit(paths, frame_ids, output=output)
+
+    def submit(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
+               output: OutputSpec | None = None) -> asyncio.Future[list[torch.Tensor]]:
+        """Start a request now and return its future at once (await it for the frames).
+
+        Must be called from the engine's event loop. Cancelling the future withdraws the request's
+        decode jobs. Raises the same errors as :meth:`decode` for malformed arguments, immediately.
+        """
+        loop = self._ensure_open()
+        pairs = _pairs(paths, frame_ids)
+        spec = self._spec(output)
+        task = loop.create_task(self._request(pairs, spec))
+        self._track(task)
+        return task
+
+    def prefetch(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> asyncio.Future[None]:
+        """Bring the GOPs of these frames into the GOP cache (index, read, demux), without decoding.
+
+        A hint: it returns at once; the returned future completes when the GOPs are in, and never
+        raises for bad inputs (they are counted in ``stats()["prefetch_errors"]``; the request that
+        later asks for the frames gets the error).
+        """
+        loop = self._ensure_open()
+        pairs = _pairs(paths, frame_ids)
+        self._n.prefetch_requests += 1
+        task = loop.create_task(self._prefetch(pairs))
+        self._track(task)
+        return task
+
+    async def stream(self, requests: Iterable[Request] | AsyncIterable[Request], *, depth: int = 4,
+                     output: OutputSpec | None = None) -> AsyncIterator[list[torch.Tensor]]:
+        """Yield the frames of each ``(paths, frame_ids)`` request in order, keeping ``depth`` in flight.
+
+        While the caller works on one result, the next ``depth - 1`` requests are being read and
+        decoded. An error of a request is raised at its position; closing the iterator early cancels
+        the requests still in flight.
+        """
+        if not isinstance(depth, int) or depth < 1:
+            raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
+        self._ensure_open()
+        spec = self._spec(output)
+        pending: deque[asyncio.Future[list[torch.Tensor]]] = deque()
+        source = _aiter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < depth:
+                    try:
+                        paths, ids = await source.__anext__()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    pending.append(self.submit(paths, ids, output=spec))
+                if not pending:
+                    return
+                yield await pending.popleft()
+        finally:
+            for fut in pending:
+                fut.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the engine opened (a snapshot; cheap)."""
+        n, pool, cache = self._n, self._pool, self._cache
+        return {
+            "state": self._state.value,
+            "backend": self.backend.name,
+            "device": str(self.device),
+            "decoder_threads": pool.threads if pool else 0,
+            "requests": n.requests,
+            "requests_failed": n.requests_failed,
+            "requests_cancelled": n.requests_cancelled,
+            "requests_in_flight": sum(1 for t in self._requests if not t.done()),
+            "frames_requested": n.frames_requested,
+            "frames_returned": n.frames_returned,
+            "frames_decoded": pool.decoded if pool else 0,
+            "packets_fed": pool.fed if pool else 0,
+            "gop_cache_hits": cache.hits,
+            "gop_cache_misses": cache.misses,
+            "gop_cache_bytes": cache.nbytes,
+            "gop_cache_entries": len(cache),
+            "gop_cache_evictions": cache.evictions,
+            "gop_cache_capacity_bytes": cache.capacity_bytes,
+            "index_cache_files": len(self._indexes),
+            "queue_depth": pool.queue_depth if pool else 0,
+            "queue_capacity": pool.capacity if pool else 0,
+            "queue_waiting": pool.waiting if pool else 0,
+            "jobs_in_flight": pool.in_flight if pool else 0,
+            "index_jobs": n.index_jobs,
+            "demux_jobs": n.demux_jobs,
+            "open_files_opened": self._readers.opened,
+            "prefetch_requests": n.prefetch_requests,
+            "prefetch_errors": n.prefetch_errors,
+            "index_s": n.index_s,
+            "demux_s": n.demux_s,
+            "decode_s": pool.decode_s if pool else 0.0,
+            "convert_s": pool.convert_s if pool else 0.0,
+        }
+
+    async def info(self, path: PathLike) -> Any:
+        """:class:`~asyncdecode.VideoInfo` of ``path``, from the engine's index cache."""
+        self._ensure_open()
+        return (await self._index(os.fspath(path))).info
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.backend.name} on {self.device}, {self._state.value}>"
+
+    # -- request path -------------------------------------------------------------------------
+
+    def _spec(self, output: OutputSpec | None) -> OutputSpec:
+        if output is None:
+            return self.output
+        if not isinstance(output, OutputSpec):
+            raise InvalidRequestError(f"output must be an OutputSpec, not {type(output).__name__}")
+        return output
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _request(self, pairs: list[tuple[str, int]], spec: OutputSpec) -> list[torch.Tensor]:
+        n = self._n
+        n.requests += 1
+        n.frames_requested += len(pairs)
+        t0 = time.perf_counter()
+        try:
+            frames = await self._decode_pairs(pairs, spec)
+        except asyncio.CancelledError:
+            n.requests_cancelled += 1
+            raise
+        except BaseException:
+            n.requests_failed += 1
+            raise
+        finally:
+            n.request_s += time.perf_counter() - t0
+        n.frames_returned += len(frames)
+        return frames
+
+    async def _decode_pairs(self, pairs: list[tuple[str, int]], spec: OutputSpec) -> list[torch.Tensor]:
+        if not pairs:
+            return []
+        indexes = await self._indexes_for(pairs)
+        groups: dict[tuple[str, int], set[int]] = {}
+        for path, fid in pairs:
+            index = indexes[path]
+            count = index.info.num_frames
+            if not 0 <= fid < count:
+                raise FrameIndexError(f"frame {fid} out of range for {path} (0..{count - 1})",
+                                      path=path, frame_id=fid, device=str(self.device))
+            groups.setdefault((path, index.info.gop_of(fid)), set()).add(fid)
+        results = await _all_or_cancel([
+            self._decode_gop(indexes[path], gop, wanted, spec) for (path, gop), wanted in groups.items()
+        ])
+        frames = {(path, fid): tensor
+                  for (path, _), res in zip(groups, results) for fid, tensor in res.items()}
+        out, seen = [], set()
+        for pair in pairs:
+            tensor = frames[pair]
+            if pair in seen:  # the same frame twice in one request: each entry gets its own tensor
+                tensor = tensor.clone()
+            seen.add(pair)
+            out.append(tensor)
+        return out
+
+    async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int],
+                          spec: OutputSpec) -> dict[int, torch.Tensor]:
+        bundle = await self._bundle(index, gop)
+        assert self._pool is not None
+        result = await self._pool.submit(bundle, sorted(wanted), spec)
+        return result.frames
+
+    async def _prefetch(self, pairs: list[tuple[str, int]]) -> None:
+        try:
+            indexes = await self._indexes_for(pairs)
+            gops = {(p, indexes[p].info.gop_of(f)) for p, f in pairs if 0 <= f < indexes[p].info.num_frames}
+            await _all_or_cancel([self._bundle(indexes[p], g) for p, g in gops])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._n.prefetch_errors += 1
+            log.debug("asyncdecode prefetch failed: %s", exc)
+
+    # -- index and bundles (shared, deduplicated work) ---------------------------------------
+
+    async def _indexes_for(self, pairs: list[tuple[str, int]]) -> dict[str, VideoIndex]:
+        paths = list(dict.fromkeys(p for p, _ in pairs))
+        found = await _all_or_cancel([self._index(p) for p in paths])
+        return dict(zip(paths, found))
+
+    async def _index(self, path: str) -> VideoIndex:
+        try:
+            stamp = FileStamp.of(path)
+        except FileNotFoundError as exc:
+            raise VideoOpenError(f"no such file: {path}", path=path, device=str(self.device)) from exc
+        except OSError as exc:
+            raise VideoOpenError(f"cannot stat {path}: {exc.strerror or exc}", path=path,
+                                 device=str(self.device)) from exc
+        index = self._indexes.get(path)
+        if index is not None and index.stamp == stamp:
+            self._indexes.move_to_end(path)
+            return index
+
+        def done(index: VideoIndex) -> None:
+            self._indexes[path] = index
+            self._indexes.move_to_end(path)
+            while len(self._indexes) > self.config.index_cache_files:
+                self._indexes.popitem(last=False)
+
+        def work() -> VideoIndex:
+            t = time.perf_counter()
+            try:
+                return build_index(path)
+            finally:
+                self._n.index_s += time.perf_counter() - t
+
+        self._n.index_jobs += 1 if ("index", path, stamp) not in self._inflight else 0
+        return await self._shared(("index", path, stamp), work, done)
+
+    async def _bundle(self, index: VideoIndex, gop: int) -> GopBundle:
+        key = (index.path, index.stamp, gop)
+        bundle = self._cache.get(key)
+        if bundle is not None:
+            return bundle
+
+        def work() -> GopBundle:
+            t = time.perf_counter()
+            try:
+                bundle = self._readers.read(index, gop)
+                self.backend.check(bundle)
+                return bundle
+            finally:
+                self._n.demux_s += time.perf_counter() - t
+
+        if key not in self._inflight:
+            self._n.demux_jobs += 1
+        return await self._shared(key, work, lambda b: self._cache.put(key, b))
+
+    async def _shared(self, key: Hashable, work: Callable[[], T], on_result: Callable[[T], None]) -> T:
+        """Run ``work`` in the demux pool once for all concurrent callers with the same key.
+
+        A caller that is cancelled stops waiting; the work itself goes on for the others (and fills
+        the caches), under ``asyncio.shield``.
+        """
+        fut = self._inflight.get(key)
+        if fut is None:
+            assert self._loop is not None and self._executor is not None
+            fut = asyncio.ensure_future(self._loop.run_in_executor(self._executor, work))
+            self._inflight[key] = fut
+
+            def finished(f: asyncio.Future[T]) -> None:
+                self._inflight.pop(key, None)
+                if not f.cancelled() and f.exception() is None:
+                    on_result(f.result())
+
+            fut.add_done_callback(finished)
+        return await asyncio.shield(fut)
+
+
+def _pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:
+    """Validate a request's arguments into ``(path, frame_id)`` pairs."""
+    if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Iterable):
+        raise InvalidRequestError(f"frame_ids must be a sequence of ints, not {type(frame_ids).__name__}")
+    if isinstance(frame_ids, np.ndarray) or isinstance(frame_ids, torch.Tensor):
+        frame_ids = frame_ids.tolist()
+    ids = list(frame_ids)
+    if isinstance(paths, (str, os.PathLike)):
+        path_list = [paths] * len(ids)
+    elif isinstance(paths, Iterable) and not isinstance(paths, bytes):
+        path_list = list(paths)
+    else:
+        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
+    if len(path_list) != len(ids):
+        raise InvalidRequestError(
+            f"paths and frame_ids must have the same length (got {len(path_list)} paths and {len(ids)} frame ids)")
+    pairs = []
+    for p, f in zip(path_list, ids):
+        if not isinstance(p, (str, os.PathLike)):
+            raise InvalidRequestError(f"a path must be str or os.PathLike, not {type(p).__name__} ({p!r})")
+        if isinstance(f, bool) or not isinstance(f, (int, np.integer)):
+            raise InvalidRequestError(f"frame ids must be ints, not {type(f).__name__} ({f!r}) for {p}")
+        pairs.append((os.fspath(p), int(f)))
+    return pairs
+
+
+async def _all_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
+    """Await all; on the first failure (or on cancellation) cancel the rest, then raise."""
+    if len(aws) == 1:
+        return [await aws[0]]
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    if pending:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            for other in tasks:  # mark the other failures retrieved: one error per request
+                if other is not t and other.done() and not other.cancelled():
+                    other.exception()
+            raise t.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
+    if isinstance(requests, AsyncIterable):
+        return requests.__aiter__()
+
+    async def gen() -> AsyncIterator[Request]:
+        for r in requests:
+            yield r
+
+    return gen()

@@ -1,0 +1,150 @@
+"""Blocking facade over :class:`~asyncdecode.Engine` for code without an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from ._engine import Engine, EngineConfig, PathLike, Request
+from ._output import OutputSpec
+from .errors import EngineClosedError, InvalidRequestError
+
+
+class SyncEngine:
+    """The same engine, driven from ordinary (non-async) code.
+
+    The engine's event loop runs in a thread of its own (``asyncdecode-loop``, with uvloop where it is
+    installed); calls block until their result is there, or until ``timeout_s``.
+
+    Example:
+        >>> with SyncEngine(device="cpu") as eng:
+        ...     frames = eng.decode(["cam0.mp4", "cam1.mp4"], [17, 40])
+
+    Args:
+        device, config, output: As for :class:`Engine`.
+        timeout_s: Default time limit of each blocking call; ``None`` waits as long as it takes.
+    """
+
+    def __init__(self, device: str | torch.device = "auto", *, config: EngineConfig | None = None,
+                 output: OutputSpec | None = None, timeout_s: float | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="asyncdecode-loop", daemon=True)
+        self._thread.start()
+        self._closed = False
+        try:
+            self.engine = self._call(self._open(device, config, output))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    async def _open(self, device: Any, config: Any, output: Any) -> Engine:
+        engine = Engine(device, config=config, output=output)
+        return await engine.__aenter__()
+
+    def _call(self, coro: Any, timeout_s: float | None = None) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout_s if timeout_s is not None else self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"asyncdecode call did not finish within "
+                               f"{timeout_s if timeout_s is not None else self.timeout_s} s") from None
+
+    def _check(self) -> None:
+        if self._closed:
+            raise EngineClosedError("the SyncEngine is closed")
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    def decode(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
+               output: OutputSpec | None = None, timeout_s: float | None = None) -> list[torch.Tensor]:
+        """Blocking :meth:`Engine.decode`."""
+        self._check()
+        return self._call(self.engine.decode(paths, frame_ids, output=output), timeout_s)
+
+    def submit(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
+               output: OutputSpec | None = None) -> concurrent.futures.Future[list[torch.Tensor]]:
+        """Start a request and return a :class:`concurrent.futures.Future` at once."""
+        self._check()
+        return asyncio.run_coroutine_threadsafe(self.engine.decode(paths, frame_ids, output=output), self._loop)
+
+    def prefetch(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> None:
+        """Blocking-free :meth:`Engine.prefetch`: returns at once."""
+        self._check()
+
+        async def start() -> None:
+            self.engine.prefetch(paths, frame_ids)
+
+        self._call(start())
+
+    def stream(self, requests: Iterable[Request], *, depth: int = 4,
+               output: OutputSpec | None = None) -> Iterator[list[torch.Tensor]]:
+        """Blocking :meth:`Engine.stream`: results in order, ``depth`` requests in flight."""
+        self._check()
+        if not isinstance(depth, int) or depth < 1:
+            raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
+        agen = self.engine.stream(requests, depth=depth, output=output)
+        try:
+            while True:
+                try:
+                    yield self._call(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._call(agen.aclose())
+
+    def stats(self) -> dict[str, Any]:
+        """:meth:`Engine.stats`."""
+        return self.engine.stats()
+
+    def info(self, path: PathLike) -> Any:
+        """:class:`~asyncdecode.VideoInfo` of ``path`` from the engine's index cache."""
+        self._check()
+        return self._call(self.engine.info(path))
+
+    def close(self) -> None:
+        """Close the engine and stop its loop thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self.engine.aclose(), timeout_s=None)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn("asyncdecode SyncEngine was never closed; use `with` or `.close()`",
+                          ResourceWarning, stacklevel=2)
+
+    def __repr__(self) -> str:
+        return f"<SyncEngine {self.engine!r}>"
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

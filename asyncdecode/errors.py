@@ -1,0 +1,90 @@
+"""Errors raised by asyncdecode.
+
+Every error the engine raises for a request derives from :class:`AsyncDecodeError` and carries the
+file, the frame id and the device it concerns (``None`` where it does not apply). Misuse errors also
+derive from the matching built-in exception, so ``except IndexError`` keeps working::
+
+    AsyncDecodeError
+     ├── VideoOpenError            (OSError)     the file is missing, empty, not a media file, or has no video
+     ├── UnsupportedStreamError    (ValueError)  a codec, pixel format or profile the backend cannot decode
+     ├── FrameIndexError           (IndexError)  a frame id outside 0..num_frames-1
+     ├── CorruptDataError          (ValueError)  damaged packets, a damaged GOP bundle, a file changed under us
+     ├── InvalidRequestError       (ValueError)  malformed arguments (mismatched list lengths, bad OutputSpec)
+     ├── BackendUnavailableError   (RuntimeError) the requested device or decoder library is not usable here
+     └── EngineClosedError         (RuntimeError) the engine was used after ``aclose()``
+
+A failing request fails alone: the error is set on that request's future and every other request, and
+the engine, go on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsyncDecodeError",
+    "BackendUnavailableError",
+    "CorruptDataError",
+    "EngineClosedError",
+    "FrameIndexError",
+    "InvalidRequestError",
+    "UnsupportedStreamError",
+    "VideoOpenError",
+]
+
+
+class AsyncDecodeError(Exception):
+    """Root of every asyncdecode error.
+
+    Attributes:
+        path: The video file or GOP bundle concerned, if any.
+        frame_id: The frame id concerned, if any.
+        device: The device of the engine that raised it, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        frame_id: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.frame_id = frame_id
+        self.device = device
+
+    def __reduce__(self):  # keep the context fields across pickling (DataLoader workers, processes)
+        return (_rebuild, (type(self), self.message, self.path, self.frame_id, self.device))
+
+
+def _rebuild(cls, message, path, frame_id, device):
+    return cls(message, path=path, frame_id=frame_id, device=device)
+
+
+class VideoOpenError(AsyncDecodeError, OSError):
+    """The file could not be opened as a video: missing, empty, unreadable, not media, or no video stream."""
+
+
+class UnsupportedStreamError(AsyncDecodeError, ValueError):
+    """The video stream uses a codec, pixel format or profile that the backend cannot decode."""
+
+
+class FrameIndexError(AsyncDecodeError, IndexError):
+    """A frame id is outside ``0..num_frames-1`` of its video."""
+
+
+class CorruptDataError(AsyncDecodeError, ValueError):
+    """Damaged data: undecodable packets, a bundle that fails its checksum, a file that changed on disk."""
+
+
+class InvalidRequestError(AsyncDecodeError, ValueError):
+    """The call itself is malformed: mismatched list lengths, a wrong type, an invalid output spec."""
+
+
+class BackendUnavailableError(AsyncDecodeError, RuntimeError):
+    """The requested device or decoding library cannot be used on this machine."""
+
+
+class EngineClosedError(AsyncDecodeError, RuntimeError):
+    """The engine was used after it was closed."""
