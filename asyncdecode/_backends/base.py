@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -26,8 +27,8 @@ class DecodeCancelled(Exception):
 class DecodeResult:
     """Frames one job produced."""
 
-    frames: dict[int, torch.Tensor]
-    """Wanted frame id -> output tensor."""
+    frames: dict[int, Any]
+    """Wanted frame id -> output tensor (or tuple of plane tensors when no output spec was given)."""
     decoded: int = 0
     """Pictures the decoder produced for this job, wanted or not (the cost of the job)."""
     fed: int = 0
@@ -40,9 +41,12 @@ class Session(abc.ABC):
     """One decoder, used by one thread at a time."""
 
     @abc.abstractmethod
-    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
+    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool]) -> DecodeResult:
         """Decode ``bundle`` from its keyframe until every frame id in ``wanted`` is out.
+
+        With ``output=None`` each frame comes back as the decoder's own planes (a tuple of integer
+        tensors, Y then chroma, cropped to the display size): what backends are compared on.
 
         Packets are fed in decode order; feeding stops as soon as the last wanted frame is out.
         Disposable pictures that are not wanted are not fed at all.

@@ -76,7 +76,7 @@ class CpuSession(Session):
             self._ctx, self._key = ctx, key
         return self._ctx
 
-    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
+    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool]) -> DecodeResult:
         import av
 
@@ -153,15 +153,19 @@ def _plane(frame: Any, i: int, layout: PlanarLayout, height: int, width: int) ->
     return torch.from_numpy(arr)
 
 
-def _convert(frame: Any, layout: PlanarLayout, params: ColorParams, output: OutputSpec) -> torch.Tensor:
+def _convert(frame: Any, layout: PlanarLayout, params: ColorParams,
+             output: OutputSpec | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
     h, w = frame.height, frame.width
     if frame.format.name != params.pix_fmt:
         layout = planar_layout(frame.format.name)  # a decoder may pick another layout than the header
     y = _plane(frame, 0, layout, h, w)
     if layout.gray:
-        return yuv_to_output(y, None, None, params, layout, output)
-    ch, cw = -(-h // layout.sy), -(-w // layout.sx)
-    u = _plane(frame, 1, layout, ch, cw)
-    v = _plane(frame, 2, layout, ch, cw)
+        planes: tuple[torch.Tensor, ...] = (y,)
+    else:
+        ch, cw = -(-h // layout.sy), -(-w // layout.sx)
+        planes = (y, _plane(frame, 1, layout, ch, cw), _plane(frame, 2, layout, ch, cw))
+    if output is None:  # the frame's memory goes back to the decoder: keep copies
+        return tuple(p.clone() for p in planes)
+    u, v = planes[1:] if len(planes) == 3 else (None, None)
     return yuv_to_output(y, u, v, params, layout, output)
 
