@@ -29,6 +29,8 @@ Encoder facts (FFmpeg 8 / PyAV 18 wheels):
   and start at pts 0 with negative dts.
 
 All encoders run single-threaded so the output is byte-for-byte reproducible.
+Encoding AV1 sets ``SVT_LOG=1`` in the environment (unless already set) to
+keep SVT-AV1's info banners off stderr.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class VideoSpec:
         num_frames: Number of frames.
         gop: Keyframe interval (fixed, no scene-cut keyframes).
         bframes: Consecutive B-frames between references (0 = none; ignored for AV1).
-        pix_fmt: ``"yuv420p"``, ``"yuv420p10le"`` (hevc, av1) or ``"yuv444p"`` (h264, hevc).
+        pix_fmt: Planar YUV: ``"yuv420p"``, ``"yuv420p10le"`` (Main10 with hevc), ``"yuv444p"``, ...
         fps: Nominal frame rate; the time base is ``1/fps`` unless ``vfr``.
         open_gop: HEVC only: CRA keyframes with RASL leading pictures.
         gop_lengths: Explicit GOP lengths, cycled until ``num_frames``; overrides
@@ -372,7 +374,7 @@ def make_video(path: str | os.PathLike[str], spec: VideoSpec = VideoSpec(), /) -
     return path
 
 
-def make_audio_only(path: str | os.PathLike[str], /, *, seconds: float = 1.0) -> pathlib.Path:
+def make_audio_only(path: str | os.PathLike[str], *, seconds: float = 1.0) -> pathlib.Path:
     """Write an MP4-family file (``.m4a``/``.mp4``) holding only an AAC audio stream."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +384,7 @@ def make_audio_only(path: str | os.PathLike[str], /, *, seconds: float = 1.0) ->
 
 
 def make_clip_set(
-    root: str | os.PathLike[str], /, *, cameras: int = 6, clips: int = 1, spec: VideoSpec = VideoSpec()
+    root: str | os.PathLike[str], *, cameras: int = 6, clips: int = 1, spec: VideoSpec = VideoSpec()
 ) -> list[pathlib.Path]:
     """Write ``root/clip{k}/cam{i}.<container>`` for every clip and camera.
 
