@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -187,6 +189,92 @@ def yuv_to_output(
         y: Luma, ``(H, W)`` integer samples (uint8, or int16/int32/uint16 holding n-bit values).
         u, v: Chroma ``(ceil(H/sy), ceil(W/sx))``, or ``None`` for gray.
     """
+    if y.device.type == "cpu" and spec.dtype == torch.uint8 and spec.size is None:
+        return torch.from_numpy(_rgb8_numpy(y.numpy(), None if u is None else u.numpy(),
+                                            None if v is None else v.numpy(), params, layout, spec))
+    return _yuv_to_output_torch(y, u, v, params, layout, spec)
+
+
+_scratch = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread work array, reused across frames of the same size.
+
+    Fresh arrays of this size come from mmap and fault in every page on each frame, which costs
+    more than the conversion itself.
+    """
+    key = (name, shape, dtype)
+    buf = getattr(_scratch, "buffers", None)
+    if buf is None:
+        buf = _scratch.buffers = {}
+    arr = buf.get(key)
+    if arr is None:
+        if len(buf) > 16:
+            buf.clear()
+        arr = buf[key] = np.empty(shape, dtype)
+    return arr
+
+
+def _rgb8_numpy(y: np.ndarray, u: np.ndarray | None, v: np.ndarray | None, params: ColorParams,
+                layout: PlanarLayout, spec: OutputSpec) -> np.ndarray:
+    """The uint8 conversion on the host: numpy vectorizes the casts and strided writes that this
+    needs several times better than torch's CPU kernels do."""
+    height, width = y.shape
+    y_off, y_scale, c_off, c_scale = params.affine()
+    f32 = np.float32
+    luma = _buffer("luma", (height, width), f32)
+    np.multiply(y, f32(y_scale * 255.0), out=luma, dtype=f32)
+    luma -= f32(y_off * y_scale * 255.0)
+    if layout.gray or u is None or v is None:
+        planes = np.broadcast_to(luma, (3, height, width))
+    else:
+        cr_r, cb_g, cr_g, cb_b = (f32(k * c_scale * 255.0) for k in params.coefficients())
+        hc, wc = u.shape
+        cb = _buffer("cb", (hc, wc), f32)
+        cr = _buffer("cr", (hc, wc), f32)
+        np.subtract(u, f32(c_off), out=cb, dtype=f32)
+        np.subtract(v, f32(c_off), out=cr, dtype=f32)
+        sy, sx = layout.sy, layout.sx
+        term = _buffer("term", (hc, wc), f32)
+        full = _buffer("full", (3, hc * sy, wc * sx), f32)
+        for c in range(3):  # chroma terms at chroma resolution, written to every pixel they cover
+            if c == 0:
+                np.multiply(cr, cr_r, out=term)
+            elif c == 1:
+                np.multiply(cb, cb_g, out=term)
+                term += cr * cr_g
+            else:
+                np.multiply(cb, cb_b, out=term)
+            for dy in range(sy):
+                for dx in range(sx):
+                    full[c, dy::sy, dx::sx] = term
+        planes = full[:, :height, :width]
+        planes += luma
+        np.clip(planes, f32(0.0), f32(255.0), out=planes)
+        planes += f32(0.5)  # the cast below truncates: round half up
+    if layout.gray or u is None or v is None:
+        planes = np.clip(planes, f32(0.0), f32(255.0)) + f32(0.5)
+    order = (2, 1, 0) if spec.format == "bgr" else (0, 1, 2)
+    if spec.layout == "chw":
+        out = np.empty((3, height, width), np.uint8)
+        for i, c in enumerate(order):
+            np.copyto(out[i], planes[c], casting="unsafe")
+    else:
+        out = np.empty((height, width, 3), np.uint8)
+        for i, c in enumerate(order):
+            np.copyto(out[:, :, i], planes[c], casting="unsafe")
+    return out
+
+
+def _yuv_to_output_torch(
+    y: torch.Tensor,
+    u: torch.Tensor | None,
+    v: torch.Tensor | None,
+    params: ColorParams,
+    layout: PlanarLayout,
+    spec: OutputSpec,
+) -> torch.Tensor:
     height, width = y.shape
     y_off, y_scale, c_off, c_scale = params.affine()
     scale = 255.0 if spec.dtype == torch.uint8 and spec.size is None else 1.0

@@ -1,0 +1,235 @@
+"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE --frames ... --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import Engine, EngineConfig, OutputSpec, __version__, probe
+from .errors import AsyncDecodeError
+
+
+def write_png(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 RGB image as PNG (with FFmpeg's PNG encoder)."""
+    import av
+
+    rgb = np.ascontiguousarray(image.cpu().numpy() if isinstance(image, torch.Tensor) else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"write_png needs an (H, W, 3) uint8 image, not {rgb.shape} {rgb.dtype}")
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = rgb.shape[1], rgb.shape[0], "rgb24", Fraction(1, 1)
+    packets = ctx.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")) + ctx.encode(None)
+    Path(path).write_bytes(b"".join(bytes(p) for p in packets))
+
+
+def contact_sheet(rows: Sequence[Sequence[torch.Tensor]], *, gap: int = 4) -> torch.Tensor:
+    """Tile HWC uint8 frames into one image, one row per sequence (all frames the same size)."""
+    h, w, _ = rows[0][0].shape
+    cols = max(len(r) for r in rows)
+    sheet = torch.full((len(rows) * (h + gap) + gap, cols * (w + gap) + gap, 3), 24, dtype=torch.uint8)
+    for i, row in enumerate(rows):
+        for j, frame in enumerate(row):
+            y, x = gap + i * (h + gap), gap + j * (w + gap)
+            sheet[y : y + h, x : x + w] = frame.cpu()
+    return sheet
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"0,10,20"``, ``"0:30:10"`` (start:stop:step, stop excluded) or a mix: ``"0,5:8"``."""
+    ids: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if ":" in part:
+            bits = [int(b) if b else None for b in part.split(":")]
+            if len(bits) > 3 or bits[1] is None:
+                raise argparse.ArgumentTypeError(f"bad frame range {part!r}: use start:stop[:step]")
+            ids.extend(range(bits[0] or 0, bits[1], bits[2] if len(bits) == 3 and bits[2] else 1))
+        else:
+            ids.append(int(part))
+    if not ids:
+        raise argparse.ArgumentTypeError("no frame ids given")
+    return ids
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, not {text!r}") from None
+    return w, h
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    info = probe(args.file)
+    fields = {
+        "path": info.path, "codec": info.codec, "width": info.width, "height": info.height,
+        "pix_fmt": info.pix_fmt, "bit_depth": info.bit_depth, "num_frames": info.num_frames,
+        "fps": round(info.fps, 6), "duration_seconds": round(info.duration_seconds, 6),
+        "time_base": str(info.time_base), "color_space": info.color_space, "color_range": info.color_range,
+        "stream_index": info.stream_index, "gops": len(info.keyframes), "keyframes": list(info.keyframes),
+    }
+    if args.json:
+        print(json.dumps(fields, indent=2))
+        return 0
+    lengths = info.gop_lengths
+    for key, value in fields.items():
+        if key == "keyframes":
+            shown = value if len(value) <= 12 else value[:12] + ["..."]
+            value = ", ".join(str(v) for v in shown)
+        print(f"{key:>17}: {value}")
+    print(f"{'gop_lengths':>17}: min {min(lengths)}, max {max(lengths)}, mean {sum(lengths) / len(lengths):.1f}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = OutputSpec(format="rgb", size=(args.size[1], args.size[0]) if args.size else None)
+
+    async def run() -> list[torch.Tensor]:
+        async with Engine(device=args.device, output=spec) as eng:
+            return await eng.decode(args.file, args.frames)
+
+    frames = asyncio.run(run())
+    stem = Path(args.file).stem
+    for fid, frame in zip(args.frames, frames):
+        path = out / f"{stem}_{fid:06d}.png"
+        write_png(path, frame)
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .testing import VideoSpec, make_clip_set
+
+    width, height = args.size
+    say = print if not args.quiet else (lambda *a, **k: None)
+    with tempfile.TemporaryDirectory(prefix="asyncdecode-demo-") as tmp:
+        spec = VideoSpec(codec=args.codec, width=width, height=height, num_frames=args.frames, gop=args.gop,
+                         bframes=args.bframes, fps=10)
+        t0 = time.perf_counter()
+        say(f"making {args.cameras} camera clips: {args.codec} {width}x{height}, {args.frames} frames, "
+            f"GOP {args.gop}, {args.bframes} B-frames ...", flush=True)
+        paths = [str(p) for p in make_clip_set(tmp, cameras=args.cameras, clips=1, spec=spec)]
+        say(f"  done in {time.perf_counter() - t0:.1f} s ({sum(os.path.getsize(p) for p in paths) / 1e6:.2f} MB)")
+        report = asyncio.run(_demo(args, paths, say))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+async def _demo(args: argparse.Namespace, paths: list[str], say) -> dict:
+    rng = random.Random(args.seed)
+    n = args.frames
+    async with Engine(device=args.device, config=EngineConfig()) as eng:
+        say(f"engine: {eng.backend.name} backend on {eng.device}, {eng.stats()['decoder_threads']} decoder threads")
+        for p in paths:  # index every file first (one packet scan each)
+            await eng.info(p)
+        results: dict[str, dict] = {}
+
+        async def pattern(name: str, requests: list[tuple[list[str], list[int]]], note: str) -> list[list[torch.Tensor]]:
+            before = eng.stats()
+            frames = 0
+            out = []
+            t0 = time.perf_counter()
+            async for got in eng.stream(requests, depth=8):
+                frames += len(got)
+                out.append(got)
+            dt = time.perf_counter() - t0
+            after = eng.stats()
+            decoded = after["frames_decoded"] - before["frames_decoded"]
+            results[name] = {"frames": frames, "seconds": round(dt, 3), "frames_per_s": round(frames / dt, 1),
+                             "decoded_per_returned": round(decoded / frames, 2)}
+            say(f"{name:>10}: {frames:5d} frames in {dt:6.2f} s = {frames / dt:7.1f} frames/s "
+                f"({decoded / frames:.2f} decoded per returned; {note})")
+            return out
+
+        random_steps = [(paths, [rng.randrange(n) for _ in paths]) for _ in range(args.steps)]
+        rand = await pattern("random", random_steps, "one random frame per camera per step")
+        clip_len = 8
+        clip_steps = []
+        for _ in range(max(1, args.steps // clip_len)):
+            start = rng.randrange(n - clip_len)
+            clip_steps.append(([p for p in paths for _ in range(clip_len)],
+                               [start + k for _ in paths for k in range(clip_len)]))
+        clips = await pattern("clips", clip_steps, f"{clip_len} consecutive frames per camera per request")
+        stats = eng.stats()
+    say("stats: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+    rows = [[frames[i] for frames in rand[:6]] for i in range(len(paths))]
+    rows.append([f for f in clips[0][:: clip_len][: len(paths)]])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, contact_sheet(rows))
+    say(f"contact sheet: {out.resolve()} (rows: cameras at 6 random steps; last row: first clip's cameras)")
+    return {"patterns": results, "stats": stats, "contact_sheet": str(out.resolve())}
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asyncdecode", description="Asyncio prefetching video decode engine.")
+    parser.add_argument("--version", action="version", version=f"asyncdecode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="make a small multi-camera clip set and decode it (no GPU needed)")
+    demo.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    demo.add_argument("--cameras", type=int, default=6)
+    demo.add_argument("--frames", type=int, default=120, help="frames per clip")
+    demo.add_argument("--size", type=_size, default=(480, 270), help="WIDTHxHEIGHT (default 480x270)")
+    demo.add_argument("--codec", choices=("h264", "hevc", "av1"), default="h264")
+    demo.add_argument("--gop", type=int, default=30)
+    demo.add_argument("--bframes", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=80, help="random-access steps (one frame per camera each)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="asyncdecode-demo.png", help="contact sheet PNG (default ./asyncdecode-demo.png)")
+    demo.add_argument("--json", action="store_true", help="also print the results as JSON")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("probe", help="describe a video file's stream and GOPs")
+    pr.add_argument("file")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_probe)
+
+    dec = sub.add_parser("decode", help="decode frames of a file to PNG files")
+    dec.add_argument("file")
+    dec.add_argument("--frames", type=parse_frames, required=True, help="e.g. 0,10,20 or 0:100:10")
+    dec.add_argument("--out", required=True, help="output directory")
+    dec.add_argument("--device", default="auto")
+    dec.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT")
+    dec.set_defaults(func=cmd_decode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except AsyncDecodeError as exc:
+        print(f"asyncdecode: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
