@@ -16,6 +16,9 @@ from ._output import OutputSpec
 from .errors import EngineClosedError, InvalidRequestError
 
 
+_DEFAULT = object()
+
+
 class SyncEngine:
     """The same engine, driven from ordinary (non-async) code.
 
@@ -39,7 +42,7 @@ class SyncEngine:
         self._thread.start()
         self._closed = False
         try:
-            self.engine = self._call(self._open(device, config, output))
+            self.engine = self._call(self._open(device, config, output), timeout_s=None)
         except BaseException:
             self._stop_loop()
             raise
@@ -48,14 +51,15 @@ class SyncEngine:
         engine = Engine(device, config=config, output=output)
         return await engine.__aenter__()
 
-    def _call(self, coro: Any, timeout_s: float | None = None) -> Any:
+    def _call(self, coro: Any, timeout_s: float | None | object = _DEFAULT) -> Any:
+        """Run ``coro`` on the engine's loop and wait for it (``timeout_s=None``: no limit)."""
+        limit = self.timeout_s if timeout_s is _DEFAULT else timeout_s
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return fut.result(timeout_s if timeout_s is not None else self.timeout_s)
+            return fut.result(limit)  # type: ignore[arg-type]
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise TimeoutError(f"asyncdecode call did not finish within "
-                               f"{timeout_s if timeout_s is not None else self.timeout_s} s") from None
+            raise TimeoutError(f"asyncdecode call did not finish within {limit} s") from None
 
     def _check(self) -> None:
         if self._closed:
@@ -66,8 +70,8 @@ class SyncEngine:
         return self.engine.device
 
     def decode(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
-               output: OutputSpec | None = None, timeout_s: float | None = None) -> list[torch.Tensor]:
-        """Blocking :meth:`Engine.decode`."""
+               output: OutputSpec | None = None, timeout_s: float | None | object = _DEFAULT) -> list[torch.Tensor]:
+        """Blocking :meth:`Engine.decode`; ``timeout_s`` overrides the engine's default for this call."""
         self._check()
         return self._call(self.engine.decode(paths, frame_ids, output=output), timeout_s)
 

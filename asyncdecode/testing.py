@@ -179,15 +179,16 @@ def synthetic_frame(index: int, width: int, height: int, *, seed: int = 0) -> np
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, size=3)
     disc_rgb = rng.permutation(np.array([255, 40, 0], dtype=np.uint8))
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    x = np.arange(width, dtype=np.float32)
+    y = np.arange(height, dtype=np.float32)[:, None]
     t = float(index)
 
+    # Each gradient varies along one axis (or the diagonal): computed once per axis, broadcast.
     u, v = x / max(width - 1, 1), y / max(height - 1, 1)
-    img = np.empty((height, width, 3), dtype=np.float64)
-    img[..., 0] = 128 + 100 * np.sin(2 * np.pi * u + 0.15 * t + phase[0])
-    img[..., 1] = 128 + 100 * np.sin(2 * np.pi * v - 0.10 * t + phase[1])
-    img[..., 2] = 128 + 100 * np.sin(2 * np.pi * (u + v) / 2 + 0.20 * t + phase[2])
-    out = img.astype(np.uint8)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    out[..., 0] = (128 + 100 * np.sin(2 * np.pi * u + 0.15 * t + phase[0])).astype(np.uint8)
+    out[..., 1] = (128 + 100 * np.sin(2 * np.pi * v - 0.10 * t + phase[1])).astype(np.uint8)
+    out[..., 2] = (128 + 100 * np.sin(np.pi * (u + v) + 0.20 * t + phase[2])).astype(np.uint8)
 
     box = max(4, min(width, height) // 5)
     bx = (3 * index) % max(width - box, 1)
@@ -223,7 +224,7 @@ def rgb_to_yuv_planes(
     bits = fmt.components[0].bits
     sx, sy = _subsampling(fmt)
     kr, kb = _KR_KB[matrix]
-    r, g, b = (rgb[..., i].astype(np.float64) / 255.0 for i in range(3))
+    r, g, b = (rgb[..., i].astype(np.float32) / np.float32(255.0) for i in range(3))
     luma = kr * r + (1.0 - kr - kb) * g + kb * b
     cb = (b - luma) / (2 * (1 - kb))
     cr = (r - luma) / (2 * (1 - kr))
