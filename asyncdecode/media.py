@@ -182,7 +182,7 @@ def open_container(path: str) -> av.container.InputContainer:
     if size == 0:
         raise VideoOpenError(f"{path} is empty (0 bytes)", path=path)
     try:
-        return av.open(path, mode="r", metadata_errors="ignore")
+        return av.open(path, mode="r")
     except av.error.FileNotFoundError as exc:
         raise VideoOpenError(f"no such file: {path}", path=path) from exc
     except av.error.PermissionError as exc:
