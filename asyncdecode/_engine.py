@@ -12,17 +12,18 @@ import warnings
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, Literal, TypeVar, Union
 
 import numpy as np
 import torch
 
 from ._backends import Backend, make_backend
+from ._backends.cpu import CpuBackend
 from ._cache import GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
 from ._workers import DecoderPool
-from .errors import EngineClosedError, FrameIndexError, InvalidRequestError, VideoOpenError
+from .errors import EngineClosedError, FrameIndexError, InvalidRequestError, UnsupportedStreamError, VideoOpenError
 from .gop import GopBundle
 from .media import FileStamp, VideoIndex, build_index
 
@@ -57,6 +58,11 @@ class EngineConfig:
     """Default output format; a call's ``output=`` overrides it."""
     close_timeout_s: float = 30.0
     """How long ``aclose()`` waits for decoder threads to finish their current GOP."""
+    unsupported: Literal["cpu", "raise"] = "cpu"
+    """A stream the device's decoder cannot handle (H.264 High 10, 4:2:2 on NVDEC ...): decode it on
+    the CPU and move the frames to the device (``"cpu"``), or fail with ``UnsupportedStreamError``."""
+    cpu_fallback_threads: int = 2
+    """Decoder threads of the CPU pool that serves such streams (started on first use)."""
 
     def __post_init__(self) -> None:
         for name in ("decoder_threads", "queue_size"):
@@ -71,6 +77,8 @@ class EngineConfig:
             raise InvalidRequestError(f"EngineConfig.gop_cache_bytes must be an int >= 0, not {self.gop_cache_bytes!r}")
         if not isinstance(self.output, OutputSpec):
             raise InvalidRequestError("EngineConfig.output must be an OutputSpec")
+        if self.unsupported not in ("cpu", "raise"):
+            raise InvalidRequestError(f"EngineConfig.unsupported must be 'cpu' or 'raise', not {self.unsupported!r}")
 
 
 class EngineState(enum.Enum):
@@ -126,6 +134,8 @@ class Engine:
         self._state = EngineState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: DecoderPool | None = None
+        self._fallback: DecoderPool | None = None
+        self._fallback_paths: set[str] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._readers = ReaderPool(self.config.max_open_files)
         self._cache = GopCache(self.config.gop_cache_bytes)
@@ -192,8 +202,8 @@ class Engine:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
             assert self._pool is not None and self._executor is not None
-            pool, executor = self._pool, self._executor
-            await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pool, executor))
+            pools = [p for p in (self._pool, self._fallback) if p is not None]
+            await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pools, self._executor))
         finally:
             self._readers.close()
             self._cache.clear()
@@ -202,11 +212,12 @@ class Engine:
             assert self._closed is not None
             self._closed.set()
 
-    def _shutdown_threads(self, pool: DecoderPool, executor: concurrent.futures.ThreadPoolExecutor) -> None:
-        pool.close(self.config.close_timeout_s)
-        if pool.alive():
-            log.warning("asyncdecode: %d decoder thread(s) still busy after %.0f s", pool.alive(),
-                        self.config.close_timeout_s)
+    def _shutdown_threads(self, pools: list[DecoderPool], executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        for pool in pools:
+            pool.close(self.config.close_timeout_s)
+            if pool.alive():
+                log.warning("asyncdecode: %d decoder thread(s) still busy after %.0f s", pool.alive(),
+                            self.config.close_timeout_s)
         executor.shutdown(wait=True, cancel_futures=True)
 
     def __del__(self) -> None:
@@ -313,7 +324,8 @@ class Engine:
             "requests_in_flight": sum(1 for t in self._requests if not t.done()),
             "frames_requested": n.frames_requested,
             "frames_returned": n.frames_returned,
-            "frames_decoded": pool.decoded if pool else 0,
+            "frames_decoded": (pool.decoded if pool else 0) + (self._fallback.decoded if self._fallback else 0),
+            "cpu_fallback_files": len(self._fallback_paths),
             "packets_fed": pool.fed if pool else 0,
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
@@ -405,9 +417,40 @@ class Engine:
     async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int],
                           spec: OutputSpec) -> dict[int, torch.Tensor]:
         bundle = await self._bundle(index, gop)
-        assert self._pool is not None
-        result = await self._pool.submit(bundle, sorted(wanted), spec)
-        return result.frames
+        pool = self._pool_for(bundle)
+        try:
+            result = await pool.submit(bundle, sorted(wanted), spec)
+        except UnsupportedStreamError:
+            # Found out by the device's decoder itself (the backend now refuses such bundles up front).
+            pool = self._pool_for(bundle)
+            if pool is self._pool:
+                raise
+            result = await pool.submit(bundle, sorted(wanted), spec)
+        if pool is self._pool:
+            return result.frames
+        return {fid: t.to(self.device, non_blocking=False) for fid, t in result.frames.items()}
+
+    def _pool_for(self, bundle: GopBundle) -> DecoderPool:
+        """The device's decoder pool, or the CPU pool for streams the device cannot decode."""
+        assert self._pool is not None and self._loop is not None
+        try:
+            self.backend.check(bundle)
+            return self._pool
+        except UnsupportedStreamError as exc:
+            if self.config.unsupported == "raise" or self.backend.name == "cpu":
+                exc.device = str(self.device)
+                raise
+            if bundle.source not in self._fallback_paths:
+                self._fallback_paths.add(bundle.source)
+                log.warning("asyncdecode: %s; decoding it on the CPU", exc)
+        if self._fallback is None:
+            cpu = CpuBackend()
+            cpu.check(bundle)
+            self._fallback = DecoderPool(cpu, threads=self.config.cpu_fallback_threads,
+                                         capacity=2 * self.config.cpu_fallback_threads, loop=self._loop)
+        else:
+            self._fallback.backend.check(bundle)
+        return self._fallback
 
     async def _prefetch(self, pairs: list[tuple[str, int]]) -> None:
         try:
@@ -465,9 +508,7 @@ class Engine:
         def work() -> GopBundle:
             t = time.perf_counter()
             try:
-                bundle = self._readers.read(index, gop)
-                self.backend.check(bundle)
-                return bundle
+                return self._readers.read(index, gop)
             finally:
                 self._n.demux_s += time.perf_counter() - t
 

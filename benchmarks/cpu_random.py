@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 import asyncdecode
+import asyncdecode.testing
 from asyncdecode import Engine
 from asyncdecode.testing import VideoSpec, make_video
 
@@ -64,9 +65,18 @@ Step = list[int]  # one frame id per camera
 
 # -- data ---------------------------------------------------------------------------------------
 
+def generator_digest() -> str:
+    """Hash of the code that makes the videos (``asyncdecode.testing``) and of the encoder library."""
+    src = pathlib.Path(asyncdecode.testing.__file__).read_bytes()
+    return hashlib.sha256(src + repr(av.library_versions).encode()).hexdigest()[:16]
+
+
 def spec_slug(spec: VideoSpec, cameras: int) -> str:
-    """Directory name for a clip set: readable fields plus a hash of the whole spec."""
-    digest = hashlib.sha256(f"{spec!r}|cameras={cameras}".encode()).hexdigest()[:8]
+    """Directory name for a clip set: readable fields plus a hash of the whole spec and the generator.
+
+    A changed spec, or a changed ``asyncdecode.testing`` (content or encoder settings), gives a new name.
+    """
+    digest = hashlib.sha256(f"{spec!r}|cameras={cameras}|{generator_digest()}".encode()).hexdigest()[:8]
     return (f"{spec.codec}_{spec.width}x{spec.height}_{spec.num_frames}f_gop{spec.gop}_b{spec.bframes}"
             f"_{spec.fps}fps_{spec.pix_fmt}_crf{spec.crf}_seed{spec.seed}_{cameras}cam-{digest}")
 
@@ -95,6 +105,10 @@ def ensure_clip_set(data_dir: pathlib.Path, spec: VideoSpec, cameras: int) -> li
             job.result()
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    prefix = final.name.rsplit("-", 1)[0] + "-"
+    for stale in data_dir.glob(prefix + "*"):  # the same spec made by an older generator
+        if stale != final and stale.is_dir() and ".tmp-" not in stale.name:
+            shutil.rmtree(stale, ignore_errors=True)
     print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     return [final / n for n in names]
 
@@ -163,30 +177,64 @@ class PlainPyAV:
             c.close()
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return float("nan")
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclasses.dataclass
 class Timing:
     wall_s: float
     cpu_s: float
+    other_cpu_s: float
     frames: int
 
     def row(self) -> dict[str, float]:
         return {"frames": self.frames, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
-                "fps": self.frames / self.wall_s, "cpu_ms_per_frame": 1e3 * self.cpu_s / self.frames}
+                "fps": self.frames / self.wall_s, "cpu_ms_per_frame": 1e3 * self.cpu_s / self.frames,
+                "cores_used": self.cpu_s / self.wall_s,
+                "other_load_cores": max(0.0, self.other_cpu_s / self.wall_s)}
 
 
 class Timer:
-    """Wall (``perf_counter``) and process CPU time (``process_time``: every thread) of a block."""
+    """Wall (``perf_counter``) and process CPU time (``process_time``: every thread) of a block.
+
+    Also the CPU time the rest of the machine used meanwhile (``other_load_cores``): a benchmark run
+    that shares its cores with another program is flagged (and retried, see ``--max-retries``).
+    """
 
     def __enter__(self) -> Timer:
+        self.busy0 = _busy_cpu_s()
         self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self.wall0
         self.cpu_s = time.process_time() - self.cpu0
+        self.other_cpu_s = _busy_cpu_s() - self.busy0 - self.cpu_s
 
     def timing(self, frames: int) -> Timing:
-        return Timing(self.wall_s, self.cpu_s, frames)
+        return Timing(self.wall_s, self.cpu_s, self.other_cpu_s, frames)
+
+
+def wait_quiet(max_wait_s: float, threshold_cores: float = 0.1, window_s: float = 1.0) -> float:
+    """Wait (up to ``max_wait_s``) until the machine's other processes use < ``threshold_cores``.
+
+    Returns the seconds waited. This process is idle meanwhile, so the machine's busy time is theirs.
+    """
+    t0 = time.perf_counter()
+    while True:
+        b0, c0 = _busy_cpu_s(), time.process_time()
+        time.sleep(window_s)
+        load = (_busy_cpu_s() - b0 - (time.process_time() - c0)) / window_s
+        waited = time.perf_counter() - t0
+        if load < threshold_cores or waited >= max_wait_s:
+            return waited
 
 
 def run_plain_pyav(paths: Sequence[pathlib.Path], steps: Sequence[Step]) -> dict[str, Any]:
@@ -377,14 +425,16 @@ def bench_set(spec: VideoSpec, args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for run in range(1, args.runs + 1):
         for name, fn in CONTENDERS:
-            print(f"  b{spec.bframes} run {run}: {name} ...", file=sys.stderr, flush=True)
-            res = fn(paths, steps)
+            res, attempts, waited = measure(fn, paths, steps, args)
             for label in ("cold", "warm"):
                 if label in res:
-                    row = {"contender": name, "run": run, "pass": label, **res[label]}
+                    row = {"contender": name, "run": run, "pass": label, **res[label], "attempts": attempts,
+                           "waited_for_quiet_s": waited,
+                           "contended": res[label]["other_load_cores"] > args.max_other_load}
                     rows.append(row)
-                    print(f"    {label}: {row['fps']:.1f} frames/s, {row['cpu_ms_per_frame']:.2f} CPU ms/frame",
-                          file=sys.stderr, flush=True)
+                    print(f"  b{spec.bframes} run {run} {name} {label}: {row['fps']:.1f} frames/s, "
+                          f"{row['cpu_ms_per_frame']:.2f} CPU ms/frame, {row['cores_used']:.2f} cores "
+                          f"(others: {row['other_load_cores']:.2f})", file=sys.stderr, flush=True)
             if "codec_threading" in res:
                 extra["plain_pyav_codec_threading"] = res["codec_threading"]
             if "stats_total" in res:
@@ -395,6 +445,7 @@ def bench_set(spec: VideoSpec, args: argparse.Namespace) -> dict[str, Any]:
         "cameras": CAMERAS,
         "files": [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths],
         "file_bytes": [p.stat().st_size for p in paths],
+        "data_generator_sha256": generator_digest(),
         "steps": args.steps,
         "frames_per_run": args.steps * CAMERAS,
         "verification": check,
@@ -402,6 +453,21 @@ def bench_set(spec: VideoSpec, args: argparse.Namespace) -> dict[str, Any]:
         "ratios": ratios(rows, args.runs),
         **extra,
     }
+
+
+def measure(fn: Callable[[Sequence[pathlib.Path], Sequence[Step]], dict[str, Any]],
+            paths: Sequence[pathlib.Path], steps: Sequence[Step], args: argparse.Namespace
+            ) -> tuple[dict[str, Any], int, float]:
+    """Run one contender once the machine is quiet; again if another program loaded it meanwhile."""
+    waited = 0.0
+    for attempt in range(1, args.max_retries + 2):
+        waited += wait_quiet(args.quiet_timeout)
+        res = fn(paths, steps)
+        load = max(res[k]["other_load_cores"] for k in ("cold", "warm") if k in res)
+        if load <= args.max_other_load or attempt > args.max_retries:
+            return res, attempt, waited
+        print(f"    other programs used {load:.2f} cores meanwhile: measuring again", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
 
 
 def ratios(rows: list[dict[str, Any]], runs: int) -> dict[str, Any]:
@@ -434,12 +500,14 @@ def markdown(result: dict[str, Any]) -> str:
     for s in result["sets"]:
         lines += ["", f"## {s['name']} ({s['spec']['num_frames']} frames, GOP {s['spec']['gop']}, "
                   f"crf {s['spec']['crf']}, {sum(s['file_bytes']) / 1e6:.1f} MB for 6 files)", "",
-                  "| contender | pass | run | frames/s | CPU ms/frame | wall s | x plain_pyav |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| contender | pass | run | frames/s | CPU ms/frame | cores used | wall s | x plain_pyav |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         base = {r["run"]: r["fps"] for r in s["runs"] if r["contender"] == BASELINE}
         for r in s["runs"]:
-            lines.append(f"| {r['contender']} | {r['pass']} | {r['run']} | {r['fps']:.1f} | "
-                         f"{r['cpu_ms_per_frame']:.2f} | {r['wall_s']:.2f} | {r['fps'] / base[r['run']]:.2f} |")
+            mark = " (contended: others used {:.2f} cores)".format(r["other_load_cores"]) if r["contended"] else ""
+            lines.append(f"| {r['contender']} | {r['pass']} | {r['run']}{mark} | {r['fps']:.1f} | "
+                         f"{r['cpu_ms_per_frame']:.2f} | {r['cores_used']:.2f} | {r['wall_s']:.2f} | "
+                         f"{r['fps'] / base[r['run']]:.2f} |")
         lines += ["", "| engine / plain_pyav | " + " | ".join(f"run {i}" for i in range(1, result["runs"] + 1))
                   + " | best / best |", "|---|" + "---:|" * (result["runs"] + 1)]
         for key, rat in s["ratios"].items():
@@ -482,6 +550,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--verify-steps", type=int, default=5, help="steps compared between contenders")
     p.add_argument("--data-dir", type=pathlib.Path, default=HERE / "data")
     p.add_argument("--out-dir", type=pathlib.Path, default=HERE / "results")
+    p.add_argument("--max-other-load", type=float, default=0.15,
+                   help="cores other programs may use during a run before it counts as contended")
+    p.add_argument("--max-retries", type=int, default=3, help="re-runs of a contended run")
+    p.add_argument("--quiet-timeout", type=float, default=120.0,
+                   help="seconds to wait for a quiet machine before each run")
     p.add_argument("--no-write", action="store_true", help="print only, write no result files")
     args = p.parse_args(argv)
     args.steps = args.steps or (30 if args.quick else 240)

@@ -152,3 +152,12 @@ def test_error_tree_and_pickling():
 async def test_unknown_device():
     with pytest.raises(InvalidRequestError, match="device must be"):
         Engine(device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+async def test_cuda_without_gpu_is_unavailable_and_auto_falls_back():
+    from asyncdecode import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="cuda"):
+        Engine(device="cuda")
+    assert Engine(device="auto").backend.name == "cpu"

@@ -1,0 +1,112 @@
+"""NV12 / P016 -> RGB on the GPU: one fused Triton kernel per frame.
+
+One pass reads the decoder's luma and interleaved chroma planes and writes the output tensor in its
+final form: channel order, layout (HWC or CHW), dtype (uint8 / float16 / float32) and normalization.
+The arithmetic is the one defined in :mod:`asyncdecode._output` (same matrix, range, nearest chroma,
+round half up for uint8), so GPU and CPU frames agree to within one code value. Resizing, when asked
+for, is a second pass (torch's bilinear interpolation on the float result).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._output import ColorParams, OutputSpec
+
+
+@triton.jit
+def _nv12_to_rgb(
+    y_ptr, uv_ptr, out_ptr,
+    H, W, y_stride, uv_stride,
+    s_c, s_h, s_w,
+    y_off, y_scale, c_off, c_scale,
+    cr_r, cb_g, cr_g, cb_b,
+    mean0, mean1, mean2, istd0, istd1, istd2,
+    SHIFT: tl.constexpr, OUT_U8: tl.constexpr, BGR: tl.constexpr, NORM: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < W
+    y = tl.load(y_ptr + row * y_stride + cols, mask=mask, other=0).to(tl.int32) & 0xFFFF
+    c_base = uv_ptr + (row // 2) * uv_stride + (cols // 2) * 2
+    u = tl.load(c_base, mask=mask, other=0).to(tl.int32) & 0xFFFF
+    v = tl.load(c_base + 1, mask=mask, other=0).to(tl.int32) & 0xFFFF
+    if SHIFT > 0:  # P016 keeps n-bit samples in the high bits
+        y = y >> SHIFT
+        u = u >> SHIFT
+        v = v >> SHIFT
+    luma = (y.to(tl.float32) - y_off) * y_scale
+    cb = (u.to(tl.float32) - c_off) * c_scale
+    cr = (v.to(tl.float32) - c_off) * c_scale
+    r = luma + cr_r * cr
+    g = luma + cb_g * cb + cr_g * cr
+    b = luma + cb_b * cb
+    r = tl.minimum(tl.maximum(r, 0.0), 1.0)
+    g = tl.minimum(tl.maximum(g, 0.0), 1.0)
+    b = tl.minimum(tl.maximum(b, 0.0), 1.0)
+    if BGR:
+        r, b = b, r
+    if NORM:
+        r = (r - mean0) * istd0
+        g = (g - mean1) * istd1
+        b = (b - mean2) * istd2
+    base = out_ptr + row * s_h + cols * s_w
+    if OUT_U8:
+        tl.store(base, (r * 255.0 + 0.5).to(tl.uint8), mask=mask)
+        tl.store(base + s_c, (g * 255.0 + 0.5).to(tl.uint8), mask=mask)
+        tl.store(base + 2 * s_c, (b * 255.0 + 0.5).to(tl.uint8), mask=mask)
+    else:
+        ty = out_ptr.dtype.element_ty
+        tl.store(base, r.to(ty), mask=mask)
+        tl.store(base + s_c, g.to(ty), mask=mask)
+        tl.store(base + 2 * s_c, b.to(ty), mask=mask)
+
+
+def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams, spec: OutputSpec,
+                   *, shift: int = 0) -> torch.Tensor:
+    """Convert one frame on the current CUDA stream.
+
+    Args:
+        luma: ``(H, W)`` uint8 (NV12) or int16 (P016) samples, rows may be padded (stride >= W).
+        chroma: ``(ceil(H/2), ceil(W/2), 2)`` interleaved Cb/Cr of the same dtype.
+        params: The stream's matrix, range and bit depth.
+        spec: Output format.
+        shift: Right shift that brings P016 samples to ``params.bits`` bits (16 - bits), else 0.
+    """
+    height, width = luma.shape
+    y_off, y_scale, c_off, c_scale = params.affine()
+    cr_r, cb_g, cr_g, cb_b = params.coefficients()
+    resize = spec.size is not None and spec.size != (height, width)
+    # With a resize, convert to float CHW first and let interpolate write the final tensor.
+    direct_dtype = torch.float32 if resize else spec.dtype
+    chw = spec.layout == "chw" or resize
+    shape = (3, height, width) if chw else (height, width, 3)
+    out = torch.empty(shape, dtype=direct_dtype, device=luma.device)
+    s_c, s_h, s_w = (out.stride(0), out.stride(1), out.stride(2)) if chw else (out.stride(2), out.stride(0), out.stride(1))
+    norm = spec.normalize is not None and not resize
+    mean, std = spec.normalize if spec.normalize is not None else ((0.0,) * 3, (1.0,) * 3)
+    block = 256 if width > 128 else 128
+    grid = (height, triton.cdiv(width, block))
+    _nv12_to_rgb[grid](
+        luma, chroma, out, height, width, luma.stride(0), chroma.stride(0),
+        s_c, s_h, s_w, y_off, y_scale, c_off, c_scale, cr_r, cb_g, cr_g, cb_b,
+        mean[0], mean[1], mean[2], 1.0 / std[0], 1.0 / std[1], 1.0 / std[2],
+        SHIFT=shift, OUT_U8=direct_dtype == torch.uint8, BGR=spec.format == "bgr", NORM=norm, BLOCK=block,
+    )
+    if not resize:
+        return out
+    h, w = spec.size  # type: ignore[misc]
+    img = torch.nn.functional.interpolate(out[None], size=(h, w), mode="bilinear", align_corners=False,
+                                          antialias=h < height or w < width)[0].clamp_(0.0, 1.0)
+    if spec.layout == "hwc":
+        img = img.permute(1, 2, 0)
+    if spec.dtype == torch.uint8:
+        return img.mul(255.0).add_(0.5).to(torch.uint8).contiguous()
+    if spec.normalize is not None:
+        m, s = spec.normalize
+        view = (3, 1, 1) if spec.layout == "chw" else (1, 1, 3)
+        img = (img - torch.tensor(m, device=img.device).view(view)) / torch.tensor(s, device=img.device).view(view)
+    return img.to(spec.dtype).contiguous()

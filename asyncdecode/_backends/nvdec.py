@@ -1,0 +1,259 @@
+"""NVDEC backend: NVIDIA's hardware decoders through PyNvVideoCodec, conversion with a Triton kernel.
+
+PyNvVideoCodec is imported here only, and only when an engine asks for a CUDA device: the import
+fails on machines without the NVIDIA driver, which must not break ``import asyncdecode``.
+
+Each decoder thread owns one session: one PyNvVideoCodec decoder per codec (created on first use,
+then reused across files and GOPs: an end-of-stream flush between GOPs resets it and keeps it
+usable) and one CUDA stream. Packets are handed over zero-copy from the GOP bundle's buffer; each
+wanted frame is converted on the session's stream, straight out of the decoder's output surface and
+before the next packet can reuse it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._output import ColorParams, OutputSpec, planar_layout
+from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
+from ..gop import FLAG_DISPOSABLE, GopBundle
+from .base import Backend, DecodeCancelled, DecodeResult, Session
+
+#: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
+_CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
+#: Smallest coded size NVDEC accepts per codec (width, height), from NVIDIA's decoder capability tables.
+_MIN_SIZE = {"h264": (48, 16), "hevc": (144, 144), "av1": (128, 128), "vp9": (128, 128),
+             "mpeg2video": (48, 16), "vp8": (48, 16)}
+#: Bit depths NVDEC decodes per codec (4:2:0 only on this path).
+_DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12), "mpeg2video": (8,), "vp8": (8,)}
+
+#: Default decoder sessions (threads) per GPU. NVDEC has 7 engines on H100/H200; one session fed
+#: from Python keeps far less than one busy, so saturating the hardware takes several per engine.
+DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "28"))
+#: Decoders a session keeps for different stream shapes (codec, bit depth, size), least recently used out.
+MAX_DECODERS_PER_SESSION = 4
+
+
+def _import_nvc() -> Any:
+    try:
+        import PyNvVideoCodec as nvc
+    except Exception as exc:  # ImportError, or OSError from a missing libnvcuvid
+        raise BackendUnavailableError(f"PyNvVideoCodec cannot be imported ({exc})") from exc
+    return nvc
+
+
+class NvdecBackend(Backend):
+    """Hardware decoding on one CUDA device."""
+
+    name = "nvdec"
+
+    def __init__(self, device: str = "cuda:0", *, sessions: int | None = None) -> None:
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(f"{device}: CUDA is not available (torch {torch.__version__})",
+                                          device=device)
+        self.device = torch.device(device)
+        if self.device.index is None:
+            self.device = torch.device("cuda", 0)
+        if self.device.index >= torch.cuda.device_count():
+            raise BackendUnavailableError(f"{device}: only {torch.cuda.device_count()} CUDA device(s)",
+                                          device=device)
+        self.nvc = _import_nvc()
+        try:
+            from . import _cuda_color  # noqa: F401  (Triton must be importable for conversion)
+        except Exception as exc:
+            raise BackendUnavailableError(f"{device}: GPU color conversion unavailable ({exc})",
+                                          device=device) from exc
+        self._sessions = sessions or DEFAULT_SESSIONS
+        self._refused: dict[tuple[str, int], str] = {}  # (codec, bits) this GPU's NVDEC said no to
+
+    def refuse(self, bundle: GopBundle, reason: Any) -> None:
+        """Remember that this GPU refused a codec at a bit depth (found out at the first decode)."""
+        self._refused[(bundle.codec, bundle.bit_depth)] = " ".join(str(r).strip() for r in reason)
+
+    def check(self, bundle: GopBundle) -> None:
+        layout = planar_layout(bundle.pix_fmt)
+        where = f"{bundle.source}: NVDEC cannot decode"
+        if bundle.codec not in _CODECS:
+            raise UnsupportedStreamError(f"{where} codec {bundle.codec}", path=bundle.source, device=str(self.device))
+        if layout.gray or (layout.sx, layout.sy) != (2, 2):
+            raise UnsupportedStreamError(f"{where} {bundle.pix_fmt} (4:2:0 only)", path=bundle.source,
+                                         device=str(self.device))
+        if (bundle.codec, layout.bits) in self._refused:
+            raise UnsupportedStreamError(f"{where} {layout.bits}-bit {bundle.codec} on this GPU "
+                                         f"({self._refused[(bundle.codec, layout.bits)]})",
+                                         path=bundle.source, device=str(self.device))
+        min_w, min_h = _MIN_SIZE[bundle.codec]
+        if bundle.width < min_w or bundle.height < min_h:
+            raise UnsupportedStreamError(f"{where} {bundle.codec} below {min_w}x{min_h} "
+                                         f"({bundle.width}x{bundle.height})", path=bundle.source,
+                                         device=str(self.device))
+        if layout.bits not in _DEPTHS[bundle.codec]:
+            raise UnsupportedStreamError(f"{where} {layout.bits}-bit {bundle.codec} ({bundle.pix_fmt})",
+                                         path=bundle.source, device=str(self.device))
+
+    def new_session(self) -> Session:
+        return NvdecSession(self)
+
+    def default_sessions(self) -> int:
+        return self._sessions
+
+
+class NvdecSession(Session):
+    """Decoders (one per codec) and a CUDA stream, owned by one decoder thread."""
+
+    def __init__(self, backend: NvdecBackend) -> None:
+        self._nvc = backend.nvc
+        self._device = backend.device
+        torch.cuda.set_device(self._device)
+        self._stream = torch.cuda.Stream(device=self._device)
+        self._backend = backend
+        self._decoders: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
+        self.created = 0
+        self._consumer = torch.cuda.default_stream(self._device)
+
+    def _decoder(self, bundle: GopBundle) -> Any:
+        """A decoder for the bundle's codec, bit depth and size, reused across files and GOPs.
+
+        Decoders for the last few stream shapes are kept (LRU), so that alternating between files of
+        a few sizes never creates a decoder per request. NVDEC's in-place reconfigure is not relied
+        on: it was seen failing (CUDA_ERROR_INVALID_VALUE) when switching between such sizes.
+        """
+        key = (bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
+        dec = self._decoders.get(key)
+        if dec is not None:
+            self._decoders.move_to_end(key)
+            return dec
+        nvc = self._nvc
+        dec = nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
+                                cudacontext=0, cudastream=self._stream.cuda_stream, usedevicememory=True)
+        self._decoders[key] = dec
+        self.created += 1
+        while len(self._decoders) > MAX_DECODERS_PER_SESSION:
+            self._decoders.popitem(last=False)
+        return dec
+
+    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
+               cancelled: Callable[[], bool]) -> DecodeResult:
+        nvc = self._nvc
+        params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
+        table = bundle.packets
+        remaining = {int(f) for f in wanted}
+        frame_of_pts = {int(p): int(f) for p, f in zip(table["pts"], table["frame_id"]) if f in remaining}
+        result = DecodeResult(frames={})
+        payload = np.frombuffer(bundle.payload, np.uint8)  # kept alive while the decoder reads it
+        base = payload.ctypes.data
+        t0 = time.perf_counter()
+        t_conv = 0.0
+        dec = self._decoder(bundle)
+        flags, offs, sizes, pts, fids = (table["flags"], table["offset"], table["size"], table["pts"],
+                                         table["frame_id"])
+
+        def take(frames: list[Any]) -> None:
+            nonlocal t_conv
+            for frame in frames:
+                result.decoded += 1
+                fid = frame_of_pts.get(int(frame.getPTS()))
+                if fid is None or fid not in remaining:
+                    continue
+                tc = time.perf_counter()
+                result.frames[fid] = self._convert(frame, params, output)
+                t_conv += time.perf_counter() - tc
+                remaining.discard(fid)
+
+        try:
+            with torch.cuda.stream(self._stream):
+                for i in range(len(table)):
+                    if cancelled():
+                        raise DecodeCancelled
+                    if flags[i] & FLAG_DISPOSABLE and int(fids[i]) not in remaining:
+                        continue
+                    packet = nvc.PacketData()
+                    packet.bsl_data = base + int(offs[i])
+                    packet.bsl = int(sizes[i])
+                    packet.pts = int(pts[i])
+                    result.fed += 1
+                    take(dec.Decode(packet))
+                    if not remaining:
+                        break
+                take(dec.Decode(_end_of_stream(nvc)))  # flush: resets the decoder for the next GOP
+                done = torch.cuda.Event()
+                done.record(self._stream)
+            done.synchronize()
+        except DecodeCancelled:
+            self._reset(bundle)
+            raise
+        except self._nvc.PyNvVCExceptionUnsupported as exc:
+            self._reset(bundle)
+            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
+            raise UnsupportedStreamError(
+                f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
+                f"{bundle.width}x{bundle.height}", path=bundle.source, device=str(self._device)) from exc
+        except Exception as exc:
+            self._reset(bundle)
+            raise CorruptDataError(
+                f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode on NVDEC ({exc})",
+                path=bundle.source, frame_id=min(remaining) if remaining else bundle.first_frame_id,
+                device=str(self._device)) from exc
+        if remaining:
+            raise CorruptDataError(
+                f"{bundle.source}: NVDEC did not output frame(s) {sorted(remaining)} of the GOP at frame "
+                f"{bundle.first_frame_id} (damaged or undecodable data)",
+                path=bundle.source, frame_id=min(remaining), device=str(self._device))
+        result.timings = {"decode_s": time.perf_counter() - t0 - t_conv, "convert_s": t_conv}
+        return result
+
+    def _convert(self, frame: Any, params: ColorParams, output: OutputSpec | None) -> Any:
+        from ._cuda_color import nv12_to_output
+
+        luma, chroma = _planes(frame, self._device)
+        shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
+        if output is None:  # native planes, for comparisons: copies, the surface is reused
+            planes = (luma, chroma[..., 0], chroma[..., 1])
+            if shift:  # unsigned 16-bit samples held in int16: widen before shifting
+                return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
+            return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
+        out = nv12_to_output(luma, chroma, params, output, shift=shift)
+        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
+        return out
+
+    def _reset(self, bundle: GopBundle) -> None:
+        self._decoders.pop((bundle.codec, bundle.bit_depth, bundle.width, bundle.height), None)
+
+    def close(self) -> None:
+        self._decoders.clear()
+        torch.cuda.synchronize(self._device)
+
+
+def _planes(frame: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Luma ``(H, W)`` and interleaved chroma ``(ceil(H/2), ceil(W/2), 2)`` views of a decoded frame.
+
+    NV12 planes come through the CUDA array interface; 16-bit (P016) frames through DLPack of the
+    whole frame (their array-interface strides are not whole elements), split at row H.
+    """
+    luma_cai, chroma_cai = frame.cuda()[:2]
+    try:
+        luma = torch.as_tensor(luma_cai, device=device)
+        chroma = torch.as_tensor(chroma_cai, device=device)
+        return luma.view(luma.shape[0], luma.shape[1]), chroma
+    except ValueError:
+        pass
+    height = luma_cai.shape[0]
+    whole = torch.from_dlpack(frame).view(torch.int16)  # uint16 samples (or their bytes, paired up)
+    rows, width = whole.shape[0], whole.shape[1]
+    luma = whole[:height]
+    chroma = whole[height:rows].reshape(rows - height, width // 2, 2)
+    return luma, chroma
+
+
+def _end_of_stream(nvc: Any) -> Any:
+    packet = nvc.PacketData()
+    packet.bsl = 0
+    packet.bsl_data = 0
+    return packet

@@ -1,0 +1,215 @@
+"""NVDEC backend and GPU color conversion (run on a machine with CUDA + NVDEC; skipped elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from asyncdecode import (CorruptDataError, Engine, EngineConfig, FrameIndexError, OutputSpec,
+                         UnsupportedStreamError, VideoOpenError, probe)
+from asyncdecode.gop import extract_gops
+from reference import reference_frames, reference_rgb
+
+pytestmark = pytest.mark.cuda
+
+NVDEC_CASES = ["h264_bframes", "h264_nob", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
+               "h264_shortlast", "h264_odd420", "h264_vfr", "two_streams", "bt709_limited", "bt709_full",
+               "bt2020_limited", "bt601_full"]
+
+
+@pytest.fixture(scope="module")
+def nv_assets(assets, tmp_path_factory):
+    """The shared assets, with HEVC and AV1 ones re-made at a size NVDEC accepts (>= 144x144)."""
+    import dataclasses
+
+    from assets import VIDEOS, AssetStore
+
+    root = tmp_path_factory.mktemp("nv_assets")
+
+    class Sized(AssetStore):
+        def _build(self, name):
+            spec = VIDEOS.get(name)
+            if spec is None or spec.codec == "h264":
+                return assets[name]
+            from asyncdecode.testing import make_video
+
+            big = dataclasses.replace(spec, width=max(spec.width, 208), height=max(spec.height, 160))
+            return make_video(self.root / f"{name}.{spec.container}", big)
+
+    return Sized(root)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    return NvdecBackend("cuda:0")
+
+
+@pytest.mark.parametrize("name", NVDEC_CASES)
+def test_nvdec_planes_equal_ffmpeg(nv_assets, backend, name):
+    path = nv_assets[name]
+    ref = reference_frames(path)
+    info = probe(path)
+    session = backend.new_session()
+    try:
+        for bundle in extract_gops(path, list(info.keyframes)):
+            try:
+                res = session.decode(bundle, bundle.frame_ids, None, lambda: False)
+            except UnsupportedStreamError as exc:  # e.g. AV1 on GPUs whose NVDEC lacks it (H100/H200)
+                pytest.skip(f"not on this GPU: {exc}")
+            for fid, planes in res.frames.items():
+                for got, exp in zip(planes, ref[fid].planes):
+                    np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64),
+                                                  err_msg=f"{name} frame {fid}")
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("name", NVDEC_CASES)
+async def test_cuda_rgb_within_one_and_equal_to_cpu_frames(nv_assets, name):
+    path = nv_assets[name]
+    ref = reference_frames(path)
+    n = len(ref)
+    async with Engine(device="cuda") as eng:
+        assert eng.backend.name == "nvdec"
+        frames = await eng.decode(path, list(range(n)))
+        picks = random.Random(name).sample(range(n), min(6, n))
+        singles = await eng.decode([path] * len(picks), picks)
+    async with Engine(device="cpu") as cpu:
+        cpu_frames = await cpu.decode(path, list(range(n)))
+    for fid, got in enumerate(frames):
+        assert got.device.type == "cuda" and got.dtype == torch.uint8
+        exp = np.clip(ref[fid].rgb(), 0, 255)
+        assert np.abs(got.cpu().numpy() - exp).max() <= 1.0, f"{name} frame {fid}"
+        assert (got.cpu().int() - cpu_frames[fid].int()).abs().max() <= 1
+    for fid, got in zip(picks, singles):
+        assert torch.equal(got, frames[fid])
+
+
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("matrix", ["bt601", "bt709", "bt2020"])
+@pytest.mark.parametrize("full", [False, True])
+def test_kernel_every_matrix_and_range(bits, matrix, full):
+    from asyncdecode._backends._cuda_color import nv12_to_output
+    from asyncdecode._output import ColorParams
+
+    rng = np.random.default_rng(bits * 10 + full)
+    h, w = 45, 78
+    top = (1 << bits) - 1
+    y = rng.integers(0, top + 1, (h, w))
+    u = rng.integers(0, top + 1, (23, 39))
+    v = rng.integers(0, top + 1, (23, 39))
+    pix_fmt = "yuv420p" if bits == 8 else "yuv420p10le"
+    ref = np.clip(reference_rgb([y, u, v], pix_fmt=pix_fmt, matrix=matrix, full_range=full), 0, 255)
+    params = ColorParams.resolve(matrix, "full" if full else "limited", pix_fmt)
+    shift = 0 if bits == 8 else 6
+    dt = torch.uint8 if bits == 8 else torch.int16
+    luma = torch.tensor(y << shift, device="cuda").to(dt)
+    chroma = torch.tensor(np.stack([u, v], -1) << shift, device="cuda").to(dt)
+    got = nv12_to_output(luma, chroma, params, OutputSpec(), shift=shift).cpu().numpy()
+    assert np.abs(got - ref).max() <= 1.0
+    f32 = nv12_to_output(luma, chroma, params, OutputSpec(dtype=torch.float32, layout="chw", format="bgr"),
+                         shift=shift).cpu().numpy()
+    assert np.abs(f32.transpose(1, 2, 0)[..., ::-1] * 255 - ref).max() <= 1e-3
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    nrm = nv12_to_output(luma, chroma, params, OutputSpec(dtype=torch.float16, normalize=(mean, std)), shift=shift)
+    exp = (np.clip(ref / 255, 0, 1) - mean) / std
+    assert np.abs(nrm.float().cpu().numpy() - exp).max() < 1e-2
+    small = nv12_to_output(luma, chroma, params, OutputSpec(size=(20, 30)), shift=shift)
+    assert small.shape == (20, 30, 3) and small.dtype == torch.uint8
+
+
+async def test_64_concurrent_requests_over_12_files(nv_assets):
+    names = ["h264_bframes", "h264_nob", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
+             "h264_shortlast", "h264_odd420", "h264_vfr", "bt709_full", "bt2020_limited"]
+    paths = [nv_assets[n] for n in names]
+    counts = [probe(p).num_frames for p in paths]
+    rng = random.Random(3)
+    reqs = []
+    for _ in range(64):
+        idx = [rng.randrange(12) for _ in range(6)]
+        reqs.append(([paths[i] for i in idx], [rng.randrange(counts[i]) for i in idx]))
+    async with Engine(device="cuda") as eng, Engine(device="cpu") as cpu:
+        got = await asyncio.gather(*(eng.decode(p, i) for p, i in reqs))
+        exp = await asyncio.gather(*(cpu.decode(p, i) for p, i in reqs))
+        s = eng.stats()
+        assert s["requests_failed"] == 0 and s["cpu_fallback_files"] == 0
+    for g, e in zip(got, exp):
+        for a, b in zip(g, e):
+            assert (a.cpu().int() - b.int()).abs().max() <= 1
+
+
+async def test_cancel_and_aclose_return_gpu_memory(nv_assets):
+    paths = [nv_assets[n] for n in ("hevc_closed", "h264_bframes", "av1")]
+    torch.cuda.synchronize()
+    gc.collect()
+    free0, _ = torch.cuda.mem_get_info()
+    alloc0 = torch.cuda.memory_allocated()
+    for _ in range(2):
+        eng = Engine(device="cuda", config=EngineConfig(decoder_threads=8))
+        async with eng:
+            futs = [eng.submit(paths, [i % 40] * 3) for i in range(60)]
+            await asyncio.sleep(0.05)
+            for f in futs[10:]:
+                f.cancel()
+            await asyncio.gather(*futs, return_exceptions=True)
+            kept = await eng.decode(paths, [1, 2, 3])
+            del kept
+        del eng, futs
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()  # frees what record_stream() deferred until the consumer stream was done
+    assert torch.cuda.memory_allocated() == alloc0
+    free1, _ = torch.cuda.mem_get_info()
+    # decoder sessions are gone: device memory in use is back to where it was (allow the caching
+    # allocator's reserved blocks and driver slack: 64 MiB)
+    assert free0 - free1 < 64 << 20, (free0 - free1) / 2**20
+
+
+async def test_bad_inputs_on_cuda(assets, tmp_path):
+    async with Engine(device="cuda") as eng:
+        for name in ("bad_empty", "bad_text", "bad_random", "bad_truncated", "audio_only"):
+            with pytest.raises(VideoOpenError):
+                await eng.decode(assets[name], [0])
+        with pytest.raises(FrameIndexError):
+            await eng.decode(assets["hevc_closed"], [48])
+        bad = assets["bad_corrupt_mdat"]
+        results = await asyncio.gather(*(eng.decode(bad, [k]) for k in probe(bad).keyframes), return_exceptions=True)
+        assert any(isinstance(r, CorruptDataError) for r in results)
+        (ok,) = await eng.decode(assets["hevc_closed"], [47])
+        assert ok.is_cuda
+
+
+async def test_too_small_for_nvdec_falls_back(assets):
+    path = assets["hevc_closed"]  # 160x96: below NVDEC's HEVC minimum
+    async with Engine(device="cuda") as eng:
+        (f,) = await eng.decode(path, [7])
+        assert f.is_cuda and eng.stats()["cpu_fallback_files"] == 1
+    async with Engine(device="cuda", config=EngineConfig(unsupported="raise")) as eng:
+        with pytest.raises(UnsupportedStreamError, match="below 144x144"):
+            await eng.decode(path, [7])
+
+
+async def test_unsupported_streams_fall_back_or_raise(assets):
+    path = assets["h264_odd444"]  # H.264 4:4:4: not on NVDEC
+    async with Engine(device="cuda") as eng:
+        frames = await eng.decode(path, [0, 5])
+        assert all(f.is_cuda for f in frames)
+        assert eng.stats()["cpu_fallback_files"] == 1
+    async with Engine(device="cpu") as cpu:
+        exp = await cpu.decode(path, [0, 5])
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(frames, exp))
+    async with Engine(device="cuda", config=EngineConfig(unsupported="raise")) as eng:
+        with pytest.raises(UnsupportedStreamError, match="4:2:0 only"):
+            await eng.decode(path, [0])
+
+
+def test_auto_picks_nvdec():
+    eng = Engine(device="auto")
+    assert eng.backend.name == "nvdec" and eng.device == torch.device("cuda", 0)
