@@ -12,11 +12,23 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError, InvalidRequestError
 from ..gop import GopBundle
 from .._output import OutputSpec
+
+
+def last_needed_packet(table: Any, wanted: Collection[int]) -> int:
+    """Decode-order index of the last packet that shows a wanted frame.
+
+    Nothing after it is needed: references come earlier in decode order, and the frames a decoder
+    holds back for reordering come out with the end-of-stream flush. Feeding further would only
+    decode frames nobody asked for.
+    """
+    hits = np.flatnonzero(np.isin(table["frame_id"], np.fromiter(wanted, np.int64, len(wanted))))
+    return int(hits[-1]) if len(hits) else len(table) - 1
 
 
 class DecodeCancelled(Exception):

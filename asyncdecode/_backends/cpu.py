@@ -15,7 +15,7 @@ import torch
 from .._output import ColorParams, OutputSpec, PlanarLayout, planar_layout, yuv_to_output
 from ..errors import CorruptDataError, UnsupportedStreamError
 from ..gop import FLAG_DISPOSABLE, GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session
+from .base import Backend, DecodeCancelled, DecodeResult, Session, last_needed_packet
 
 _DECODERS = {"av1": ("libdav1d", "av1"), "vp9": ("vp9", "libvpx-vp9")}
 
@@ -103,7 +103,7 @@ class CpuSession(Session):
                     remaining.discard(fid)
 
             flags, pts, dts, fids = table["flags"], table["pts"], table["dts"], table["frame_id"]
-            for i in range(len(table)):
+            for i in range(last_needed_packet(table, remaining) + 1):
                 if cancelled():
                     raise DecodeCancelled
                 if flags[i] & FLAG_DISPOSABLE and int(fids[i]) not in remaining:
@@ -115,8 +115,8 @@ class CpuSession(Session):
                 take(ctx.decode(packet))
                 if not remaining:
                     break
-            else:
-                take(ctx.decode(None))  # drain the frames held back for reordering
+            else:  # every packet a wanted frame needs is in: drain what the decoder holds back
+                take(ctx.decode(None))
             ctx.flush_buffers()
         except av.error.FFmpegError as exc:
             self._drop_context()

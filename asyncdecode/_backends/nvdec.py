@@ -24,7 +24,7 @@ import torch
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
 from ..gop import FLAG_DISPOSABLE, GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session
+from .base import Backend, DecodeCancelled, DecodeResult, Session, last_needed_packet
 
 #: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
 _CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
@@ -169,7 +169,7 @@ class NvdecSession(Session):
 
         try:
             with torch.cuda.stream(self._stream):
-                for i in range(len(table)):
+                for i in range(last_needed_packet(table, remaining) + 1):
                     if cancelled():
                         raise DecodeCancelled
                     if flags[i] & FLAG_DISPOSABLE and int(fids[i]) not in remaining:
