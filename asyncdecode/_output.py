@@ -277,12 +277,11 @@ def _yuv_to_output_torch(
 ) -> torch.Tensor:
     height, width = y.shape
     y_off, y_scale, c_off, c_scale = params.affine()
-    scale = 255.0 if spec.dtype == torch.uint8 and spec.size is None else 1.0
-    luma = (y.to(torch.float32) - y_off).mul_(y_scale * scale)
+    luma = (y.to(torch.float32) - y_off).mul_(y_scale)
     if layout.gray or u is None or v is None:
         chans = [luma, luma, luma]
     else:
-        cr_r, cb_g, cr_g, cb_b = (k * c_scale * scale for k in params.coefficients())
+        cr_r, cb_g, cr_g, cb_b = (k * c_scale for k in params.coefficients())
         cb = u.to(torch.float32) - c_off
         cr = v.to(torch.float32) - c_off
         # Chroma terms at chroma resolution, upsampled once each: a quarter of the work for 4:2:0.
@@ -292,21 +291,20 @@ def _yuv_to_output_torch(
         chans = [luma + r_c, luma + g_c, luma + b_c]
     if spec.format == "bgr":
         chans.reverse()
-    hi = 255.0 if scale == 255.0 else 1.0
-    if spec.size is not None:
-        img = torch.stack(chans, dim=0).clamp_(0.0, 1.0)
+    return finish_output(torch.stack(chans, dim=0).clamp_(0.0, 1.0), spec)
+
+
+def finish_output(img: torch.Tensor, spec: OutputSpec) -> torch.Tensor:
+    """Resize, lay out, cast and normalize a ``(3, H, W)`` float image in [0, 1] as ``spec`` says."""
+    _, height, width = img.shape
+    if spec.size is not None and spec.size != (height, width):
         h, w = spec.size
-        if (h, w) != (height, width):
-            img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False,
-                                antialias=h < height or w < width)[0].clamp_(0.0, 1.0)
-        if spec.layout == "hwc":
-            img = img.permute(1, 2, 0)
-        if spec.dtype == torch.uint8:
-            return img.mul(255.0).round_().to(torch.uint8).contiguous()
-    else:
-        img = torch.stack(chans, dim=0 if spec.layout == "chw" else -1).clamp_(0.0, hi)
-        if spec.dtype == torch.uint8:
-            return img.round_().to(torch.uint8)
+        img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False,
+                            antialias=h < height or w < width)[0].clamp_(0.0, 1.0)
+    if spec.layout == "hwc":
+        img = img.permute(1, 2, 0)
+    if spec.dtype == torch.uint8:
+        return img.mul(255.0).add_(0.5).to(torch.uint8).contiguous()  # round half up, as everywhere
     if spec.normalize is not None:
         mean, std = spec.normalize
         shape = (3, 1, 1) if spec.layout == "chw" else (1, 1, 3)

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._output import ColorParams, OutputSpec
+from .._output import ColorParams, OutputSpec, finish_output
 
 
 @triton.jit
@@ -98,15 +98,4 @@ def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams
     )
     if not resize:
         return out
-    h, w = spec.size  # type: ignore[misc]
-    img = torch.nn.functional.interpolate(out[None], size=(h, w), mode="bilinear", align_corners=False,
-                                          antialias=h < height or w < width)[0].clamp_(0.0, 1.0)
-    if spec.layout == "hwc":
-        img = img.permute(1, 2, 0)
-    if spec.dtype == torch.uint8:
-        return img.mul(255.0).add_(0.5).to(torch.uint8).contiguous()
-    if spec.normalize is not None:
-        m, s = spec.normalize
-        view = (3, 1, 1) if spec.layout == "chw" else (1, 1, 3)
-        img = (img - torch.tensor(m, device=img.device).view(view)) / torch.tensor(s, device=img.device).view(view)
-    return img.to(spec.dtype).contiguous()
+    return finish_output(out, spec)
