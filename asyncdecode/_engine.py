@@ -25,7 +25,7 @@ from ._output import OutputSpec
 from ._workers import DecoderPool
 from .errors import EngineClosedError, FrameIndexError, InvalidRequestError, UnsupportedStreamError, VideoOpenError
 from .gop import GopBundle
-from .media import FileStamp, VideoIndex, build_index
+from .media import VideoIndex, build_index, file_stamp
 
 __all__ = ["Engine", "EngineConfig", "EngineState"]
 
@@ -472,12 +472,10 @@ class Engine:
 
     async def _index(self, path: str) -> VideoIndex:
         try:
-            stamp = FileStamp.of(path)
-        except FileNotFoundError as exc:
-            raise VideoOpenError(f"no such file: {path}", path=path, device=str(self.device)) from exc
-        except OSError as exc:
-            raise VideoOpenError(f"cannot stat {path}: {exc.strerror or exc}", path=path,
-                                 device=str(self.device)) from exc
+            stamp = file_stamp(path)
+        except VideoOpenError as exc:
+            exc.device = str(self.device)
+            raise
         index = self._indexes.get(path)
         if index is not None and index.stamp == stamp:
             self._indexes.move_to_end(path)

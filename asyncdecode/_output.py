@@ -227,7 +227,7 @@ def _rgb8_numpy(y: np.ndarray, u: np.ndarray | None, v: np.ndarray | None, param
     np.multiply(y, f32(y_scale * 255.0), out=luma, dtype=f32)
     luma -= f32(y_off * y_scale * 255.0)
     if layout.gray or u is None or v is None:
-        planes = np.broadcast_to(luma, (3, height, width))
+        planes = np.repeat(luma[None], 3, axis=0)
     else:
         cr_r, cb_g, cr_g, cb_b = (f32(k * c_scale * 255.0) for k in params.coefficients())
         hc, wc = u.shape
@@ -251,10 +251,8 @@ def _rgb8_numpy(y: np.ndarray, u: np.ndarray | None, v: np.ndarray | None, param
                     full[c, dy::sy, dx::sx] = term
         planes = full[:, :height, :width]
         planes += luma
-        np.clip(planes, f32(0.0), f32(255.0), out=planes)
-        planes += f32(0.5)  # the cast below truncates: round half up
-    if layout.gray or u is None or v is None:
-        planes = np.clip(planes, f32(0.0), f32(255.0)) + f32(0.5)
+    np.clip(planes, f32(0.0), f32(255.0), out=planes)
+    planes += f32(0.5)  # the cast below truncates: round half up
     order = (2, 1, 0) if spec.format == "bgr" else (0, 1, 2)
     if spec.layout == "chw":
         out = np.empty((3, height, width), np.uint8)

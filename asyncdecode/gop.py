@@ -256,6 +256,7 @@ class GopReader:
             if codec in ANNEXB_FILTERS and index.extradata and not _bitstream.is_annexb(index.extradata):
                 self._annexb_filter = ANNEXB_FILTERS[codec]
             self._extradata = _bitstream.annexb_extradata(codec, index.extradata)
+            self._bsf: Any = None  # made per GOP in _packets_from
         except BaseException:
             self._container.close()
             raise
@@ -321,8 +322,6 @@ class GopReader:
         if self._bsf is None:
             self._bsf = av.bitstream.BitStreamFilterContext(self._annexb_filter, self._stream)
         return b"".join(bytes(p) for p in self._bsf.filter(packet))
-
-    _bsf: Any = None
 
     def _packets_from(self, start: int, stop: int) -> Iterator[tuple[int, Any]]:
         """Yield ``(decode-order index, packet)`` for packets ``start..stop-1``, checking each one."""

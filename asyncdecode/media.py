@@ -103,23 +103,12 @@ class VideoInfo:
         )
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class FileStamp:
     """Identity of a file's content as seen by ``stat``: a change in size or mtime means re-index."""
 
     size: int
     mtime_ns: int
-
-    @classmethod
-    def of(cls, path: str) -> FileStamp:
-        st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FileStamp) and (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
-
-    def __hash__(self) -> int:
-        return hash((self.size, self.mtime_ns))
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,7 +222,7 @@ def build_index(path: str | os.PathLike[str]) -> VideoIndex:
     import av
 
     path = os.fspath(path)
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     container = open_container(path)
     try:
         stream = best_video_stream(container, path)
@@ -278,9 +267,11 @@ def build_index(path: str | os.PathLike[str]) -> VideoIndex:
                        extradata, stream_index)
 
 
-def _stamp(path: str) -> FileStamp:
+def file_stamp(path: str) -> FileStamp:
+    """``stat`` of ``path`` as a :class:`FileStamp`, or :class:`VideoOpenError` naming the file."""
     try:
-        return FileStamp.of(path)
+        st = os.stat(path)
+        return FileStamp(st.st_size, st.st_mtime_ns)
     except FileNotFoundError as exc:
         raise VideoOpenError(f"no such file: {path}", path=path) from exc
     except OSError as exc:

@@ -100,11 +100,18 @@ def make_dataset(root: Path, kbit_per_frame: int = 150) -> list[list[str]]:
 # -- contenders ---------------------------------------------------------------------------------------
 
 
-def _timed(fn, seconds: float) -> tuple[float, float, int]:
-    """Run ``fn(deadline)`` -> frames; returns (wall s, cpu s, frames)."""
+def _run_threads(worker, n: int, seconds: float, stop: list[float], barrier: threading.Barrier) -> tuple[float, float]:
+    """Start ``n`` workers, release them together, let them run ``seconds``; (wall s, process cpu s)."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    stop[0] = time.perf_counter() + 3600.0  # set before the start: no thread may see 0 and quit
+    barrier.wait()
     c0, t0 = time.process_time(), time.perf_counter()
-    frames = fn(t0 + seconds)
-    return time.perf_counter() - t0, time.process_time() - c0, frames
+    stop[0] = t0 + seconds
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def raw_nvdec(bundles_by_file: list[list], k: int, pattern: str, seconds: float, seed: int) -> dict:
@@ -147,16 +154,7 @@ def raw_nvdec(bundles_by_file: list[list], k: int, pattern: str, seconds: float,
             done += len(dec.Decode(eos))
         counts[i] = done
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(k)]
-    for t in threads:
-        t.start()
-    stop[0] = time.perf_counter() + 3600.0  # set before the start: no thread may see 0 and quit
-    barrier.wait()
-    c0, t0 = time.process_time(), time.perf_counter()
-    stop[0] = t0 + seconds
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = _run_threads(worker, k, seconds, stop, barrier)
     return {"sessions": k, "pattern": pattern, "decoded": sum(counts), "seconds": wall,
             "decoded_per_s": sum(counts) / wall, "cpu_s": cpu}
 
@@ -203,16 +201,7 @@ def simple_decoder(paths: list[str], pattern: str, seconds: float, seed: int, th
                 n += len(got)
         counts[i] = n
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(paths))]
-    for t in threads:
-        t.start()
-    stop[0] = time.perf_counter() + 3600.0  # set before the start: no thread may see 0 and quit
-    barrier.wait()
-    c0, t0 = time.process_time(), time.perf_counter()
-    stop[0] = t0 + seconds
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = _run_threads(worker, len(paths), seconds, stop, barrier)
     torch.cuda.synchronize()
     frames = sum(counts)
     return {"frames": frames, "seconds": wall, "frames_per_s": frames / wall, "cpu_ms_per_frame": 1e3 * cpu / frames}

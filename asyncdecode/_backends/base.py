@@ -16,19 +16,26 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError, InvalidRequestError
-from ..gop import GopBundle
+from ..gop import FLAG_DISPOSABLE, GopBundle
 from .._output import OutputSpec
 
 
-def last_needed_packet(table: Any, wanted: Collection[int]) -> int:
-    """Decode-order index of the last packet that shows a wanted frame.
+def feed_plan(table: Any, wanted: Collection[int]) -> tuple[list[int], dict[int, int]]:
+    """Which packets of a bundle to feed for ``wanted``, and how to recognise the wanted frames.
 
-    Nothing after it is needed: references come earlier in decode order, and the frames a decoder
-    holds back for reordering come out with the end-of-stream flush. Feeding further would only
-    decode frames nobody asked for.
+    Returns:
+        Decode-order indices to feed: from the keyframe up to the last packet that shows a wanted
+        frame (nothing later is needed: references come earlier in decode order, and frames held
+        back for reordering come out with the end-of-stream flush), leaving out disposable
+        pictures that are not wanted. And a map from presentation timestamp to wanted frame id.
     """
-    hits = np.flatnonzero(np.isin(table["frame_id"], np.fromiter(wanted, np.int64, len(wanted))))
-    return int(hits[-1]) if len(hits) else len(table) - 1
+    fids = table["frame_id"]
+    want = np.fromiter(wanted, np.int64, len(wanted))
+    hits = np.isin(fids, want)
+    last = int(np.flatnonzero(hits)[-1]) if hits.any() else len(table) - 1
+    keep = ~((table["flags"][: last + 1] & FLAG_DISPOSABLE).astype(bool) & ~hits[: last + 1])
+    frame_of_pts = {int(p): int(f) for p, f in zip(table["pts"][hits], fids[hits])}
+    return np.flatnonzero(keep).tolist(), frame_of_pts
 
 
 class DecodeCancelled(Exception):

@@ -14,8 +14,8 @@ import torch
 
 from .._output import ColorParams, OutputSpec, PlanarLayout, planar_layout, yuv_to_output
 from ..errors import CorruptDataError, UnsupportedStreamError
-from ..gop import FLAG_DISPOSABLE, GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session, last_needed_packet
+from ..gop import GopBundle
+from .base import Backend, DecodeCancelled, DecodeResult, Session, feed_plan
 
 _DECODERS = {"av1": ("libdav1d", "av1"), "vp9": ("vp9", "libvpx-vp9")}
 
@@ -84,7 +84,7 @@ class CpuSession(Session):
         params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
         table = bundle.packets
         remaining = set(int(f) for f in wanted)
-        frame_of_pts = {int(p): int(f) for p, f in zip(table["pts"], table["frame_id"]) if f in remaining}
+        feed, frame_of_pts = feed_plan(table, remaining)
         result = DecodeResult(frames={})
         t_conv = 0.0
         t0 = time.perf_counter()
@@ -102,12 +102,10 @@ class CpuSession(Session):
                     t_conv += time.perf_counter() - tc
                     remaining.discard(fid)
 
-            flags, pts, dts, fids = table["flags"], table["pts"], table["dts"], table["frame_id"]
-            for i in range(last_needed_packet(table, remaining) + 1):
+            pts, dts = table["pts"], table["dts"]
+            for i in feed:
                 if cancelled():
                     raise DecodeCancelled
-                if flags[i] & FLAG_DISPOSABLE and int(fids[i]) not in remaining:
-                    continue
                 packet = av.Packet(bundle.packet(i))
                 packet.pts = int(pts[i])
                 packet.dts = int(dts[i])

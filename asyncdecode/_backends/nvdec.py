@@ -23,8 +23,8 @@ import torch
 
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
-from ..gop import FLAG_DISPOSABLE, GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session, last_needed_packet
+from ..gop import GopBundle
+from .base import Backend, DecodeCancelled, DecodeResult, Session, feed_plan
 
 #: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
 _CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
@@ -117,6 +117,9 @@ class NvdecSession(Session):
         self._decoders: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
+        from ._cuda_color import nv12_to_output  # Triton: imported with the first session, not per frame
+
+        self._nv12_to_output = nv12_to_output
 
     def _decoder(self, bundle: GopBundle) -> Any:
         """A decoder for the bundle's codec, bit depth and size, reused across files and GOPs.
@@ -145,15 +148,14 @@ class NvdecSession(Session):
         params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
         table = bundle.packets
         remaining = {int(f) for f in wanted}
-        frame_of_pts = {int(p): int(f) for p, f in zip(table["pts"], table["frame_id"]) if f in remaining}
+        feed, frame_of_pts = feed_plan(table, remaining)
         result = DecodeResult(frames={})
         payload = np.frombuffer(bundle.payload, np.uint8)  # kept alive while the decoder reads it
         base = payload.ctypes.data
         t0 = time.perf_counter()
         t_conv = 0.0
         dec = self._decoder(bundle)
-        flags, offs, sizes, pts, fids = (table["flags"], table["offset"], table["size"], table["pts"],
-                                         table["frame_id"])
+        offs, sizes, pts = table["offset"], table["size"], table["pts"]
 
         def take(frames: list[Any]) -> None:
             nonlocal t_conv
@@ -169,11 +171,9 @@ class NvdecSession(Session):
 
         try:
             with torch.cuda.stream(self._stream):
-                for i in range(last_needed_packet(table, remaining) + 1):
+                for i in feed:
                     if cancelled():
                         raise DecodeCancelled
-                    if flags[i] & FLAG_DISPOSABLE and int(fids[i]) not in remaining:
-                        continue
                     packet = nvc.PacketData()
                     packet.bsl_data = base + int(offs[i])
                     packet.bsl = int(sizes[i])
@@ -210,8 +210,6 @@ class NvdecSession(Session):
         return result
 
     def _convert(self, frame: Any, params: ColorParams, output: OutputSpec | None) -> Any:
-        from ._cuda_color import nv12_to_output
-
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
@@ -219,7 +217,7 @@ class NvdecSession(Session):
             if shift:  # unsigned 16-bit samples held in int16: widen before shifting
                 return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
             return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
-        out = nv12_to_output(luma, chroma, params, output, shift=shift)
+        out = self._nv12_to_output(luma, chroma, params, output, shift=shift)
         out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
         return out
 
