@@ -327,6 +327,7 @@ class Engine:
             "frames_decoded": (pool.decoded if pool else 0) + (self._fallback.decoded if self._fallback else 0),
             "cpu_fallback_files": len(self._fallback_paths),
             "packets_fed": pool.fed if pool else 0,
+            "jobs_continued": pool.continued if pool else 0,
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,

@@ -1,18 +1,23 @@
-"""Decoder threads: each owns one backend session and drains a bounded queue of decode jobs.
+"""Decoder threads: each owns one backend session and takes decode jobs from one bounded queue.
 
 The event loop puts jobs; threads report back only through ``loop.call_soon_threadsafe``. The queue
 never holds more than ``capacity`` jobs: the loop takes a slot (an asyncio semaphore) before it puts
 a job and the slot is given back when the job's result is delivered. Waiting for a slot is the
 engine's backpressure, visible as ``queue_waiting`` in ``stats()``.
+
+Jobs go to the session that can go on with them: a thread that stopped inside a GOP without
+draining its decoder (because a job further on in that GOP was waiting) takes that job next, and
+the other threads leave jobs further on in a GOP that another thread is decoding to that thread.
+Reading frames t, t+1, ... of a clip so costs about one decode per frame, not one GOP per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Collection
 from typing import Any
 
@@ -23,21 +28,32 @@ from .gop import GopBundle
 
 log = logging.getLogger("asyncdecode")
 
-_STOP = object()
-
 
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
-    __slots__ = ("bundle", "wanted", "output", "future", "cancelled")
+    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                  future: asyncio.Future[DecodeResult]) -> None:
         self.bundle = bundle
         self.wanted = wanted
+        self.first = min(wanted, default=-1)
         self.output = output
         self.future = future
         self.cancelled = False  # written by the loop thread, read by the decoder thread
+
+
+class _Worker:
+    """What the scheduler knows of one decoder thread (read and written under the pool's lock)."""
+
+    __slots__ = ("session", "held", "wake")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.session: Session | None = None
+        self.held: dict[int, int] = {}
+        """``id(bundle)`` -> largest frame id asked for, for every GOP the thread decodes or keeps its place in."""
+        self.wake = threading.Condition(lock)
 
 
 class DecoderPool:
@@ -50,17 +66,23 @@ class DecoderPool:
         self.backend = backend
         self.capacity = capacity
         self._loop = loop
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity + threads)
+        self._lock = threading.Lock()
+        self._jobs: deque[DecodeJob] = deque()  # at most ``capacity``: the slots bound it
+        self._holding: dict[int, list[_Worker]] = {}  # id(bundle) -> threads decoding or holding it
+        self._idle: dict[_Worker, None] = {}  # threads waiting for work, oldest first
+        self._stopping = False
         self._slots = asyncio.Semaphore(capacity)
+        self._workers = [_Worker(self._lock) for _ in range(threads)]
         self.waiting = 0
         self.in_flight = 0
         self.decoded = 0
         self.fed = 0
+        self.continued = 0
         self.decode_s = 0.0
         self.convert_s = 0.0
         self._threads = [
-            threading.Thread(target=self._run, name=f"asyncdecode-{backend.name}-{i}", daemon=True)
-            for i in range(threads)
+            threading.Thread(target=self._run, args=(w,), name=f"asyncdecode-{backend.name}-{i}", daemon=True)
+            for i, w in enumerate(self._workers)
         ]
         for t in self._threads:
             t.start()
@@ -71,7 +93,7 @@ class DecoderPool:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._jobs)
 
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
@@ -86,12 +108,99 @@ class DecoderPool:
         future: asyncio.Future[DecodeResult] = self._loop.create_future()
         job = DecodeJob(bundle, wanted, output, future)
         self.in_flight += 1
-        self._queue.put_nowait(job)
+        with self._lock:
+            self._jobs.append(job)
+            self._wake_for(job)
         try:
             return await future
         except asyncio.CancelledError:
             job.cancelled = True
             raise
+
+    # -- scheduling (under the lock) ------------------------------------------------------------
+
+    def _owner(self, job: DecodeJob) -> _Worker | None:
+        """The thread that should go on with ``job``: the one furthest into its GOP short of its frames."""
+        best, best_frontier = None, -1
+        for w in self._holding.get(id(job.bundle), ()):
+            frontier = w.held[id(job.bundle)]
+            if frontier < job.first and (best is None or frontier > best_frontier):
+                best, best_frontier = w, frontier
+        return best
+
+    def _wake_for(self, job: DecodeJob) -> None:
+        owner = self._owner(job)
+        if owner is None and self._idle:
+            owner = next(iter(self._idle))
+        if owner is not None and self._idle.pop(owner, False) is None:
+            owner.wake.notify()
+
+    def _hold(self, me: _Worker, job: DecodeJob) -> None:
+        key = id(job.bundle)
+        if key not in me.held:
+            me.held[key] = -1
+            self._holding.setdefault(key, []).append(me)
+        me.held[key] = max(me.held[key], max(job.wanted, default=-1))
+
+    def _pick(self, me: _Worker) -> DecodeJob | None:
+        """The next job for ``me``: a job in a GOP it keeps its place in first, then the oldest job no
+        other thread should have. Of several queued jobs in one GOP the earliest frames go first, so
+        that the others can follow."""
+        positions = me.session.positions if me.session is not None else {}
+        mine = [j for j in self._jobs if id(j.bundle) in positions and not j.cancelled and self._owner(j) is me]
+        if mine:
+            job = min((j for j in mine if j.bundle is mine[0].bundle), key=lambda j: j.first)
+        else:
+            for job in self._jobs:
+                if job.cancelled:
+                    break
+                owner = self._owner(job)
+                if owner is None:
+                    job = min((j for j in self._jobs if j.bundle is job.bundle and not j.cancelled
+                               and self._owner(j) is None), key=lambda j: j.first)
+                    break
+                if owner is me:
+                    break
+            else:
+                return None
+        self._jobs.remove(job)
+        return job
+
+    def _take(self, me: _Worker) -> DecodeJob | None:
+        with self._lock:
+            while True:
+                job = self._pick(me)
+                if job is not None:
+                    if not job.cancelled:
+                        self._hold(me, job)
+                    return job
+                if self._stopping and not self._jobs:
+                    return None
+                self._idle[me] = None
+                me.wake.wait()
+                self._idle.pop(me, None)
+
+    def _keep(self, me: _Worker, job: DecodeJob) -> bool:
+        """Whether a job further on in ``job``'s GOP is waiting (so ``me`` should not drain)."""
+        with self._lock:
+            frontier = me.held.get(id(job.bundle), -1)
+            return any(not j.cancelled and j.bundle is job.bundle and j.first > frontier for j in self._jobs)
+
+    def _done_with(self, me: _Worker) -> None:
+        """After a job: GOPs the thread no longer keeps its place in free the jobs that waited for it."""
+        with self._lock:
+            positions = me.session.positions if me.session is not None else {}
+            for key in [k for k in me.held if k not in positions]:
+                del me.held[key]
+                holders = self._holding[key]
+                holders.remove(me)
+                if not holders:
+                    del self._holding[key]
+                for job in self._jobs:
+                    if id(job.bundle) == key:
+                        self._wake_for(job)
+
+    # -- results (event loop thread) ----------------------------------------------------------
 
     def _deliver(self, job: DecodeJob, result: DecodeResult | None, error: BaseException | None) -> None:
         """Runs on the loop thread."""
@@ -100,6 +209,7 @@ class DecoderPool:
         if result is not None:
             self.decoded += result.decoded
             self.fed += result.fed
+            self.continued += result.continued
             self.decode_s += result.timings.get("decode_s", 0.0)
             self.convert_s += result.timings.get("convert_s", 0.0)
         if job.future.done():
@@ -119,42 +229,44 @@ class DecoderPool:
         except RuntimeError:  # the loop closed between the check and the call
             pass
 
-    def _run(self) -> None:
-        session: Session | None = None
+    def _run(self, me: _Worker) -> None:
         startup_error: BaseException | None = None
         try:
-            session = self.backend.new_session()
+            me.session = self.backend.new_session()
         except BaseException as exc:  # every job of this thread fails with the reason
             startup_error = exc
             log.error("decoder thread %s could not open a %s session: %s",
                       threading.current_thread().name, self.backend.name, exc)
         try:
             while True:
-                job = self._queue.get()
-                if job is _STOP:
+                job = self._take(me)
+                if job is None:
                     return
                 if job.cancelled:
                     self._report(job, None, None)
-                    continue
-                if session is None:
+                elif me.session is None:
                     self._report(job, None, _as_engine_error(startup_error, job))
-                    continue
-                try:
-                    result = session.decode(job.bundle, job.wanted, job.output, lambda: job.cancelled)
-                except DecodeCancelled:
-                    self._report(job, None, None)
-                except BaseException as exc:
-                    self._report(job, None, _as_engine_error(exc, job))
                 else:
-                    self._report(job, result, None)
+                    try:
+                        result = me.session.decode(job.bundle, job.wanted, job.output, lambda: job.cancelled,
+                                                   lambda: self._keep(me, job))
+                    except DecodeCancelled:
+                        self._report(job, None, None)
+                    except BaseException as exc:
+                        self._report(job, None, _as_engine_error(exc, job))
+                    else:
+                        self._report(job, result, None)
+                self._done_with(me)
         finally:
-            if session is not None:
-                session.close()
+            if me.session is not None:
+                me.session.close()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop every thread after the jobs already queued (blocking; call from a worker thread)."""
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        with self._lock:
+            self._stopping = True
+            for w in self._workers:
+                w.wake.notify()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for t in self._threads:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

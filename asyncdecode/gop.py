@@ -32,6 +32,7 @@ Binary format, version 1 (all integers little-endian)::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -214,6 +215,16 @@ class GopBundle:
     def frame_ids(self) -> range:
         """Frame ids this GOP shows."""
         return range(self.first_frame_id, self.first_frame_id + self.frame_count)
+
+    @functools.cached_property
+    def frame_of_pts(self) -> dict[int, int]:
+        """Presentation timestamp -> frame id, for every packet (computed once)."""
+        return dict(zip(self.packets["pts"].tolist(), self.packets["frame_id"].tolist()))
+
+    @functools.cached_property
+    def decode_index(self) -> dict[int, int]:
+        """Frame id -> decode-order index of its packet (computed once)."""
+        return {f: i for i, f in enumerate(self.packets["frame_id"].tolist())}
 
     def __len__(self) -> int:
         return len(self.packets)

@@ -8,34 +8,39 @@ GOPs, reconfiguring when the stream's parameters change) and is closed by that t
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailableError, InvalidRequestError
+from .._output import ColorParams, OutputSpec
+from ..errors import AsyncDecodeError, BackendUnavailableError, CorruptDataError, InvalidRequestError
 from ..gop import FLAG_DISPOSABLE, GopBundle
-from .._output import OutputSpec
 
 
-def feed_plan(table: Any, wanted: Collection[int]) -> tuple[list[int], dict[int, int]]:
-    """Which packets of a bundle to feed for ``wanted``, and how to recognise the wanted frames.
+def feed_plan(table: Any, wanted: Collection[int], after: int = -1) -> list[int]:
+    """Which packets of a bundle to feed for ``wanted``, starting after decode-order index ``after``.
 
-    Returns:
-        Decode-order indices to feed: from the keyframe up to the last packet that shows a wanted
-        frame (nothing later is needed: references come earlier in decode order, and frames held
-        back for reordering come out with the end-of-stream flush), leaving out disposable
-        pictures that are not wanted. And a map from presentation timestamp to wanted frame id.
+    Returns the decode-order indices to feed: up to the last packet that shows a wanted frame
+    (nothing later is needed: references come earlier in decode order, and frames held back for
+    reordering come out when the decoder is drained), leaving out disposable pictures that are not
+    wanted. From the keyframe (``after=-1``) with no wanted frame in the bundle at all, every packet
+    (the caller then reports the frames that never came out).
     """
     fids = table["frame_id"]
-    want = np.fromiter(wanted, np.int64, len(wanted))
-    hits = np.isin(fids, want)
-    last = int(np.flatnonzero(hits)[-1]) if hits.any() else len(table) - 1
+    hits = np.isin(fids, np.fromiter(wanted, np.int64, len(wanted)))
+    hits[: after + 1] = False
+    if not hits.any():
+        return list(range(len(table))) if after < 0 else []
+    last = int(np.flatnonzero(hits)[-1])
     keep = ~((table["flags"][: last + 1] & FLAG_DISPOSABLE).astype(bool) & ~hits[: last + 1])
-    frame_of_pts = {int(p): int(f) for p, f in zip(table["pts"][hits], fids[hits])}
-    return np.flatnonzero(keep).tolist(), frame_of_pts
+    keep[: after + 1] = False
+    return np.flatnonzero(keep).tolist()
 
 
 class DecodeCancelled(Exception):
@@ -52,23 +57,68 @@ class DecodeResult:
     """Pictures the decoder produced for this job, wanted or not (the cost of the job)."""
     fed: int = 0
     """Packets fed to the decoder."""
+    continued: bool = False
+    """The job went on from where the session's previous job in the same GOP stopped."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage (``decode_s``, ``convert_s``)."""
 
 
+@dataclass(eq=False)
+class Position:
+    """Where a session stopped inside a GOP: a later job in the same GOP can go on from there."""
+
+    bundle: GopBundle
+    decoder: Any
+    """The backend's decoder, holding the GOP's pictures (nobody else feeds it meanwhile)."""
+    last: int = -1
+    """Decode-order index of the last packet fed."""
+    pending: set[int] = field(default_factory=set)
+    """Frame ids fed whose pictures have not come out yet."""
+    drained: bool = False
+    """The decoder was drained at the end of the GOP: nothing more can be fed, only ``ahead`` is left."""
+    ahead: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    """Frames that came out beyond what the last job asked for: id -> (output spec or ``RAW``, frame)."""
+
+    def has(self, fid: int, output: OutputSpec | None) -> bool:
+        kept = self.ahead.get(fid)
+        return kept is not None and (kept[0] is RAW or kept[0] == output)
+
+    def serves(self, wanted: Collection[int], output: OutputSpec | None) -> bool:
+        """Whether every wanted frame of the bundle can still come out from here."""
+        if self.drained:
+            return all(self.has(f, output) for f in wanted)
+        index = self.bundle.decode_index
+        return all(f in self.pending or index.get(f, -1) > self.last or self.has(f, output) for f in wanted)
+
+
+RAW = object()
+"""Marks a frame kept as the decoder gave it (converted when a job takes it)."""
+
+
+def _never() -> bool:
+    return False
+
+
 class Session(abc.ABC):
-    """One decoder, used by one thread at a time."""
+    """Decoders used by one thread."""
+
+    positions: dict[int, Position]
+    """``id(bundle)`` -> where the session stopped in that GOP (see :meth:`decode`'s ``keep``)."""
 
     @abc.abstractmethod
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
-               cancelled: Callable[[], bool]) -> DecodeResult:
-        """Decode ``bundle`` from its keyframe until every frame id in ``wanted`` is out.
+               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never) -> DecodeResult:
+        """Decode ``bundle`` until every frame id in ``wanted`` is out.
 
         With ``output=None`` each frame comes back as the decoder's own planes (a tuple of integer
         tensors, Y then chroma, cropped to the display size): what backends are compared on.
 
-        Packets are fed in decode order; feeding stops as soon as the last wanted frame is out.
-        Disposable pictures that are not wanted are not fed at all.
+        Packets are fed in decode order from the keyframe, or from where the session's previous job
+        in the same bundle stopped when that still reaches every wanted frame. Feeding stops as
+        soon as the last wanted frame is out; disposable pictures that are not wanted are not fed.
+        Frames the decoder holds back come out by draining it, which ends the position, unless
+        a job further on is waiting (``keep()``) or a clip is being read on: then further packets
+        are fed until the wanted frames are out, and the session keeps its place in the GOP.
 
         Raises:
             CorruptDataError: the packets do not decode, or a wanted frame never comes out.
@@ -78,7 +128,203 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Free the decoder. Idempotent."""
+        """Free the decoders. Idempotent."""
+
+
+class PacketSession(Session):
+    """Decoders that take one packet at a time and return the frames it shows.
+
+    Plans what to feed, goes on from kept positions (one decoder each, up to ``max_positions``,
+    least recently used given up first), matches frames to ids by timestamp and counts the work;
+    subclasses drive their decoders through the ``_create`` .. ``_fail`` hooks.
+    """
+
+    kind: str = ""
+    """Backend name for messages."""
+    device: str = "cpu"
+    max_positions: int = 4
+    """GOPs a session keeps its place in at once (clips read side by side by fewer threads)."""
+
+    def __init__(self) -> None:
+        self.positions: OrderedDict[int, Position] = OrderedDict()
+        self._free: list[tuple[Hashable, Any]] = []  # (shape, drained decoder ready for a keyframe), oldest first
+
+    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
+               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never) -> DecodeResult:
+        remaining = {int(f) for f in wanted}
+        pos = self.positions.get(id(bundle))
+        if pos is not None and not pos.serves(remaining, output):
+            self._release(pos)
+            pos = None
+        result = DecodeResult(frames={}, continued=pos is not None)
+        params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
+        t0 = time.perf_counter()
+        t_conv = 0.0
+        if pos is not None:
+            self.positions.move_to_end(id(bundle))
+            for fid in [f for f in remaining if pos.has(f, output)]:
+                kind, frame = pos.ahead.pop(fid)
+                result.frames[fid] = self._convert(frame, bundle, params, output) if kind is RAW else frame
+                remaining.discard(fid)
+            if not remaining:
+                if pos.drained and not pos.ahead:
+                    self._release(pos)
+                result.timings = {"decode_s": 0.0, "convert_s": time.perf_counter() - t0}
+                return result
+        fid_of = bundle.frame_of_pts
+        table = bundle.packets
+        furthest = max(remaining)
+        soon = False  # a job for frames further on in this GOP is waiting
+
+        def take(frames: list[Any]) -> None:
+            nonlocal t_conv
+            for frame in frames:
+                result.decoded += 1
+                fid = fid_of.get(self._pts(frame))
+                pos.pending.discard(fid)
+                if fid in remaining:
+                    tc = time.perf_counter()
+                    result.frames[fid] = self._convert(frame, bundle, params, output)
+                    t_conv += time.perf_counter() - tc
+                    remaining.discard(fid)
+                elif fid is not None and fid > furthest:
+                    tc = time.perf_counter()
+                    kept = self._keep_ahead(frame, bundle, params, output, soon)
+                    t_conv += time.perf_counter() - tc
+                    if kept is not None:
+                        pos.ahead[fid] = kept
+
+        def feed(indices: Iterable[int]) -> None:
+            for i in indices:
+                if cancelled():
+                    raise DecodeCancelled
+                result.fed += 1
+                pos.last = i
+                pos.pending.add(int(table["frame_id"][i]))
+                take(self._send(pos.decoder, bundle, i))
+                if not remaining:
+                    return
+
+        try:
+            with self._job(bundle):
+                if pos is None:
+                    pos = self._open(bundle)
+                feed(feed_plan(table, remaining, pos.last))
+                if remaining:
+                    # A waiting job further on, or a clip being read on (this job went on from the last,
+                    # or asks for several frames): feed on rather than drain, held-back frames come out
+                    # as the next packets go in, and the session keeps its place.
+                    soon = keep() or result.continued or len(wanted) > 1
+                    if soon:
+                        feed(range(pos.last + 1, len(table)))
+                if remaining:
+                    take(self._drain(pos.decoder))
+                    pos.drained = True
+                    if not pos.ahead:
+                        self._release(pos)
+                self._finish(result)
+        except DecodeCancelled:
+            if pos is not None:
+                self._release(pos)
+            raise
+        except BaseException as exc:
+            if pos is not None:
+                self.positions.pop(id(bundle), None)  # its decoder is thrown away
+            error = None
+            if isinstance(exc, Exception) and not isinstance(exc, AsyncDecodeError):
+                error = self._fail(bundle, exc, min(remaining, default=bundle.first_frame_id))
+            if error is None:
+                raise
+            raise error from exc
+        if remaining:
+            raise CorruptDataError(
+                f"{bundle.source}: the {self.kind} decoder did not output frame(s) {sorted(remaining)} of "
+                f"the GOP at frame {bundle.first_frame_id} (damaged or undecodable data)",
+                path=bundle.source, frame_id=min(remaining), device=self.device)
+        result.timings = {"decode_s": time.perf_counter() - t0 - t_conv, "convert_s": t_conv}
+        return result
+
+    def _open(self, bundle: GopBundle) -> Position:
+        """A position at the keyframe of ``bundle``, on a free decoder of its shape or a new one."""
+        while len(self.positions) >= self.max_positions:
+            self._release(next(iter(self.positions.values())))
+        key = self._key(bundle)
+        for i in range(len(self._free) - 1, -1, -1):
+            if self._free[i][0] == key:
+                decoder = self._free.pop(i)[1]
+                break
+        else:
+            decoder = self._create(bundle)
+        pos = self.positions[id(bundle)] = Position(bundle, decoder)
+        return pos
+
+    def _release(self, pos: Position) -> None:
+        """Give up a position: its decoder drops what it holds and waits, free, for a keyframe."""
+        if self.positions.get(id(pos.bundle)) is pos:
+            del self.positions[id(pos.bundle)]
+        pos.ahead.clear()
+        if not pos.drained:
+            try:
+                self._discard(pos.decoder)
+            except Exception:  # a decoder that cannot even drain is thrown away
+                return
+        self._free.append((self._key(pos.bundle), pos.decoder))
+        if len(self._free) > self.max_positions:  # a few spare decoders, not one per shape ever seen
+            del self._free[0]
+
+    def close(self) -> None:
+        self.positions.clear()
+        self._free.clear()
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def _job(self, bundle: GopBundle) -> ContextManager[Any]:
+        """Context the whole job runs in (a CUDA stream, say)."""
+        return contextlib.nullcontext()
+
+    @abc.abstractmethod
+    def _key(self, bundle: GopBundle) -> Hashable:
+        """Which decoders can decode ``bundle`` (codec, parameters, size ...)."""
+
+    @abc.abstractmethod
+    def _create(self, bundle: GopBundle) -> Any:
+        """A new decoder for ``bundle``'s stream."""
+
+    @abc.abstractmethod
+    def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
+        """Feed packet ``i``; the frames that came out."""
+
+    @abc.abstractmethod
+    def _drain(self, decoder: Any) -> list[Any]:
+        """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
+
+    def _discard(self, decoder: Any) -> None:
+        """Drop what the decoder holds (default: drain and ignore the frames)."""
+        self._drain(decoder)
+
+    def _keep_ahead(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
+                    soon: bool) -> tuple[Any, Any] | None:
+        """What to keep of a frame beyond the job's last that came out: ``(RAW, frame)`` when the decoder
+        lets frames live on (converted when taken), or ``(output, converted)``; ``None``: drop it.
+        Default: convert and keep it only when a job for it is waiting (``soon``)."""
+        if not soon:
+            return None
+        return output, self._convert(frame, bundle, params, output)
+
+    @abc.abstractmethod
+    def _pts(self, frame: Any) -> int:
+        """Presentation timestamp of a decoded frame."""
+
+    @abc.abstractmethod
+    def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
+        """The output tensor (or native planes) of a wanted frame."""
+
+    def _finish(self, result: DecodeResult) -> None:
+        """The job's frames are all out: make them safe to hand over."""
+
+    @abc.abstractmethod
+    def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException | None:
+        """The engine error for a decoder failure (``None``: not the decoder's, raise as is)."""
 
 
 class Backend(abc.ABC):

@@ -5,8 +5,7 @@ The reference backend: always available, what CI runs, and what other backends a
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from .._output import ColorParams, OutputSpec, PlanarLayout, planar_layout, yuv_to_output
 from ..errors import CorruptDataError, UnsupportedStreamError
 from ..gop import GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session, feed_plan
+from .base import RAW, Backend, PacketSession, Session
 
 _DECODERS = {"av1": ("libdav1d", "av1"), "vp9": ("vp9", "libvpx-vp9")}
 
@@ -52,92 +51,64 @@ def _decoder_name(codec: str, source: str) -> str:
     raise UnsupportedStreamError(f"{source}: no FFmpeg decoder for codec {codec} in this build", path=source)
 
 
-class CpuSession(Session):
-    """One PyAV decoder context, kept while the codec and its parameters stay the same."""
+class CpuSession(PacketSession):
+    """PyAV decoder contexts, one per GOP the session keeps its place in."""
+
+    kind = "FFmpeg"
 
     def __init__(self, threads: int) -> None:
+        super().__init__()
         self._threads = threads
-        self._ctx: Any = None
-        self._key: tuple[str, bytes] | None = None
 
-    def _context(self, bundle: GopBundle) -> Any:
+    def _key(self, bundle: GopBundle) -> Hashable:
+        return bundle.codec, bytes(bundle.extradata)
+
+    def _create(self, bundle: GopBundle) -> Any:
         import av
 
-        key = (bundle.codec, bytes(bundle.extradata))
-        if self._ctx is None or key != self._key:
-            ctx = av.CodecContext.create(_decoder_name(bundle.codec, bundle.source), "r")
-            if bundle.extradata:
-                ctx.extradata = bytes(bundle.extradata)
-            ctx.thread_count = self._threads
-            ctx.thread_type = "SLICE" if self._threads > 1 else "NONE"
-            # Report damaged bitstreams as errors instead of concealing them into wrong pixels.
-            ctx.options = {"err_detect": "explode"}
-            ctx.open()
-            self._ctx, self._key = ctx, key
-        return self._ctx
+        ctx = av.CodecContext.create(_decoder_name(bundle.codec, bundle.source), "r")
+        if bundle.extradata:
+            ctx.extradata = bytes(bundle.extradata)
+        ctx.thread_count = self._threads
+        ctx.thread_type = "SLICE" if self._threads > 1 else "NONE"
+        # Report damaged bitstreams as errors instead of concealing them into wrong pixels.
+        ctx.options = {"err_detect": "explode"}
+        ctx.open()
+        return ctx
 
-    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
-               cancelled: Callable[[], bool]) -> DecodeResult:
+    def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
         import av
 
-        layout = planar_layout(bundle.pix_fmt)
-        params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
-        table = bundle.packets
-        remaining = set(int(f) for f in wanted)
-        feed, frame_of_pts = feed_plan(table, remaining)
-        result = DecodeResult(frames={})
-        t_conv = 0.0
-        t0 = time.perf_counter()
-        ctx = self._context(bundle)
-        try:
-            def take(frames: list[Any]) -> None:
-                nonlocal t_conv
-                for frame in frames:
-                    result.decoded += 1
-                    fid = frame_of_pts.get(frame.pts)
-                    if fid is None or fid not in remaining:
-                        continue
-                    tc = time.perf_counter()
-                    result.frames[fid] = _convert(frame, layout, params, output)
-                    t_conv += time.perf_counter() - tc
-                    remaining.discard(fid)
+        packet = av.Packet(bundle.packet(i))
+        packet.pts = int(bundle.packets["pts"][i])
+        packet.dts = int(bundle.packets["dts"][i])
+        return decoder.decode(packet)
 
-            pts, dts = table["pts"], table["dts"]
-            for i in feed:
-                if cancelled():
-                    raise DecodeCancelled
-                packet = av.Packet(bundle.packet(i))
-                packet.pts = int(pts[i])
-                packet.dts = int(dts[i])
-                result.fed += 1
-                take(ctx.decode(packet))
-                if not remaining:
-                    break
-            else:  # every packet a wanted frame needs is in: drain what the decoder holds back
-                take(ctx.decode(None))
-            ctx.flush_buffers()
-        except av.error.FFmpegError as exc:
-            self._drop_context()
-            first = min(remaining) if remaining else bundle.first_frame_id
-            raise CorruptDataError(
-                f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode ({exc})",
-                path=bundle.source, frame_id=first, device="cpu") from exc
-        except BaseException:
-            self._drop_context()
-            raise
-        if remaining:
-            raise CorruptDataError(
-                f"{bundle.source}: the decoder did not output frame(s) {sorted(remaining)} "
-                f"of the GOP at frame {bundle.first_frame_id} (damaged or undecodable data)",
-                path=bundle.source, frame_id=min(remaining), device="cpu")
-        result.timings = {"decode_s": time.perf_counter() - t0 - t_conv, "convert_s": t_conv}
-        return result
+    def _drain(self, decoder: Any) -> list[Any]:
+        frames = decoder.decode(None)
+        decoder.flush_buffers()
+        return frames
 
-    def _drop_context(self) -> None:
-        self._ctx, self._key = None, None
+    def _discard(self, decoder: Any) -> None:
+        decoder.flush_buffers()
 
-    def close(self) -> None:
-        self._drop_context()
+    def _pts(self, frame: Any) -> int:
+        return frame.pts
+
+    def _keep_ahead(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
+                    soon: bool) -> tuple[Any, Any]:
+        return RAW, frame  # FFmpeg frames own their memory: keeping one costs nothing until it is used
+
+    def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
+        return _convert(frame, planar_layout(bundle.pix_fmt), params, output)
+
+    def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException | None:
+        import av
+
+        if not isinstance(exc, av.error.FFmpegError):
+            return None
+        return CorruptDataError(f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode ({exc})",
+                                path=bundle.source, frame_id=frame_id, device="cpu")
 
 
 def _plane(frame: Any, i: int, layout: PlanarLayout, height: int, width: int) -> torch.Tensor:

@@ -13,9 +13,6 @@ before the next packet can reuse it.
 from __future__ import annotations
 
 import os
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -24,7 +21,7 @@ import torch
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
 from ..gop import GopBundle
-from .base import Backend, DecodeCancelled, DecodeResult, Session, feed_plan
+from .base import Backend, PacketSession, Session
 
 #: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
 _CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
@@ -37,8 +34,6 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: Default decoder sessions (threads) per GPU. NVDEC has 7 engines on H100/H200; one session fed
 #: from Python keeps far less than one busy, so saturating the hardware takes several per engine.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "28"))
-#: Decoders a session keeps for different stream shapes (codec, bit depth, size), least recently used out.
-MAX_DECODERS_PER_SESSION = 4
 
 
 def _import_nvc() -> Any:
@@ -105,111 +100,65 @@ class NvdecBackend(Backend):
         return self._sessions
 
 
-class NvdecSession(Session):
-    """Decoders (one per codec) and a CUDA stream, owned by one decoder thread."""
+class NvdecSession(PacketSession):
+    """NVDEC decoders (one per GOP the session keeps its place in) and a CUDA stream, owned by one thread.
+
+    Decoders are made per stream shape (codec, bit depth, size) and reused across files and GOPs: an
+    end-of-stream flush resets one for the next keyframe. NVDEC's in-place reconfigure is not
+    relied on: it was seen failing (CUDA_ERROR_INVALID_VALUE) when switching between sizes.
+    """
+
+    kind = "NVDEC"
+    max_positions = 2  # each position holds an NVDEC decoder and its surfaces in GPU memory
 
     def __init__(self, backend: NvdecBackend) -> None:
+        super().__init__()
         self._nvc = backend.nvc
         self._device = backend.device
+        self.device = str(backend.device)
         torch.cuda.set_device(self._device)
         self._stream = torch.cuda.Stream(device=self._device)
         self._backend = backend
-        self._decoders: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
+        self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
+        self._eos = _end_of_stream(self._nvc)
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
         from ._cuda_color import nv12_to_output  # Triton: imported with the first session, not per frame
 
         self._nv12_to_output = nv12_to_output
 
-    def _decoder(self, bundle: GopBundle) -> Any:
-        """A decoder for the bundle's codec, bit depth and size, reused across files and GOPs.
+    def _key(self, bundle: GopBundle) -> tuple[str, int, int, int]:
+        return bundle.codec, bundle.bit_depth, bundle.width, bundle.height
 
-        Decoders for the last few stream shapes are kept (LRU), so that alternating between files of
-        a few sizes never creates a decoder per request. NVDEC's in-place reconfigure is not relied
-        on: it was seen failing (CUDA_ERROR_INVALID_VALUE) when switching between such sizes.
-        """
-        key = (bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
-        dec = self._decoders.get(key)
-        if dec is not None:
-            self._decoders.move_to_end(key)
-            return dec
+    def _create(self, bundle: GopBundle) -> Any:
         nvc = self._nvc
-        dec = nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
-                                cudacontext=0, cudastream=self._stream.cuda_stream, usedevicememory=True)
-        self._decoders[key] = dec
         self.created += 1
-        while len(self._decoders) > MAX_DECODERS_PER_SESSION:
-            self._decoders.popitem(last=False)
-        return dec
+        return nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
+                                 cudacontext=0, cudastream=self._stream.cuda_stream, usedevicememory=True)
 
-    def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
-               cancelled: Callable[[], bool]) -> DecodeResult:
-        nvc = self._nvc
-        params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
-        table = bundle.packets
-        remaining = {int(f) for f in wanted}
-        feed, frame_of_pts = feed_plan(table, remaining)
-        result = DecodeResult(frames={})
-        payload = np.frombuffer(bundle.payload, np.uint8)  # kept alive while the decoder reads it
-        base = payload.ctypes.data
-        t0 = time.perf_counter()
-        t_conv = 0.0
-        dec = self._decoder(bundle)
-        offs, sizes, pts = table["offset"], table["size"], table["pts"]
+    def _job(self, bundle: GopBundle) -> Any:
+        self._base = np.frombuffer(bundle.payload, np.uint8).ctypes.data  # zero-copy: the decoder reads it there
+        return torch.cuda.stream(self._stream)
 
-        def take(frames: list[Any]) -> None:
-            nonlocal t_conv
-            for frame in frames:
-                result.decoded += 1
-                fid = frame_of_pts.get(int(frame.getPTS()))
-                if fid is None or fid not in remaining:
-                    continue
-                tc = time.perf_counter()
-                result.frames[fid] = self._convert(frame, params, output)
-                t_conv += time.perf_counter() - tc
-                remaining.discard(fid)
+    def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
+        row = bundle.packets[i]
+        packet = self._nvc.PacketData()
+        packet.bsl_data = self._base + int(row["offset"])
+        packet.bsl = int(row["size"])
+        packet.pts = int(row["pts"])
+        return decoder.Decode(packet)
 
-        try:
-            with torch.cuda.stream(self._stream):
-                for i in feed:
-                    if cancelled():
-                        raise DecodeCancelled
-                    packet = nvc.PacketData()
-                    packet.bsl_data = base + int(offs[i])
-                    packet.bsl = int(sizes[i])
-                    packet.pts = int(pts[i])
-                    result.fed += 1
-                    take(dec.Decode(packet))
-                    if not remaining:
-                        break
-                take(dec.Decode(_end_of_stream(nvc)))  # flush: resets the decoder for the next GOP
-                done = torch.cuda.Event()
-                done.record(self._stream)
-            done.synchronize()
-        except DecodeCancelled:
-            self._reset(bundle)
-            raise
-        except self._nvc.PyNvVCExceptionUnsupported as exc:
-            self._reset(bundle)
-            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
-            raise UnsupportedStreamError(
-                f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
-                f"{bundle.width}x{bundle.height}", path=bundle.source, device=str(self._device)) from exc
-        except Exception as exc:
-            self._reset(bundle)
-            raise CorruptDataError(
-                f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode on NVDEC ({exc})",
-                path=bundle.source, frame_id=min(remaining) if remaining else bundle.first_frame_id,
-                device=str(self._device)) from exc
-        if remaining:
-            raise CorruptDataError(
-                f"{bundle.source}: NVDEC did not output frame(s) {sorted(remaining)} of the GOP at frame "
-                f"{bundle.first_frame_id} (damaged or undecodable data)",
-                path=bundle.source, frame_id=min(remaining), device=str(self._device))
-        result.timings = {"decode_s": time.perf_counter() - t0 - t_conv, "convert_s": t_conv}
-        return result
+    def _drain(self, decoder: Any) -> list[Any]:
+        return decoder.Decode(self._eos)  # also resets the decoder for the next GOP
 
-    def _convert(self, frame: Any, params: ColorParams, output: OutputSpec | None) -> Any:
+    def _discard(self, decoder: Any) -> None:
+        with torch.cuda.stream(self._stream):
+            decoder.Decode(self._eos)
+
+    def _pts(self, frame: Any) -> int:
+        return int(frame.getPTS())
+
+    def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
@@ -221,11 +170,24 @@ class NvdecSession(Session):
         out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
         return out
 
-    def _reset(self, bundle: GopBundle) -> None:
-        self._decoders.pop((bundle.codec, bundle.bit_depth, bundle.width, bundle.height), None)
+    def _finish(self, result: Any) -> None:
+        if result.frames:  # the frames are written before they are handed over
+            done = torch.cuda.Event()
+            done.record(self._stream)
+            done.synchronize()
+
+    def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException:
+        if isinstance(exc, self._nvc.PyNvVCExceptionUnsupported):
+            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
+            return UnsupportedStreamError(
+                f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
+                f"{bundle.width}x{bundle.height}", path=bundle.source, device=self.device)
+        return CorruptDataError(
+            f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode on NVDEC ({exc})",
+            path=bundle.source, frame_id=frame_id, device=self.device)
 
     def close(self) -> None:
-        self._decoders.clear()
+        super().close()
         torch.cuda.synchronize(self._device)
 
 

@@ -1,0 +1,106 @@
+"""Stream access: a session goes on from where it stopped in a GOP, and jobs are routed to it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+from asyncdecode import Engine, EngineConfig, probe
+from asyncdecode._backends.cpu import CpuSession
+from asyncdecode.gop import extract_gops
+
+FILES = ["h264_nob", "h264_bframes", "hevc_open", "h264_vargop"]
+
+
+@pytest.fixture(scope="module")
+def truth(assets):
+    async def load():
+        async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+            return {n: await eng.decode(assets[n], list(range(probe(assets[n]).num_frames))) for n in FILES}
+
+    return asyncio.run(load())
+
+
+def _equal(got: list[torch.Tensor], want: list[torch.Tensor]) -> bool:
+    return len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_session_goes_on_from_its_position(assets, name):
+    info = probe(assets[name])
+    (bundle,) = extract_gops(assets[name], [info.keyframes[1]])
+    ids = list(bundle.frame_ids)
+    whole = CpuSession(1).decode(bundle, ids, None, lambda: False).frames
+    session = CpuSession(1)
+    got, continued = {}, []
+    for lo in range(0, len(ids), 3):
+        res = session.decode(bundle, ids[lo:lo + 3], None, lambda: False, lambda: True)
+        got.update(res.frames)
+        continued.append(res.continued)
+    assert not continued[0] and all(continued[1:])
+    for fid in ids:
+        assert all(torch.equal(a, b) for a, b in zip(got[fid], whole[fid])), fid
+    # going back in the GOP starts again at the keyframe, and is still right
+    res = session.decode(bundle, [ids[1]], None, lambda: False)
+    assert not res.continued
+    assert all(torch.equal(a, b) for a, b in zip(res.frames[ids[1]], whole[ids[1]]))
+
+
+@pytest.mark.parametrize("name", FILES)
+async def test_stream_access_decodes_each_frame_about_once(assets, truth, name):
+    path, n = assets[name], len(truth[name])
+    chunks = [(path, list(range(lo, min(lo + 4, n)))) for lo in range(0, n, 4)]
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=2)) as eng:
+        got = []
+        async for frames in eng.stream(chunks, depth=6):
+            got += frames
+        stats = eng.stats()
+    assert _equal(got, truth[name])
+    ratio = stats["frames_decoded"] / stats["frames_returned"]
+    assert stats["jobs_continued"] > 0
+    assert ratio <= 1.1, (ratio, stats)
+
+
+async def test_several_clips_read_side_by_side(assets, truth):
+    """Frames t, t+1, ... of several files at once, one request per step: one decode per frame."""
+    n = min(len(truth[f]) for f in FILES)
+    steps = [(list(assets[f] for f in FILES), [t] * len(FILES)) for t in range(n)]
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = []
+        async for frames in eng.stream(steps, depth=8):
+            got.append(frames)
+        stats = eng.stats()
+    for t, frames in enumerate(got):
+        for f, tensor in zip(FILES, frames):
+            assert torch.equal(tensor, truth[f][t]), (f, t)
+    assert stats["frames_decoded"] / stats["frames_returned"] <= 1.1, stats
+
+
+async def test_overlapping_requests_in_any_order_stay_right(assets, truth):
+    rng = random.Random(3)
+    reqs = []
+    for _ in range(80):
+        name = rng.choice(FILES)
+        lo = rng.randrange(len(truth[name]))
+        ids = list(range(lo, min(lo + rng.randint(1, 8), len(truth[name]))))
+        reqs.append((name, ids))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3, queue_size=6)) as eng:
+        results = await asyncio.gather(*(eng.decode(assets[n], ids) for n, ids in reqs))
+    for (name, ids), frames in zip(reqs, results):
+        assert _equal(frames, [truth[name][i] for i in ids]), (name, ids)
+
+
+async def test_cancelled_continuation_frees_the_session(assets, truth):
+    path, n = assets["h264_nob"], len(truth["h264_nob"])
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        await eng.decode(path, [0, 1])
+        doomed = eng.submit(path, list(range(2, 8)))
+        doomed.cancel()
+        other = await eng.decode(path, [n - 1, 3])
+        assert torch.equal(other[0], truth["h264_nob"][n - 1])
+        assert torch.equal(other[1], truth["h264_nob"][3])
+        rest = await eng.decode(path, [4, 5])
+        assert _equal(rest, truth["h264_nob"][4:6])
