@@ -1,4 +1,4 @@
-"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE --frames ... --out DIR``."""
+"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE --frames ... --out DIR``, ``bench``."""
 
 from __future__ import annotations
 
@@ -213,12 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--device", default="auto")
     dec.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT")
     dec.set_defaults(func=cmd_decode)
+
+    bench = sub.add_parser("bench", add_help=False,
+                           help="NVDEC benchmark: raw sessions, PyNvVideoCodec decoders and asyncdecode side by side "
+                                "(GPU; `asyncdecode bench --help` for options)")
+    bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ._nvdec_bench import main as bench_main
+
+    return bench_main(args.rest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command is None:
         parser.print_help()
         return 2

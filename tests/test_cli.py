@@ -78,3 +78,22 @@ def test_demo_runs_as_installed(tmp_path):
     assert report["patterns"]["random"]["frames"] == 30
     sheet = _png(out)
     assert sheet.shape[0] > 4 * 96 and sheet.std() > 10
+
+
+def test_bench_explains_what_it_needs(capsys):
+    """Without NVDEC the benchmark stops at once with the reason; its options are documented."""
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    assert info.value.code == 0
+    assert "--sessions" in capsys.readouterr().out
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the benchmark itself runs on the device")
+    assert main(["bench", "--quick", "--data", "/nonexistent", "--out", "/nonexistent"]) == 1
+    assert "CUDA" in capsys.readouterr().err
+
+
+def test_unknown_arguments_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["probe", "x.mp4", "--bogus"])
