@@ -28,6 +28,10 @@ from .gop import GopBundle
 
 log = logging.getLogger("asyncdecode")
 
+#: An idle thread looks at the queue again after this long even if nobody woke it: a safety net, so
+#: that a job can never wait forever on a thread that does not know it is now the one to take it.
+_RECHECK_S = 0.05
+
 
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
@@ -137,10 +141,16 @@ class DecoderPool:
 
     def _hold(self, me: _Worker, job: DecodeJob) -> None:
         key = id(job.bundle)
+        furthest = max(job.wanted, default=-1)
         if key not in me.held:
-            me.held[key] = -1
             self._holding.setdefault(key, []).append(me)
-        me.held[key] = max(me.held[key], max(job.wanted, default=-1))
+        pos = me.session.positions.get(key) if me.session is not None else None
+        if pos is not None and pos.serves(job.wanted, job.output):
+            furthest = max(furthest, me.held.get(key, -1))
+        me.held[key] = furthest  # a job that starts again at the keyframe moves the frontier back
+        for other in self._holding[key]:  # which of them owns the queued jobs in this GOP may change now
+            if other is not me and self._idle.pop(other, False) is None:
+                other.wake.notify()
 
     def _pick(self, me: _Worker) -> DecodeJob | None:
         """The next job for ``me``: a job in a GOP it keeps its place in first, then the oldest job no
@@ -177,7 +187,7 @@ class DecoderPool:
                 if self._stopping and not self._jobs:
                     return None
                 self._idle[me] = None
-                me.wake.wait()
+                me.wake.wait(_RECHECK_S)
                 self._idle.pop(me, None)
 
     def _keep(self, me: _Worker, job: DecodeJob) -> bool:

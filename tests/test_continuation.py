@@ -104,3 +104,22 @@ async def test_cancelled_continuation_frees_the_session(assets, truth):
         assert torch.equal(other[1], truth["h264_nob"][3])
         rest = await eng.decode(path, [4, 5])
         assert _equal(rest, truth["h264_nob"][4:6])
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+async def test_interleaved_readers_of_the_same_gops_never_stall(assets, truth, threads):
+    """Many readers go forward and backward through the same GOPs at once; every request completes."""
+    rng = random.Random(threads)
+    names = ["h264_nob", "h264_bframes"]
+    reqs = []
+    for _ in range(150):
+        name = rng.choice(names)
+        n = len(truth[name])
+        lo = rng.randrange(n)
+        step = rng.choice([1, 1, 2, -1])
+        ids = [i for i in range(lo, lo + step * rng.randint(1, 5), step) if 0 <= i < n] or [lo]
+        reqs.append((name, ids))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=threads, queue_size=2 * threads)) as eng:
+        results = await asyncio.wait_for(asyncio.gather(*(eng.decode(assets[n], ids) for n, ids in reqs)), 60)
+    for (name, ids), frames in zip(reqs, results):
+        assert _equal(frames, [truth[name][i] for i in ids]), (name, ids)
