@@ -65,6 +65,19 @@ def _nv12_to_rgb(
         tl.store(base + 2 * s_c, b.to(ty), mask=mask)
 
 
+class DevicePointer:
+    """A raw device address the kernel can take in place of a tensor (no tensor is built per frame)."""
+
+    __slots__ = ("ptr", "dtype")
+
+    def __init__(self, ptr: int, dtype: torch.dtype) -> None:
+        self.ptr = ptr
+        self.dtype = dtype
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+
 def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams, spec: OutputSpec,
                    *, shift: int = 0) -> torch.Tensor:
     """Convert one frame on the current CUDA stream.
@@ -77,6 +90,14 @@ def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams
         shift: Right shift that brings P016 samples to ``params.bits`` bits (16 - bits), else 0.
     """
     height, width = luma.shape
+    return convert_planes(luma, chroma, height, width, luma.stride(0), chroma.stride(0), luma.device,
+                          params, spec, shift=shift)
+
+
+def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | DevicePointer, height: int,
+                   width: int, luma_stride: int, chroma_stride: int, device: torch.device, params: ColorParams,
+                   spec: OutputSpec, *, shift: int = 0) -> torch.Tensor:
+    """:func:`nv12_to_output` on planes given by address and row stride (in samples)."""
     y_off, y_scale, c_off, c_scale = params.affine()
     cr_r, cb_g, cr_g, cb_b = params.coefficients()
     resize = spec.size is not None and spec.size != (height, width)
@@ -84,14 +105,14 @@ def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams
     direct_dtype = torch.float32 if resize else spec.dtype
     chw = spec.layout == "chw" or resize
     shape = (3, height, width) if chw else (height, width, 3)
-    out = torch.empty(shape, dtype=direct_dtype, device=luma.device)
+    out = torch.empty(shape, dtype=direct_dtype, device=device)
     s_c, s_h, s_w = (out.stride(0), out.stride(1), out.stride(2)) if chw else (out.stride(2), out.stride(0), out.stride(1))
     norm = spec.normalize is not None and not resize
     mean, std = spec.normalize if spec.normalize is not None else ((0.0,) * 3, (1.0,) * 3)
     block = 256 if width > 128 else 128
     grid = (height, triton.cdiv(width, block))
     _nv12_to_rgb[grid](
-        luma, chroma, out, height, width, luma.stride(0), chroma.stride(0),
+        luma, chroma, out, height, width, luma_stride, chroma_stride,
         s_c, s_h, s_w, y_off, y_scale, c_off, c_scale, cr_r, cb_g, cr_g, cb_b,
         mean[0], mean[1], mean[2], 1.0 / std[0], 1.0 / std[1], 1.0 / std[2],
         SHIFT=shift, OUT_U8=direct_dtype == torch.uint8, BGR=spec.format == "bgr", NORM=norm, BLOCK=block,

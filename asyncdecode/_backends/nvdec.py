@@ -125,9 +125,11 @@ class NvdecSession(PacketSession):
         self._eos = _end_of_stream(self._nvc)
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
-        from ._cuda_color import nv12_to_output  # Triton: imported with the first session, not per frame
+        from ._cuda_color import DevicePointer, convert_planes, nv12_to_output  # Triton: imported once
 
         self._nv12_to_output = nv12_to_output
+        self._convert_planes = convert_planes
+        self._ptr = DevicePointer
 
     def _key(self, bundle: GopBundle) -> tuple[str, int, int, int]:
         return bundle.codec, bundle.bit_depth, bundle.width, bundle.height
@@ -161,6 +163,13 @@ class NvdecSession(PacketSession):
         return int(frame.getPTS())
 
     def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
+        if output is not None and params.bits == 8:  # the common case, straight from the addresses
+            y, uv = (c.__cuda_array_interface__ for c in frame.cuda()[:2])
+            out = self._convert_planes(self._ptr(y["data"][0], torch.uint8), self._ptr(uv["data"][0], torch.uint8),
+                                       y["shape"][0], y["shape"][1], _row_stride(y), _row_stride(uv),
+                                       self._device, params, output)
+            out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
+            return out
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
@@ -191,6 +200,17 @@ class NvdecSession(PacketSession):
     def close(self) -> None:
         super().close()
         torch.cuda.synchronize(self._device)
+
+
+def _row_stride(cai: dict[str, Any]) -> int:
+    """Bytes from one row of an 8-bit plane's array interface to the next."""
+    strides = cai.get("strides")
+    if strides:
+        return int(strides[0])
+    row = 1
+    for n in cai["shape"][1:]:
+        row *= int(n)
+    return row
 
 
 def _planes(frame: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
