@@ -310,6 +310,35 @@ class Engine:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    async def add_bundles(self, bundles: Iterable[GopBundle]) -> int:
+        """Put GOP bundles read elsewhere into the GOP cache, so that decoding their frames reads nothing.
+
+        For the separation training loops use: DataLoader workers read GOPs (from a
+        :class:`~asyncdecode.GopStore`, or by demuxing) and hand them over, through
+        :class:`~asyncdecode.shared.SharedGopCache` for example; the main process adds them here and
+        then asks for the frames as usual. Returns how many were added.
+
+        Raises:
+            InvalidRequestError: a bundle is not one of its video's GOPs (it does not start at a keyframe
+                of the video as indexed now, or shows another number of frames).
+        """
+        self._ensure_open()
+        added = 0
+        for bundle in bundles:
+            if not isinstance(bundle, GopBundle):
+                raise InvalidRequestError(f"add_bundles takes GopBundle objects, not {type(bundle).__name__}")
+            index = await self._index(bundle.source)
+            info = index.info
+            gop = info.gop_of(bundle.first_frame_id) if 0 <= bundle.first_frame_id < info.num_frames else -1
+            if gop < 0 or info.keyframes[gop] != bundle.first_frame_id or info.gop_lengths[gop] != bundle.frame_count:
+                raise InvalidRequestError(
+                    f"{bundle.source}: the bundle for frames {bundle.first_frame_id}.."
+                    f"{bundle.first_frame_id + bundle.frame_count - 1} is not a GOP of the video as indexed now",
+                    path=bundle.source, frame_id=bundle.first_frame_id)
+            self._cache.put((index.path, index.stamp, gop), bundle)
+            added += 1
+        return added
+
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
         n, pool, cache = self._n, self._pool, self._cache
