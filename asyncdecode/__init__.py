@@ -14,10 +14,12 @@ from .errors import (
     EngineClosedError,
     FrameIndexError,
     InvalidRequestError,
+    StaleStoreError,
     UnsupportedStreamError,
     VideoOpenError,
 )
 from .media import VideoInfo, probe
+from .store import GopStore, drop_page_cache
 
 __version__ = "0.1.0"
 
@@ -30,11 +32,14 @@ __all__ = [
     "EngineConfig",
     "EngineState",
     "FrameIndexError",
+    "GopStore",
     "InvalidRequestError",
     "OutputSpec",
+    "StaleStoreError",
     "SyncEngine",
     "UnsupportedStreamError",
     "VideoInfo",
     "VideoOpenError",
+    "drop_page_cache",
     "probe",
 ]

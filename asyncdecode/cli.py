@@ -1,4 +1,4 @@
-"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE --frames ... --out DIR``, ``bench``."""
+"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE ...``, ``store build|verify``, ``bench``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import Engine, EngineConfig, OutputSpec, __version__, probe
+from . import Engine, EngineConfig, GopStore, OutputSpec, __version__, probe
 from .errors import AsyncDecodeError
 
 
@@ -178,6 +178,26 @@ async def _demo(args: argparse.Namespace, paths: list[str], say) -> dict:
     return {"patterns": results, "stats": stats, "contact_sheet": str(out.resolve())}
 
 
+def cmd_store_build(args: argparse.Namespace) -> int:
+    store = GopStore(args.gop_dir, video_root=args.video_dir)
+    summary = asyncio.run(store.build(progress=not args.quiet, workers=args.workers, executor=args.executor))
+    print(f"{summary.built} videos built, {summary.skipped} up to date, {len(summary.errors)} failed; "
+          f"{summary.frames} frames, {summary.bundles_written} bundles ({summary.bytes_written / 1e9:.3f} GB) "
+          f"written, {summary.bundles_kept} kept, in {summary.seconds:.1f} s")
+    for rel, error in sorted(summary.errors.items()):
+        print(f"  failed: {rel}: {error}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    summary = GopStore(args.gop_dir).verify(progress=not args.quiet)
+    print(f"{summary.bundles} bundles of {summary.videos} videos checked ({summary.bytes / 1e9:.3f} GB) "
+          f"in {summary.seconds:.1f} s: {'all good' if summary.ok else f'{len(summary.bad)} bad'}")
+    for path, why in sorted(summary.bad.items()):
+        print(f"  bad: {path}: {why}")
+    return 0 if summary.ok else 1
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -213,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--device", default="auto")
     dec.add_argument("--size", type=_size, default=None, help="resize to WIDTHxHEIGHT")
     dec.set_defaults(func=cmd_decode)
+
+    store = sub.add_parser("store", help="the GOP store: demux every video of a folder once, offline")
+    store_sub = store.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
+    sb = store_sub.add_parser("build", help="store every video under VIDEO_DIR as GOP bundles in GOP_DIR "
+                                            "(resumes; skips videos already stored and unchanged)")
+    sb.add_argument("video_dir", metavar="VIDEO_DIR")
+    sb.add_argument("gop_dir", metavar="GOP_DIR")
+    sb.add_argument("--workers", type=int, default=None, help="videos demuxed at once (default min(cores, 8))")
+    sb.add_argument("--executor", choices=("process", "thread"), default="process",
+                    help="run the workers as processes (default) or threads")
+    sb.add_argument("--quiet", action="store_true", help="no progress line")
+    sb.set_defaults(func=cmd_store_build)
+    sv = store_sub.add_parser("verify", help="read and CRC-check every bundle of GOP_DIR; exit 1 if any is bad")
+    sv.add_argument("gop_dir", metavar="GOP_DIR")
+    sv.add_argument("--quiet", action="store_true", help="no progress line")
+    sv.set_defaults(func=cmd_store_verify)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="NVDEC benchmark: raw sessions, PyNvVideoCodec decoders and asyncdecode side by side "

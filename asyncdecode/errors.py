@@ -9,6 +9,7 @@ derive from the matching built-in exception, so ``except IndexError`` keeps work
      ├── UnsupportedStreamError    (ValueError)  a codec, pixel format or profile the backend cannot decode
      ├── FrameIndexError           (IndexError)  a frame id outside 0..num_frames-1
      ├── CorruptDataError          (ValueError)  damaged packets, a damaged GOP bundle, a file changed under us
+     │    └── StaleStoreError                     a GOP store's source video changed after the store was built
      ├── InvalidRequestError       (ValueError)  malformed arguments (mismatched list lengths, bad OutputSpec)
      ├── BackendUnavailableError   (RuntimeError) the requested device or decoder library is not usable here
      └── EngineClosedError         (RuntimeError) the engine was used after ``aclose()``
@@ -26,6 +27,7 @@ __all__ = [
     "EngineClosedError",
     "FrameIndexError",
     "InvalidRequestError",
+    "StaleStoreError",
     "UnsupportedStreamError",
     "VideoOpenError",
 ]
@@ -76,6 +78,13 @@ class FrameIndexError(AsyncDecodeError, IndexError):
 
 class CorruptDataError(AsyncDecodeError, ValueError):
     """Damaged data: undecodable packets, a bundle that fails its checksum, a file that changed on disk."""
+
+
+class StaleStoreError(CorruptDataError):
+    """A GOP store no longer matches its source: the video's size or mtime differ from the store's index.
+
+    The stored bundles were cut from an earlier version of the file; build the store again.
+    """
 
 
 class InvalidRequestError(AsyncDecodeError, ValueError):

@@ -48,7 +48,7 @@ from . import _bitstream
 from .errors import CorruptDataError, FrameIndexError
 from .media import ANNEXB_FILTERS, VideoIndex, build_index, open_container
 
-__all__ = ["FLAG_DISPOSABLE", "FLAG_KEY", "GopBundle", "GopReader", "extract_gops"]
+__all__ = ["FLAG_DISPOSABLE", "FLAG_KEY", "GopBundle", "GopReader", "GopStore", "extract_gops"]
 
 MAGIC = b"ADGOPB\r\n"
 END = b"ADGE"
@@ -416,3 +416,12 @@ def extract_gops(path: str | os.PathLike[str], frame_ids: Sequence[int]) -> list
                 out[g] = reader.read(g)
     return [out[g] for g in gops]
 
+
+def __getattr__(name: str) -> Any:
+    # GopStore is part of the GOP layer's public names but lives in asyncdecode.store, which builds on
+    # this module: it is looked up on first use, so that imports keep flowing one way.
+    if name == "GopStore":
+        from .store import GopStore
+
+        return GopStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

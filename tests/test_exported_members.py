@@ -10,8 +10,9 @@ def test_exported_members():
     assert asyncdecode.__all__ == sorted(asyncdecode.__all__)
     assert asyncdecode.__all__ == [
         "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "Engine", "EngineClosedError",
-        "EngineConfig", "EngineState", "FrameIndexError", "InvalidRequestError", "OutputSpec", "SyncEngine",
-        "UnsupportedStreamError", "VideoInfo", "VideoOpenError", "probe",
+        "EngineConfig", "EngineState", "FrameIndexError", "GopStore", "InvalidRequestError", "OutputSpec",
+        "StaleStoreError", "SyncEngine", "UnsupportedStreamError", "VideoInfo", "VideoOpenError",
+        "drop_page_cache", "probe",
     ]
     for name in asyncdecode.__all__:
         assert getattr(asyncdecode, name).__module__.startswith("asyncdecode")
