@@ -19,6 +19,7 @@ from .errors import (
     VideoOpenError,
 )
 from .media import VideoInfo, probe
+from .shared import SharedBundle, SharedGopCache
 from .store import GopStore, drop_page_cache
 
 __version__ = "0.1.0"
@@ -35,6 +36,8 @@ __all__ = [
     "GopStore",
     "InvalidRequestError",
     "OutputSpec",
+    "SharedBundle",
+    "SharedGopCache",
     "StaleStoreError",
     "SyncEngine",
     "UnsupportedStreamError",

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Hashable, I
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar, Union
 
+import aiofiles
 import numpy as np
 import torch
 
@@ -23,7 +24,8 @@ from ._cache import GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
 from ._workers import DecoderPool
-from .errors import EngineClosedError, FrameIndexError, InvalidRequestError, UnsupportedStreamError, VideoOpenError
+from .errors import (AsyncDecodeError, CorruptDataError, EngineClosedError, FrameIndexError, InvalidRequestError,
+                     UnsupportedStreamError, VideoOpenError)
 from .gop import GopBundle
 from .media import VideoIndex, build_index, file_stamp
 
@@ -63,6 +65,11 @@ class EngineConfig:
     the CPU and move the frames to the device (``"cpu"``), or fail with ``UnsupportedStreamError``."""
     cpu_fallback_threads: int = 2
     """Decoder threads of the CPU pool that serves such streams (started on first use)."""
+    store_reads: int = 16
+    """Bundle files read at once from a :class:`~asyncdecode.GopStore` (asynchronous reads)."""
+    store_fallback: Literal["raise", "demux"] = "raise"
+    """A video the store lacks, a missing bundle file, or a video changed since the store was built:
+    fail the request (``"raise"``), or demux the video itself when it exists (``"demux"``, logged)."""
 
     def __post_init__(self) -> None:
         for name in ("decoder_threads", "queue_size"):
@@ -77,6 +84,10 @@ class EngineConfig:
             raise InvalidRequestError(f"EngineConfig.gop_cache_bytes must be an int >= 0, not {self.gop_cache_bytes!r}")
         if not isinstance(self.output, OutputSpec):
             raise InvalidRequestError("EngineConfig.output must be an OutputSpec")
+        if not isinstance(self.store_reads, int) or self.store_reads < 1:
+            raise InvalidRequestError(f"EngineConfig.store_reads must be a positive int, not {self.store_reads!r}")
+        if self.store_fallback not in ("raise", "demux"):
+            raise InvalidRequestError(f"EngineConfig.store_fallback must be 'raise' or 'demux', not {self.store_fallback!r}")
         if self.unsupported not in ("cpu", "raise"):
             raise InvalidRequestError(f"EngineConfig.unsupported must be 'cpu' or 'raise', not {self.unsupported!r}")
 
@@ -102,6 +113,9 @@ class _Counters:
         self.index_s = 0.0
         self.demux_s = 0.0
         self.request_s = 0.0
+        self.store_reads = 0
+        self.store_read_bytes = 0
+        self.store_read_s = 0.0
 
 
 class Engine:
@@ -118,13 +132,16 @@ class Engine:
             ``"cuda:N"``.
         config: Bounds and defaults; see :class:`EngineConfig`.
         output: Shortcut for ``config.output``.
+        gop_store: A built :class:`~asyncdecode.GopStore`: GOPs are read from its bundle files
+            (asynchronously, zero-copy) and videos are planned from its index; no video is opened
+            (see ``EngineConfig.store_fallback``).
 
     Raises:
         BackendUnavailableError: the device asked for cannot be used here.
     """
 
     def __init__(self, device: str | torch.device = "auto", *, config: EngineConfig | None = None,
-                 output: OutputSpec | None = None) -> None:
+                 output: OutputSpec | None = None, gop_store: Any = None) -> None:
         self.config = config or EngineConfig()
         self.output = output or self.config.output
         if not isinstance(self.output, OutputSpec):
@@ -137,6 +154,9 @@ class Engine:
         self._fallback: DecoderPool | None = None
         self._fallback_paths: set[str] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._store = gop_store
+        self._store_reads: asyncio.Semaphore | None = None  # made on the engine's loop
+        self._store_fallbacks: set[str] = set()
         self._readers = ReaderPool(self.config.max_open_files)
         self._cache = GopCache(self.config.gop_cache_bytes)
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
@@ -174,6 +194,7 @@ class Engine:
             max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
         self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop)
         self._closed = asyncio.Event()
+        self._store_reads = asyncio.Semaphore(self.config.store_reads)
         self._state = EngineState.OPEN
         log.info("asyncdecode engine open: backend %s on %s, %d decoder threads, queue %d",
                  self.backend.name, self.device, threads, capacity)
@@ -370,6 +391,10 @@ class Engine:
             "jobs_in_flight": pool.in_flight if pool else 0,
             "index_jobs": n.index_jobs,
             "demux_jobs": n.demux_jobs,
+            "store_reads": n.store_reads,
+            "store_read_bytes": n.store_read_bytes,
+            "store_read_s": n.store_read_s,
+            "store_fallback_files": len(self._store_fallbacks),
             "open_files_opened": self._readers.opened,
             "prefetch_requests": n.prefetch_requests,
             "prefetch_errors": n.prefetch_errors,
@@ -500,7 +525,14 @@ class Engine:
         found = await _all_or_cancel([self._index(p) for p in paths])
         return dict(zip(paths, found))
 
-    async def _index(self, path: str) -> VideoIndex:
+    async def _index(self, path: str) -> VideoIndex | _StoreIndex:
+        if self._store is not None:
+            found = self._store_index(path)
+            if found is not None:
+                return found
+        return await self._index_file(path)
+
+    async def _index_file(self, path: str) -> VideoIndex:
         try:
             stamp = file_stamp(path)
         except VideoOpenError as exc:
@@ -527,11 +559,33 @@ class Engine:
         self._n.index_jobs += 1 if ("index", path, stamp) not in self._inflight else 0
         return await self._shared(("index", path, stamp), work, done)
 
-    async def _bundle(self, index: VideoIndex, gop: int) -> GopBundle:
+    def _store_index(self, path: str) -> _StoreIndex | None:
+        """The store's plan of ``path``; ``None`` to demux the video instead (``store_fallback="demux"``)."""
+        store = self._store
+        try:
+            info = store.info(path)
+            if os.path.exists(path):
+                store.check_source(path)  # a video changed since the build is not served stale
+        except AsyncDecodeError as exc:
+            exc.device = str(self.device)
+            if self.config.store_fallback == "raise" or not os.path.exists(path):
+                raise
+            if path not in self._store_fallbacks:
+                self._store_fallbacks.add(path)
+                log.warning("asyncdecode: %s; demuxing the video instead", exc)
+            return None
+        return _StoreIndex(info, store.stamp(path))
+
+    async def _bundle(self, index: VideoIndex | _StoreIndex, gop: int) -> GopBundle:
         key = (index.path, index.stamp, gop)
         bundle = self._cache.get(key)
         if bundle is not None:
             return bundle
+        if isinstance(index, _StoreIndex):
+            if key not in self._inflight:
+                self._n.store_reads += 1
+            return await self._shared_async(key, lambda: self._read_stored(index, gop),
+                                            lambda b: self._cache.put(key, b))
 
         def work() -> GopBundle:
             t = time.perf_counter()
@@ -543,6 +597,49 @@ class Engine:
         if key not in self._inflight:
             self._n.demux_jobs += 1
         return await self._shared(key, work, lambda b: self._cache.put(key, b))
+
+    async def _read_stored(self, index: _StoreIndex, gop: int) -> GopBundle:
+        """One bundle file of the store, read asynchronously (bounded) and parsed in place."""
+        path = self._store.bundle_path(index.path, gop)
+        t = time.perf_counter()
+        assert self._store_reads is not None
+        try:
+            async with self._store_reads:
+                async with aiofiles.open(path, "rb") as f:
+                    data = await f.read()
+        except FileNotFoundError:
+            if self.config.store_fallback == "demux" and os.path.exists(index.path):
+                log.warning("asyncdecode: %s is missing from the GOP store; demuxing %s instead", path, index.path)
+                video = await self._index_file(index.path)
+                assert self._loop is not None
+                self._n.demux_jobs += 1  # not through _bundle: this read is itself the in-flight job for the key
+                return await self._loop.run_in_executor(self._executor, self._readers.read, video, gop)
+            raise CorruptDataError(f"{index.path}: GOP {gop} is missing from the GOP store ({path})",
+                                   path=index.path, device=str(self.device)) from None
+        finally:
+            self._n.store_read_s += time.perf_counter() - t
+        self._n.store_read_bytes += len(data)
+        try:
+            return GopBundle.from_buffer(data)
+        except CorruptDataError as exc:
+            raise CorruptDataError(f"{index.path}: GOP store file {path} is damaged ({exc})", path=index.path,
+                                   device=str(self.device)) from None
+
+    async def _shared_async(self, key: Hashable, work: Callable[[], Awaitable[T]],
+                            on_result: Callable[[T], None]) -> T:
+        """:meth:`_shared` for work that is a coroutine on the event loop (the store's reads)."""
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(work())
+            self._inflight[key] = fut
+
+            def finished(f: asyncio.Future[T]) -> None:
+                self._inflight.pop(key, None)
+                if not f.cancelled() and f.exception() is None:
+                    on_result(f.result())
+
+            fut.add_done_callback(finished)
+        return await asyncio.shield(fut)
 
     async def _shared(self, key: Hashable, work: Callable[[], T], on_result: Callable[[T], None]) -> T:
         """Run ``work`` in the demux pool once for all concurrent callers with the same key.
@@ -625,3 +722,15 @@ def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterato
             yield r
 
     return gen()
+
+
+@dataclass(frozen=True)
+class _StoreIndex:
+    """A video planned from a GOP store's index: its frames and GOPs, no packet table."""
+
+    info: Any
+    stamp: Any
+
+    @property
+    def path(self) -> str:
+        return self.info.path

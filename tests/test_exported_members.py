@@ -11,7 +11,7 @@ def test_exported_members():
     assert asyncdecode.__all__ == [
         "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "Engine", "EngineClosedError",
         "EngineConfig", "EngineState", "FrameIndexError", "GopStore", "InvalidRequestError", "OutputSpec",
-        "StaleStoreError", "SyncEngine", "UnsupportedStreamError", "VideoInfo", "VideoOpenError",
+        "SharedBundle", "SharedGopCache", "StaleStoreError", "SyncEngine", "UnsupportedStreamError", "VideoInfo", "VideoOpenError",
         "drop_page_cache", "probe",
     ]
     for name in asyncdecode.__all__:
