@@ -348,7 +348,7 @@ class Engine:
         for bundle in bundles:
             if not isinstance(bundle, GopBundle):
                 raise InvalidRequestError(f"add_bundles takes GopBundle objects, not {type(bundle).__name__}")
-            index = await self._index(bundle.source)
+            index = await self._index(os.path.abspath(bundle.source))
             info = index.info
             gop = info.gop_of(bundle.first_frame_id) if 0 <= bundle.first_frame_id < info.num_frames else -1
             if gop < 0 or info.keyframes[gop] != bundle.first_frame_id or info.gop_lengths[gop] != bundle.frame_count:
@@ -407,7 +407,7 @@ class Engine:
     async def info(self, path: PathLike) -> Any:
         """:class:`~asyncdecode.VideoInfo` of ``path``, from the engine's index cache."""
         self._ensure_open()
-        return (await self._index(os.fspath(path))).info
+        return (await self._index(os.path.abspath(os.fspath(path)))).info
 
     def __repr__(self) -> str:
         return f"<Engine {self.backend.name} on {self.device}, {self._state.value}>"
@@ -684,7 +684,7 @@ def _pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> li
             raise InvalidRequestError(f"a path must be str or os.PathLike, not {type(p).__name__} ({p!r})")
         if isinstance(f, bool) or not isinstance(f, (int, np.integer)):
             raise InvalidRequestError(f"frame ids must be ints, not {type(f).__name__} ({f!r}) for {p}")
-        pairs.append((os.fspath(p), int(f)))
+        pairs.append((os.path.abspath(os.fspath(p)), int(f)))  # one key per file, however it is spelled
     return pairs
 
 

@@ -325,8 +325,12 @@ class GopStore:
             rel = os.path.relpath(given, self.video_root)
             if _outside(rel):  # maybe the same place through a symbolic link
                 rel = os.path.relpath(os.path.realpath(given), os.path.realpath(self.video_root))
-        else:
+        else:  # a path from the working directory when one is there under the video root, else from the root
             rel = os.path.normpath(given)
+            if self.video_root is not None and os.path.exists(given):
+                from_cwd = os.path.relpath(os.path.abspath(given), self.video_root)
+                if not _outside(from_cwd):
+                    rel = from_cwd
         if rel == os.curdir or _outside(rel):
             raise InvalidRequestError(f"{given} is not under the store's video root {self.video_root}", path=given)
         return Path(rel).as_posix()
