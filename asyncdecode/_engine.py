@@ -627,7 +627,11 @@ class Engine:
 
     async def _shared_async(self, key: Hashable, work: Callable[[], Awaitable[T]],
                             on_result: Callable[[T], None]) -> T:
-        """:meth:`_shared` for work that is a coroutine on the event loop (the store's reads)."""
+        """Run the coroutine ``work()`` once for all concurrent callers with the same key.
+
+        A caller that is cancelled stops waiting; the work itself goes on for the others (and fills
+        the caches), under ``asyncio.shield``.
+        """
         fut = self._inflight.get(key)
         if fut is None:
             fut = asyncio.ensure_future(work())
@@ -642,24 +646,10 @@ class Engine:
         return await asyncio.shield(fut)
 
     async def _shared(self, key: Hashable, work: Callable[[], T], on_result: Callable[[T], None]) -> T:
-        """Run ``work`` in the demux pool once for all concurrent callers with the same key.
-
-        A caller that is cancelled stops waiting; the work itself goes on for the others (and fills
-        the caches), under ``asyncio.shield``.
-        """
-        fut = self._inflight.get(key)
-        if fut is None:
-            assert self._loop is not None and self._executor is not None
-            fut = asyncio.ensure_future(self._loop.run_in_executor(self._executor, work))
-            self._inflight[key] = fut
-
-            def finished(f: asyncio.Future[T]) -> None:
-                self._inflight.pop(key, None)
-                if not f.cancelled() and f.exception() is None:
-                    on_result(f.result())
-
-            fut.add_done_callback(finished)
-        return await asyncio.shield(fut)
+        """:meth:`_shared_async` for blocking ``work``, run in the demux pool (index and demux jobs)."""
+        assert self._loop is not None and self._executor is not None
+        loop, executor = self._loop, self._executor
+        return await self._shared_async(key, lambda: loop.run_in_executor(executor, work), on_result)
 
 
 def _pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:
