@@ -378,6 +378,7 @@ class Engine:
             "cpu_fallback_files": len(self._fallback_paths),
             "packets_fed": pool.fed if pool else 0,
             "jobs_continued": pool.continued if pool else 0,
+            "jobs_merged": pool.merged if pool else 0,
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,

@@ -36,7 +36,7 @@ _RECHECK_S = 0.05
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
-    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled")
+    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                  future: asyncio.Future[DecodeResult]) -> None:
@@ -46,6 +46,7 @@ class DecodeJob:
         self.output = output
         self.future = future
         self.cancelled = False  # written by the loop thread, read by the decoder thread
+        self.waiters = 1  # requests waiting for this job (more when later ones were merged in)
 
 
 class _Worker:
@@ -82,6 +83,7 @@ class DecoderPool:
         self.decoded = 0
         self.fed = 0
         self.continued = 0
+        self.merged = 0
         self.decode_s = 0.0
         self.convert_s = 0.0
         self._threads = [
@@ -102,8 +104,14 @@ class DecoderPool:
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
 
-        Cancelling the caller marks the job cancelled: a thread skips it, or stops feeding it.
+        A job for a GOP that a queued job (not started yet) will decode with the same output is merged
+        into that job: one decode pass serves both requests, each gets its own copies of its frames.
+        Cancelling a caller withdraws it; a job whose every caller is gone is skipped, or stops feeding.
         """
+        merged = self._merge(bundle, wanted, output)
+        if merged is not None:
+            result = await self._wait(merged)
+            return DecodeResult(frames={f: _copy(result.frames[f]) for f in wanted}, continued=result.continued)
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -115,10 +123,27 @@ class DecoderPool:
         with self._lock:
             self._jobs.append(job)
             self._wake_for(job)
+        return await self._wait(job)
+
+    def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec) -> DecodeJob | None:
+        with self._lock:
+            for job in self._jobs:
+                if job.bundle is bundle and job.output == output and not job.cancelled:
+                    job.wanted = sorted(set(job.wanted) | set(wanted))
+                    job.first = job.wanted[0]
+                    job.waiters += 1
+                    self.merged += 1
+                    self._wake_for(job)  # its first frame may have moved: which thread should take it too
+                    return job
+        return None
+
+    async def _wait(self, job: DecodeJob) -> DecodeResult:
         try:
-            return await future
+            return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            job.cancelled = True
+            job.waiters -= 1
+            if job.waiters == 0:
+                job.cancelled = True
             raise
 
     # -- scheduling (under the lock) ------------------------------------------------------------
@@ -283,6 +308,11 @@ class DecoderPool:
 
     def alive(self) -> int:
         return sum(t.is_alive() for t in self._threads)
+
+
+def _copy(frame: Any) -> Any:
+    """A request's own copy of a frame another request got too (tensors, or tuples of plane tensors)."""
+    return tuple(p.clone() for p in frame) if isinstance(frame, tuple) else frame.clone()
 
 
 def _as_engine_error(exc: BaseException | None, job: DecodeJob) -> BaseException:

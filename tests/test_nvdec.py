@@ -234,6 +234,6 @@ async def test_stream_access_on_nvdec(nv_assets, name):
     assert len(got) == n
     for a, b in zip(got, want):
         assert (a.cpu().int() - b.int()).abs().max() <= 1
-    assert s["jobs_continued"] > 0
+    assert s["jobs_continued"] + s["jobs_merged"] > 0
     limit = 1.1 if name != "hevc_open" else 1.2  # open GOPs: each GOP's bundle re-decodes the next keyframe
     assert s["frames_decoded"] / s["frames_returned"] <= limit, s
