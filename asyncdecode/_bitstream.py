@@ -31,30 +31,29 @@ def annexb_extradata(codec: str, extradata: bytes) -> bytes:
 
 
 def _avcc_nals(rec: bytes) -> list[bytes]:
-    nals = []
+    nals: list[bytes] = []
     pos = 5
     for count_mask in (0x1F, 0xFF):  # SPS count (low 5 bits), then PPS count
-        count = rec[pos] & count_mask
-        pos += 1
-        for _ in range(count):
-            (size,) = struct.unpack_from(">H", rec, pos)
-            nals.append(rec[pos + 2 : pos + 2 + size])
-            pos += 2 + size
+        pos = _sized_nals(rec, pos + 1, rec[pos] & count_mask, nals)
     return nals
 
 
 def _hvcc_nals(rec: bytes) -> list[bytes]:
-    nals = []
-    num_arrays = rec[22]
+    nals: list[bytes] = []
     pos = 23
-    for _ in range(num_arrays):
+    for _ in range(rec[22]):  # arrays: type byte, 16-bit NAL count, then the NALs
         (count,) = struct.unpack_from(">H", rec, pos + 1)
-        pos += 3
-        for _ in range(count):
-            (size,) = struct.unpack_from(">H", rec, pos)
-            nals.append(rec[pos + 2 : pos + 2 + size])
-            pos += 2 + size
+        pos = _sized_nals(rec, pos + 3, count, nals)
     return nals
+
+
+def _sized_nals(rec: bytes, pos: int, count: int, nals: list[bytes]) -> int:
+    """Append ``count`` NAL units stored with 16-bit sizes from ``pos``; the position after them."""
+    for _ in range(count):
+        (size,) = struct.unpack_from(">H", rec, pos)
+        nals.append(rec[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+    return pos
 
 
 def first_vcl_header(codec: str, data: bytes) -> tuple[int, int, int] | None:

@@ -564,9 +564,9 @@ class Engine:
         """The store's plan of ``path``; ``None`` to demux the video instead (``store_fallback="demux"``)."""
         store = self._store
         try:
-            info = store.info(path)
-            if os.path.exists(path):
-                store.check_source(path)  # a video changed since the build is not served stale
+            info, recorded = store.info(path), store.stamp(path)
+            if os.path.exists(path) and file_stamp(path) != recorded:  # one stat; gone videos: the store alone
+                store.check_source(path)  # raises StaleStoreError, with both stamps
         except AsyncDecodeError as exc:
             exc.device = str(self.device)
             if self.config.store_fallback == "raise" or not os.path.exists(path):
@@ -575,7 +575,7 @@ class Engine:
                 self._store_fallbacks.add(path)
                 log.warning("asyncdecode: %s; demuxing the video instead", exc)
             return None
-        return _StoreIndex(info, store.stamp(path))
+        return _StoreIndex(info, recorded)
 
     async def _bundle(self, index: VideoIndex | _StoreIndex, gop: int) -> GopBundle:
         key = (index.path, index.stamp, gop)
@@ -588,16 +588,17 @@ class Engine:
             return await self._shared_async(key, lambda: self._read_stored(index, gop),
                                             lambda b: self._cache.put(key, b))
 
-        def work() -> GopBundle:
-            t = time.perf_counter()
-            try:
-                return self._readers.read(index, gop)
-            finally:
-                self._n.demux_s += time.perf_counter() - t
-
         if key not in self._inflight:
             self._n.demux_jobs += 1
-        return await self._shared(key, work, lambda b: self._cache.put(key, b))
+        return await self._shared(key, lambda: self._demux(index, gop), lambda b: self._cache.put(key, b))
+
+    def _demux(self, index: VideoIndex, gop: int) -> GopBundle:
+        """Cut one GOP out of its video (in the demux pool), timed into ``stats()["demux_s"]``."""
+        t = time.perf_counter()
+        try:
+            return self._readers.read(index, gop)
+        finally:
+            self._n.demux_s += time.perf_counter() - t
 
     async def _read_stored(self, index: _StoreIndex, gop: int) -> GopBundle:
         """One bundle file of the store, read asynchronously (bounded) and parsed in place."""
@@ -613,7 +614,7 @@ class Engine:
                 video = await self._index_file(index.path)
                 assert self._loop is not None
                 self._n.demux_jobs += 1  # not through _bundle: this read is itself the in-flight job for the key
-                return await self._loop.run_in_executor(self._executor, self._readers.read, video, gop)
+                return await self._loop.run_in_executor(self._executor, self._demux, video, gop)
             raise CorruptDataError(f"{index.path}: GOP {gop} is missing from the GOP store ({path})",
                                    path=index.path, device=str(self.device)) from None
         finally:
