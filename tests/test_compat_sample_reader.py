@@ -82,7 +82,8 @@ def test_stream_access_reads_forward(reader, files):
 
 def test_getbuffer_argument_mismatch(reader, files):
     reader.DecodeN12ToRGBAsync(files, [1, 2])
-    with pytest.raises(InvalidRequestError, match=r"frame_ids differ from the waiting request's \(.*frame_ids=\[1, 2\]"):
+    with pytest.raises(InvalidRequestError,
+                       match=r"frame_ids differ from the waiting request's \(.*frame_ids=\[1, 2\]"):
         reader.DecodeN12ToRGBAsyncGetBuffer(files, [1, 3])
     with pytest.raises(InvalidRequestError, match="filepaths differ"):
         reader.DecodeN12ToRGBAsyncGetBuffer(files[::-1], [1, 2])

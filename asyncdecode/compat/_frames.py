@@ -100,7 +100,7 @@ class RGBFrame(_Exported):
         return self._tensor.data_ptr()
 
     @property
-    def isBGR(self) -> bool:  # noqa: N802  (accvlab's name)
+    def isBGR(self) -> bool:
         """Whether the channels are in B, G, R order."""
         return self._bgr
 
@@ -228,7 +228,7 @@ class DecodedFrameExt(_Exported):
         """Same as :meth:`cuda`."""
         return self.cuda()
 
-    def GetPtrToPlane(self, planeIdx: int) -> int:  # noqa: N802,N803  (accvlab's names)
+    def GetPtrToPlane(self, planeIdx: int) -> int:
         """Address of plane ``planeIdx``: 0 luma, 1 interleaved chroma."""
         if planeIdx not in (0, 1):
             raise InvalidRequestError(f"plane index must be 0 (luma) or 1 (chroma) for {self.format}, "

@@ -157,7 +157,8 @@ def _run(sync: SyncEngine, coro: Awaitable[T]) -> T:
         raise
 
 
-async def _decode_bundle(engine: Engine, bundle: GopBundle, wanted: list[int], output: OutputSpec | None) -> dict[int, Any]:
+async def _decode_bundle(engine: Engine, bundle: GopBundle, wanted: list[int],
+                         output: OutputSpec | None) -> dict[int, Any]:
     """One bundle through the engine's decoder pool: the device's, or the CPU pool for streams the
     device cannot decode (frames moved to the device), as the engine decodes its own bundles."""
     pool = engine._pool_for(bundle)

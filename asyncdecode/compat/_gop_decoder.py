@@ -1,0 +1,381 @@
+"""accvlab's GOP decoders: :class:`PyNvGopDecoder`, and :class:`CachedGopDecoder` from
+:func:`CreateGopDecoder`."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidRequestError
+from ..gop import GopBundle
+from . import _bundles
+from ._bundles import PacketTable
+from ._common import BGR, RGB, Decoder, flag, path_list, positive, request_pairs
+from ._frames import DecodedFrameExt, RGBFrame
+from ._runner import Device
+from ._values import Codec, FastStreamInfo
+
+__all__ = ["CachedGopDecoder", "CreateGopDecoder", "PyNvGopDecoder"]
+
+
+class PyNvGopDecoder(Decoder):
+    """Random access to frames of many videos, and GOP data to decode later or elsewhere.
+
+    Example:
+        >>> decoder = PyNvGopDecoder(maxfiles=6)
+        >>> frames = decoder.DecodeN12ToRGB(["cam0.mp4", "cam1.mp4"], [0, 10])
+        >>> packets, first_ids, gop_lens = decoder.GetGOP(["cam0.mp4", "cam1.mp4"], [0, 10])
+        >>> same = decoder.DecodeFromGOPRGB(packets, ["cam0.mp4", "cam1.mp4"], [0, 10])
+
+    Args:
+        maxfiles: Files used together (sizes the index cache; any number of files may be asked for).
+        iGpu: CUDA device to decode on, when torch sees CUDA.
+        suppressNoColorRangeWarning: Accepted for compatibility; no warning is ever given.
+        device: ``"auto"`` (``cuda:<iGpu>`` with CUDA, else the CPU), ``"cuda"`` or ``"cpu"`` (an
+            asyncdecode addition).
+
+    Raises:
+        InvalidRequestError: a bad argument.
+        BackendUnavailableError: ``iGpu`` is not a CUDA device here, or ``device="cuda"`` cannot be used.
+    """
+
+    def __init__(self, maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: bool = False,
+                 *, device: Device = "auto") -> None:
+        self.maxfiles = positive("maxfiles", maxfiles)
+        super().__init__(maxfiles, iGpu, suppressNoColorRangeWarning, device)
+        self._codec_ids: list[int] | None = None
+
+    # -- by file ------------------------------------------------------------------------------
+
+    def Decode(self, filepaths: Sequence[str], frame_ids: Sequence[int],
+               fastStreamInfos: Sequence[FastStreamInfo] = ()) -> list[DecodedFrameExt]:
+        """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i, in the decoder's own samples (NV12,
+        or P016 for 10-bit), as :class:`DecodedFrameExt`.
+
+        Raises:
+            FrameIndexError: a frame id out of range. VideoOpenError: a file that cannot be opened.
+            UnsupportedStreamError: a stream that is not 4:2:0. CorruptDataError: data that does
+            not decode. InvalidRequestError: malformed arguments.
+        """
+        return self._nv12_by_path("Decode", filepaths, frame_ids, fastStreamInfos)
+
+    def DecodeN12ToRGB(self, filepaths: Sequence[str], frame_ids: Sequence[int], as_bgr: bool = False,
+                       fastStreamInfos: Sequence[FastStreamInfo] = ()) -> list[RGBFrame]:
+        """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i as RGB (BGR with ``as_bgr``) frames.
+
+        Raises:
+            As :meth:`Decode`.
+        """
+        return self._rgb_by_path("DecodeN12ToRGB", filepaths, frame_ids, as_bgr, fastStreamInfos)
+
+    # -- GOP data -----------------------------------------------------------------------------
+
+    def GetGOP(self, filepaths: Sequence[str], frame_ids: Sequence[int],
+               fastStreamInfos: Sequence[FastStreamInfo] = ()) -> tuple[np.ndarray, list[int], list[int]]:
+        """The GOP holding each requested frame, without decoding, as one array of packet data.
+
+        Returns:
+            ``(packet data, first frame id of each GOP, frame count of each GOP)``, one GOP per
+            requested frame, in order (the data holds their bundles back to back).
+
+        Raises:
+            As :meth:`Decode` (no decoding happens, so no ``UnsupportedStreamError``).
+        """
+        bundles = self._gops("GetGOP", filepaths, frame_ids, fastStreamInfos)
+        return _bundles.pack(bundles), [b.first_frame_id for b in bundles], [b.frame_count for b in bundles]
+
+    def GetGOPList(self, filepaths: Sequence[str], frame_ids: Sequence[int],
+                   fastStreamInfos: Sequence[FastStreamInfo] = ()) -> list[tuple[np.ndarray, list[int], list[int]]]:
+        """As :meth:`GetGOP`, one ``(packet data, [first frame id], [frame count])`` per requested frame."""
+        bundles = self._gops("GetGOPList", filepaths, frame_ids, fastStreamInfos)
+        return [_gop_entry(b) for b in bundles]
+
+    def _gops(self, method: str, filepaths: Any, frame_ids: Any, fast_infos: Any) -> list[GopBundle]:
+        return self._source.extract(request_pairs(method, filepaths, frame_ids, fast_infos))
+
+    def DecodeFromGOP(self, numpy_data: Any, filepaths: Sequence[str],
+                      frame_ids: Sequence[int]) -> list[DecodedFrameExt]:
+        """Decode frames out of packet data from :meth:`GetGOP` (or loaded), in NV12 / P016.
+
+        ``filepaths`` name the videos the data was cut from; the videos themselves are not opened.
+
+        Raises:
+            CorruptDataError: the data is damaged (naming the files asked for) or does not decode.
+            InvalidRequestError: a frame the data does not hold; malformed arguments.
+        """
+        bundles, which, pairs = self._from_data("DecodeFromGOP", [numpy_data], filepaths, frame_ids)
+        return self._nv12(bundles, which, pairs)
+
+    def DecodeFromGOPRGB(self, numpy_data: Any, filepaths: Sequence[str], frame_ids: Sequence[int],
+                         as_bgr: bool = False) -> list[RGBFrame]:
+        """As :meth:`DecodeFromGOP`, as RGB (BGR with ``as_bgr``) frames."""
+        return self._rgb_from_data("DecodeFromGOPRGB", [numpy_data], filepaths, frame_ids, as_bgr)
+
+    def DecodeFromGOPListRGB(self, numpy_datas: Sequence[Any], filepaths: Sequence[str],
+                             frame_ids: Sequence[int], as_bgr: bool = False) -> list[RGBFrame]:
+        """As :meth:`DecodeFromGOPRGB`, from several arrays of packet data (from :meth:`GetGOPList`
+        or :meth:`LoadGopsToList`); ``filepaths`` and ``frame_ids`` list every requested frame."""
+        if isinstance(numpy_datas, np.ndarray) or not isinstance(numpy_datas, Sequence) or not numpy_datas:
+            raise InvalidRequestError("DecodeFromGOPListRGB: numpy_datas must be a non-empty list of arrays")
+        return self._rgb_from_data("DecodeFromGOPListRGB", numpy_datas, filepaths, frame_ids, as_bgr)
+
+    def _rgb_from_data(self, method: str, datas: Sequence[Any], filepaths: Any, frame_ids: Any,
+                       as_bgr: Any) -> list[RGBFrame]:
+        bgr = flag(method, "as_bgr", as_bgr)
+        bundles, which, pairs = self._from_data(method, datas, filepaths, frame_ids)
+        frames = self._decode(bundles, which, [f for _, f in pairs], BGR if bgr else RGB)
+        return [RGBFrame(t, is_bgr=bgr) for t in frames]
+
+    # -- packet data --------------------------------------------------------------------------
+
+    def LoadGops(self, file_paths: Sequence[str]) -> np.ndarray:
+        """Packet data files (from :func:`SavePacketsToFile`, or a :class:`~asyncdecode.GopStore`'s
+        bundle files) read and joined into one array, each checked.
+
+        Raises:
+            InvalidRequestError: ``file_paths`` is empty. VideoOpenError: a file cannot be read.
+            CorruptDataError: a file is not GOP data or is damaged (naming the file).
+        """
+        return np.concatenate(self.LoadGopsToList(file_paths))
+
+    def LoadGopsToList(self, file_paths: Sequence[str]) -> list[np.ndarray]:
+        """As :meth:`LoadGops`, one array per file."""
+        return [_bundles.load(p) for p in path_list("LoadGopsToList", file_paths)]
+
+    LoadGopList = LoadGopsToList  # the name accvlab's own examples use
+
+    def MergePacketDataToOne(self, packet_data_arrays: Sequence[Any]) -> np.ndarray:
+        """Packet data arrays joined into one (each checked first).
+
+        Raises:
+            InvalidRequestError: no arrays. CorruptDataError: an array is not GOP data or is damaged.
+        """
+        if isinstance(packet_data_arrays, np.ndarray) or not isinstance(packet_data_arrays, Sequence) \
+                or not packet_data_arrays:
+            raise InvalidRequestError("MergePacketDataToOne: packet_data_arrays must be a non-empty list of arrays")
+        bundles = []
+        for i, data in enumerate(packet_data_arrays):
+            bundles.extend(_bundles.split(data, what=f"MergePacketDataToOne: array {i}"))
+        return _bundles.pack(bundles)
+
+    def ParseSerializedPacketBundle(self, numpy_data: Any) -> tuple[list[Any], ...]:
+        """The packets of each GOP in the data, for :meth:`DecodeFromPacketListRGB`.
+
+        Returns:
+            ``(color_ranges, codec_ids, widths, heights, frame_sizes, gop_lens, first_frame_ids,
+            packet_binary_data_arrays, packet_binary_data_sizes, packets_bytes, decode_idxs)``: one
+            entry per GOP. ``codec_ids`` are :class:`Codec` values; ``color_ranges`` 0 unspecified,
+            1 limited, 2 full; ``frame_sizes`` bytes of one NV12 / P016 frame;
+            ``packet_binary_data_arrays`` each GOP's packets back to back (decode order),
+            ``packets_bytes`` their sizes; ``decode_idxs`` the frame id each packet shows (-1: none).
+
+        Raises:
+            CorruptDataError: the data is not GOP data or is damaged.
+        """
+        tables = [PacketTable.of(b) for b in _bundles.split(numpy_data, what="ParseSerializedPacketBundle")]
+        return ([t.color_range for t in tables], [t.codec_id for t in tables], [t.width for t in tables],
+                [t.height for t in tables], [t.frame_size for t in tables], [t.gop_len for t in tables],
+                [t.first_frame_id for t in tables], [t.data for t in tables], [len(t.data) for t in tables],
+                [t.packet_sizes for t in tables], [t.frame_ids for t in tables])
+
+    def DecodeFromPacketListInitialize(self, codec_ids: Sequence[int]) -> int:
+        """Set the codec of the entries of the next :meth:`DecodeFromPacketListRGB` calls: one codec id
+        (a :class:`Codec` value) per entry, or one for all. Returns 0."""
+        if isinstance(codec_ids, (int, Codec)):
+            codec_ids = [codec_ids]
+        if not isinstance(codec_ids, Sequence) or not codec_ids:
+            raise InvalidRequestError("DecodeFromPacketListInitialize: codec_ids must be a non-empty list")
+        ids = [c.value if isinstance(c, Codec) else int(c) for c in codec_ids]
+        for c in ids:
+            _bundles.codec_name(c)
+        self._codec_ids = ids
+        return 0
+
+    def DecodeFromPacketListRGB(self, numpy_datas: Sequence[Sequence[Any]], packet_idxs: Sequence[Sequence[int]],
+                                widths: Sequence[int], heights: Sequence[int], frame_ids: Sequence[int],
+                                as_bgr: bool = False) -> list[RGBFrame]:
+        """Decode frames from bare packets, one entry per frame.
+
+        Entry i: ``numpy_datas[i]`` one array per packet of the GOP, in decode order, from its keyframe
+        (the first packet carries the parameter sets, as the packets of :meth:`ParseSerializedPacketBundle`
+        do); ``packet_idxs[i]`` the frame id each packet shows (-1: none), as its ``decode_idxs``;
+        the frame's size; and ``frame_ids[i]``, the frame to return. The codec comes from
+        :meth:`DecodeFromPacketListInitialize`. Streams are taken as 8-bit 4:2:0 and converted as
+        BT.601 limited range (bare packets carry no color tags): use :meth:`DecodeFromGOPRGB` for
+        tagged or 10-bit streams.
+
+        Raises:
+            InvalidRequestError: mismatched lengths, no codec set, a frame id no packet shows.
+            CorruptDataError: the packets do not decode.
+        """
+        method = "DecodeFromPacketListRGB"
+        bgr = flag(method, "as_bgr", as_bgr)
+        if self._codec_ids is None:
+            raise InvalidRequestError(f"{method}: call DecodeFromPacketListInitialize(codec_ids) first")
+        n = len(frame_ids)
+        lists = {"numpy_datas": numpy_datas, "packet_idxs": packet_idxs, "widths": widths, "heights": heights}
+        for name, seq in lists.items():
+            if len(seq) != n:
+                raise InvalidRequestError(f"{method}: {name} has {len(seq)} entries, frame_ids {n} (one per frame)")
+        if n == 0:
+            raise InvalidRequestError(f"{method}: no frames asked for")
+        if len(self._codec_ids) not in (1, n):
+            raise InvalidRequestError(f"{method}: {n} entries but DecodeFromPacketListInitialize was given "
+                                      f"{len(self._codec_ids)} codec ids (one, or one per entry)")
+        bundles = []
+        for i in range(n):
+            label = f"{method} entry {i}"
+            if len(numpy_datas[i]) != len(packet_idxs[i]):
+                raise InvalidRequestError(
+                    f"{label}: {len(numpy_datas[i])} packet arrays but {len(packet_idxs[i])} packet indices; pass "
+                    "one array per packet (split packet_binary_data_arrays[i] at packets_bytes[i])")
+            if int(frame_ids[i]) not in {int(f) for f in packet_idxs[i]}:
+                raise InvalidRequestError(f"{label}: no packet shows frame {frame_ids[i]} (packet_idxs: "
+                                          f"{list(packet_idxs[i])})", frame_id=int(frame_ids[i]))
+            codec = _bundles.codec_name(self._codec_ids[i if len(self._codec_ids) > 1 else 0])
+            bundles.append(_bundles.bundle_from_packets(numpy_datas[i], packet_idxs[i], codec=codec,
+                                                        width=widths[i], height=heights[i], label=label))
+        frames = self._decode(bundles, list(range(n)), [int(f) for f in frame_ids], BGR if bgr else RGB)
+        return [RGBFrame(t, is_bgr=bgr) for t in frames]
+
+
+def _gop_entry(bundle: GopBundle) -> tuple[np.ndarray, list[int], list[int]]:
+    return _bundles.pack([bundle]), [bundle.first_frame_id], [bundle.frame_count]
+
+
+_CREATION_KEY = object()
+
+
+class CachedGopDecoder(PyNvGopDecoder):
+    """A :class:`PyNvGopDecoder` whose ``GetGOP`` / ``GetGOPList`` can answer from a cache of GOP data.
+
+    Made by :func:`CreateGopDecoder`. With ``useGOPCache=True`` the cache keeps, per file path (as
+    given), the last GOP fetched for it; a request for ``frame_id`` of a file hits when
+    ``first_frame_id <= frame_id < first_frame_id + gop_len`` of that file's entry.
+
+    * ``GetGOP``: when every file hits, the cached data is returned and nothing is demuxed; when any
+      file misses, every file is fetched again and cached.
+    * ``GetGOPList``: only the files that miss are fetched and cached; the others come from the cache.
+    * ``useGOPCache=False`` (the default) neither reads nor fills the cache.
+
+    :meth:`isCacheHit` tells, per file of the last such call, whether it hit. As an addition to
+    accvlab, the cache holds at most ``max_cached_files`` files, least recently used dropped first.
+    """
+
+    def __init__(self, maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: bool = False,
+                 *, device: Device = "auto", max_cached_files: int | None = None, _key: object = None) -> None:
+        if _key is not _CREATION_KEY:
+            raise InvalidRequestError("CachedGopDecoder is made by CreateGopDecoder(...), not directly")
+        if max_cached_files is not None:
+            positive("max_cached_files", max_cached_files)
+        super().__init__(maxfiles, iGpu, suppressNoColorRangeWarning, device=device)
+        self.max_cached_files = max_cached_files or 4 * self.maxfiles
+        self._gop_cache: OrderedDict[str, tuple[np.ndarray, int, int]] = OrderedDict()
+        self._last_cache_hits: list[bool] = []
+
+    def _is_cache_hit(self, filepath: str, frame_id: int) -> bool:
+        entry = self._gop_cache.get(filepath)
+        return entry is not None and entry[1] <= frame_id < entry[1] + entry[2]
+
+    def _cached(self, filepath: str) -> tuple[np.ndarray, int, int]:
+        self._gop_cache.move_to_end(filepath)
+        return self._gop_cache[filepath]
+
+    def _remember(self, filepath: str, entry: tuple[np.ndarray, list[int], list[int]]) -> tuple[np.ndarray, int, int]:
+        packets, firsts, lens = entry
+        self._gop_cache[filepath] = value = (packets, firsts[0], lens[0])
+        self._gop_cache.move_to_end(filepath)
+        while len(self._gop_cache) > self.max_cached_files:
+            self._gop_cache.popitem(last=False)
+        return value
+
+    def GetGOP(self, filepaths: Sequence[str], frame_ids: Sequence[int],
+               fastStreamInfos: Sequence[FastStreamInfo] = (),
+               useGOPCache: bool = False) -> tuple[np.ndarray, list[int], list[int]]:
+        """:meth:`PyNvGopDecoder.GetGOP`, answered from the cache when every file hits (``useGOPCache``)."""
+        use = flag("GetGOP", "useGOPCache", useGOPCache)
+        if not use:
+            result = super().GetGOP(filepaths, frame_ids, fastStreamInfos)
+            self._last_cache_hits = [False] * len(filepaths)
+            return result
+        pairs = request_pairs("GetGOP", filepaths, frame_ids, fastStreamInfos)
+        keys = [os.fspath(p) for p in filepaths]
+        hits = [self._is_cache_hit(k, f) for k, (_, f) in zip(keys, pairs)]
+        self._last_cache_hits = hits
+        if all(hits):
+            entries = [self._cached(k) for k in keys]
+        else:
+            fetched = [_gop_entry(b) for b in self._source.extract(pairs)]
+            entries = [self._remember(k, e) for k, e in zip(keys, fetched)]
+        return _merge_entries(entries)
+
+    def GetGOPList(self, filepaths: Sequence[str], frame_ids: Sequence[int],
+                   fastStreamInfos: Sequence[FastStreamInfo] = (),
+                   useGOPCache: bool = False) -> list[tuple[np.ndarray, list[int], list[int]]]:
+        """:meth:`PyNvGopDecoder.GetGOPList`, fetching only the files that miss the cache (``useGOPCache``)."""
+        use = flag("GetGOPList", "useGOPCache", useGOPCache)
+        if not use:
+            result = super().GetGOPList(filepaths, frame_ids, fastStreamInfos)
+            self._last_cache_hits = [False] * len(filepaths)
+            return result
+        pairs = request_pairs("GetGOPList", filepaths, frame_ids, fastStreamInfos)
+        keys = [os.fspath(p) for p in filepaths]
+        hits = [self._is_cache_hit(k, f) for k, (_, f) in zip(keys, pairs)]
+        self._last_cache_hits = hits
+        entries: list[tuple[np.ndarray, int, int] | None] = [self._cached(k) if h else None
+                                                              for k, h in zip(keys, hits)]
+        misses = [i for i, h in enumerate(hits) if not h]
+        if misses:
+            fetched = self._source.extract([pairs[i] for i in misses])
+            for i, bundle in zip(misses, fetched):
+                entries[i] = self._remember(keys[i], _gop_entry(bundle))
+        return [(packets, [first], [count]) for packets, first, count in entries]  # type: ignore[misc]
+
+    def isCacheHit(self) -> list[bool]:
+        """Per file of the last ``GetGOP`` / ``GetGOPList`` call, whether it came from the cache
+        (all ``False`` when that call did not use the cache; empty before the first call)."""
+        return list(self._last_cache_hits)
+
+    def get_cache_info(self) -> dict[str, Any]:
+        """``cached_files_count``, ``max_cached_files`` and, per cached file path, its GOP's
+        ``first_frame_id``, ``gop_len``, ``frame_range`` (first, last) and ``packets_size_bytes``."""
+        return {
+            "cached_files_count": len(self._gop_cache),
+            "max_cached_files": self.max_cached_files,
+            "cached_files": {
+                path: {"first_frame_id": first, "gop_len": count, "frame_range": (first, first + count - 1),
+                       "packets_size_bytes": int(packets.nbytes)}
+                for path, (packets, first, count) in self._gop_cache.items()
+            },
+        }
+
+    def clear_cache(self) -> None:
+        """Drop every cached GOP."""
+        self._gop_cache.clear()
+
+
+def _merge_entries(entries: Sequence[tuple[np.ndarray, int, int]]) -> tuple[np.ndarray, list[int], list[int]]:
+    packets = entries[0][0] if len(entries) == 1 else np.concatenate([e[0] for e in entries])
+    return packets, [e[1] for e in entries], [e[2] for e in entries]
+
+
+def CreateGopDecoder(maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: bool = False,
+                     *, device: Device = "auto", max_cached_files: int | None = None) -> CachedGopDecoder:
+    """A :class:`CachedGopDecoder`: a :class:`PyNvGopDecoder` with a cache of GOP data.
+
+    Example:
+        >>> decoder = CreateGopDecoder(maxfiles=3, iGpu=0)
+        >>> packets, fids, glens = decoder.GetGOP(["v0.mp4"], [10], useGOPCache=True)   # demuxes
+        >>> packets, fids, glens = decoder.GetGOP(["v0.mp4"], [15], useGOPCache=True)   # same GOP: cached
+
+    Args:
+        maxfiles, iGpu, suppressNoColorRangeWarning, device: As for :class:`PyNvGopDecoder`.
+        max_cached_files: Files whose GOP the cache keeps, at most (default ``4 * maxfiles``).
+    """
+    return CachedGopDecoder(maxfiles, iGpu, suppressNoColorRangeWarning, device=device,
+                            max_cached_files=max_cached_files, _key=_CREATION_KEY)
+
