@@ -1,0 +1,65 @@
+"""Code written for NVIDIA's accvlab.on_demand_video_decoder, run on asyncdecode by changing one import.
+
+    python examples/accvlab_migration.py            # makes two small clips in a temporary folder
+    python examples/accvlab_migration.py a.mp4 b.mp4
+
+Runs on the CPU when there is no GPU (the same calls, the same frames).
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+# import accvlab.on_demand_video_decoder as nvc
+import asyncdecode.compat.accvlab as nvc
+
+
+def main(files: list[str], workdir: Path) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # Random access: decode frames by index, get them as tensors without a copy.
+    decoder = nvc.CreateGopDecoder(maxfiles=6, iGpu=0)
+    frames = decoder.DecodeN12ToRGB(files, [0, 10], as_bgr=False)
+    tensors = [torch.as_tensor(f, device=device) for f in frames]
+    print("decoded", [tuple(t.shape) for t in tensors], "on", decoder.device)
+
+    # Separate demuxing from decoding: GOP data now, frames later (here or in another process).
+    packets, first_ids, gop_lens = decoder.GetGOP(files, [12, 12], useGOPCache=True)
+    decoder.GetGOP(files, [13, 13], useGOPCache=True)
+    print("GOPs start at", first_ids, "with", gop_lens, "frames; second call from the cache:", decoder.isCacheHit())
+    same = decoder.DecodeFromGOPRGB(packets, files, [13, 13])
+
+    # Demuxer-free: save the GOP data, load it back, decode without opening the videos.
+    nvc.SavePacketsToFile(packets, workdir / "gops.bin")
+    loaded = decoder.LoadGops([str(workdir / "gops.bin")])
+    again = decoder.DecodeFromGOPRGB(loaded, files, [13, 13])
+    print("from saved GOP data, identical:", all(torch.equal(torch.as_tensor(a, device=device),
+                                                             torch.as_tensor(b, device=device))
+                                                 for a, b in zip(same, again)))
+
+    # Stream access with one request decoding in the background.
+    reader = nvc.CreateSampleReader(num_of_set=1, num_of_file=len(files), iGpu=0)
+    reader.DecodeN12ToRGBAsync(files, [0, 0])
+    for t in range(5):
+        batch = reader.DecodeN12ToRGBAsyncGetBuffer(files, [t, t])
+        reader.DecodeN12ToRGBAsync(files, [t + 1, t + 1])  # decodes while this step works on `batch`
+        clip_step = torch.stack([torch.as_tensor(f, device=device) for f in batch])
+    reader.DecodeN12ToRGBAsyncGetBuffer(files, [5, 5])
+    print("stream access: last step", tuple(clip_step.shape))
+
+    # Not in accvlab: close() frees the engine's threads now (collection does it too).
+    reader.close()
+    decoder.close()
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = sys.argv[1:]
+        if not paths:
+            from asyncdecode.testing import VideoSpec, make_video
+
+            paths = [str(make_video(Path(tmp) / f"cam{i}.mp4", VideoSpec(num_frames=48, gop=12, seed=i)))
+                     for i in range(2)]
+        main(paths, Path(tmp))
