@@ -256,14 +256,15 @@ def nv12_from_planes(planes: tuple[torch.Tensor, ...], *, bit_depth: int, pix_fm
     if (ch, cw) != (-(-h // 2), -(-w // 2)) or tuple(v.shape) != (ch, cw):
         raise UnsupportedStreamError(f"{source}: frame {frame_id} is {pix_fmt}, which has no NV12 form "
                                      "(4:2:0 only); use the RGB methods", path=source, frame_id=frame_id)
-    if bit_depth <= 8:
-        buf = torch.zeros((h + ch, 2 * cw), dtype=torch.uint8, device=y.device)
-    else:  # P016: n-bit samples in the high bits of 16
+    wide = bit_depth > 8
+    # P016 (n-bit samples in the high bits of 16) is assembled in int32 and converted once at the end:
+    # torch has few uint16 kernels, but every device converts to it.
+    buf = torch.zeros((h + ch, 2 * cw), dtype=torch.int32 if wide else torch.uint8, device=y.device)
+    if wide:
         shift = 16 - bit_depth
         y, u, v = ((p.to(torch.int32) & 0xFFFF) << shift for p in (y, u, v))
-        buf = torch.zeros((h + ch, 2 * cw), dtype=torch.uint16, device=y.device)
     buf[:h, :w] = y
     uv = buf[h:].view(ch, cw, 2)
     uv[..., 0] = u
     uv[..., 1] = v
-    return buf
+    return buf.to(torch.uint16) if wide else buf
