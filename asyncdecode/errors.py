@@ -9,7 +9,8 @@ derive from the matching built-in exception, so ``except IndexError`` keeps work
      ├── UnsupportedStreamError    (ValueError)  a codec, pixel format or profile the backend cannot decode
      ├── FrameIndexError           (IndexError)  a frame id outside 0..num_frames-1
      ├── CorruptDataError          (ValueError)  damaged packets, a damaged GOP bundle, a file changed under us
-     │    └── StaleStoreError                     a GOP store's source video changed after the store was built
+     │    ├── StaleStoreError                     a GOP store's source video changed after the store was built
+     │    └── TruncatedStreamError                an ingested stream ended (or its source failed) inside a packet
      ├── InvalidRequestError       (ValueError)  malformed arguments (mismatched list lengths, bad OutputSpec)
      ├── BackendUnavailableError   (RuntimeError) the requested device or decoder library is not usable here
      └── EngineClosedError         (RuntimeError) the engine was used after ``aclose()``
@@ -28,6 +29,7 @@ __all__ = [
     "FrameIndexError",
     "InvalidRequestError",
     "StaleStoreError",
+    "TruncatedStreamError",
     "UnsupportedStreamError",
     "VideoOpenError",
 ]
@@ -84,6 +86,15 @@ class StaleStoreError(CorruptDataError):
     """A GOP store no longer matches its source: the video's size or mtime differ from the store's index.
 
     The stored bundles were cut from an earlier version of the file; build the store again.
+    """
+
+
+class TruncatedStreamError(CorruptDataError):
+    """An ingested stream stopped inside a packet, or its source failed before the end.
+
+    Raised by :meth:`Engine.ingest <asyncdecode.Engine.ingest>` after every frame that could be decoded
+    was delivered; ``frame_id`` is the index of the first frame that was not. The source's own
+    exception, if any, is the ``__cause__``.
     """
 
 

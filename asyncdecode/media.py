@@ -11,6 +11,8 @@ and GOP k's packets run past keyframe k+1 to include them.
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CorruptDataError, UnsupportedStreamError, VideoOpenError
+from .errors import CorruptDataError, FrameIndexError, InvalidRequestError, UnsupportedStreamError, VideoOpenError
 
 if TYPE_CHECKING:  # PyAV is imported where it is used, so that `import asyncdecode` stays cheap
     import av.container
@@ -94,6 +96,45 @@ class VideoInfo:
     def pts_seconds_of(self, frame_id: int) -> float:
         """Presentation time of ``frame_id`` in seconds."""
         return float(self.frame_pts[frame_id] * self.time_base)
+
+    @property
+    def end_seconds(self) -> float:
+        """When the last frame stops being shown: its presentation time plus the mean frame duration
+        (the stream ends ``duration_seconds`` after its first frame)."""
+        return self.pts_seconds_of(0) + self.duration_seconds
+
+    def frame_id_at(self, seconds: float) -> int:
+        """The frame shown at ``seconds``: the id ``i`` with ``pts_seconds_of(i) <= seconds`` and
+        ``seconds < pts_seconds_of(i + 1)`` (or :attr:`end_seconds` for the last frame).
+
+        Built on the real timestamps, so it holds for variable frame rate too. A time that equals a
+        frame's presentation time up to rounding (a thousandth of a ``time_base`` tick) is that frame's.
+
+        Raises:
+            FrameIndexError: ``seconds`` is before the first frame or at or after :attr:`end_seconds`.
+            InvalidRequestError: ``seconds`` is not a finite number.
+        """
+        if isinstance(seconds, (bool, str, bytes)) or not hasattr(seconds, "__float__"):
+            raise InvalidRequestError(f"seconds must be a number, not {type(seconds).__name__} ({seconds!r})",
+                                      path=self.path)
+        t = float(seconds)
+        if not math.isfinite(t):
+            raise InvalidRequestError(f"seconds must be finite, not {t}", path=self.path)
+        begin, end = self.pts_seconds_of(0), self.end_seconds
+        ticks = t / float(self.time_base)
+        nearest = round(ticks)
+        if abs(ticks - nearest) < 1e-3:
+            ticks = nearest
+        i = bisect.bisect_right(self.frame_pts, math.floor(ticks)) - 1
+        if i < 0 or (t >= end and not (self.num_frames == 1 and ticks == self.frame_pts[0])):
+            raise FrameIndexError(f"no frame is shown at {t:.6g} s in {self.path} "
+                                  f"(its frames cover {begin:.6g} s to {end:.6g} s)", path=self.path)
+        return i
+
+    def keyframe_id_at(self, seconds: float) -> int:
+        """The first frame of the GOP shown at ``seconds``: the nearest keyframe at or before that
+        time (decoding it reads one packet). Raises as :meth:`frame_id_at`."""
+        return self.keyframes[self.gop_of(self.frame_id_at(seconds))]
 
     def __repr__(self) -> str:
         return (

@@ -135,10 +135,12 @@ async def test_many_bad_and_good_requests_interleaved(eng, assets, tmp_path):
 def test_error_tree_and_pickling():
     assert set(errors.__all__) == {
         "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "EngineClosedError",
-        "FrameIndexError", "InvalidRequestError", "StaleStoreError", "UnsupportedStreamError", "VideoOpenError"}
+        "FrameIndexError", "InvalidRequestError", "StaleStoreError", "TruncatedStreamError", "UnsupportedStreamError",
+        "VideoOpenError"}
     assert issubclass(errors.FrameIndexError, IndexError)
     assert issubclass(errors.CorruptDataError, ValueError)
     assert issubclass(errors.StaleStoreError, errors.CorruptDataError)
+    assert issubclass(errors.TruncatedStreamError, errors.CorruptDataError)
     assert issubclass(errors.EngineClosedError, RuntimeError)
     for name in errors.__all__:
         cls = getattr(errors, name)
