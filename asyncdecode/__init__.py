@@ -5,6 +5,8 @@ CPU. Start with :class:`Engine` (or :class:`SyncEngine` outside an event loop) a
 """
 
 from ._engine import Engine, EngineConfig, EngineState
+from ._frame import Frame
+from ._ingest import IngestStream
 from ._output import OutputSpec
 from ._sync import SyncEngine
 from .errors import (
@@ -15,6 +17,7 @@ from .errors import (
     FrameIndexError,
     InvalidRequestError,
     StaleStoreError,
+    TruncatedStreamError,
     UnsupportedStreamError,
     VideoOpenError,
 )
@@ -32,14 +35,17 @@ __all__ = [
     "EngineClosedError",
     "EngineConfig",
     "EngineState",
+    "Frame",
     "FrameIndexError",
     "GopStore",
+    "IngestStream",
     "InvalidRequestError",
     "OutputSpec",
     "SharedBundle",
     "SharedGopCache",
     "StaleStoreError",
     "SyncEngine",
+    "TruncatedStreamError",
     "UnsupportedStreamError",
     "VideoInfo",
     "VideoOpenError",

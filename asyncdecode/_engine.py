@@ -410,6 +410,85 @@ class Engine:
         self._ensure_open()
         return (await self._index(os.path.abspath(os.fspath(path)))).info
 
+    # -- streams, whole videos, times (asyncdecode._ingest, asyncdecode._access) ---------------
+
+    def ingest(self, source: Any, *, format: str | None = None, output: OutputSpec | None = None,
+               buffer_bytes: int | None = None, gops_ahead: int | None = None) -> Any:
+        """Decode a stream as its bytes arrive: an async iterator of :class:`~asyncdecode.Frame` records
+        (tensor, ``index``, ``pts_seconds``) in presentation order.
+
+        Example:
+            >>> async for frame in eng.ingest(chunks_from_socket(), format="mpegts"):
+            ...     print(frame.index, frame.pts_seconds, frame.tensor.shape)
+
+        Args:
+            source: A path, a binary file object (``read(n)``, sync or async such as
+                :class:`asyncio.StreamReader`), an async iterable of ``bytes`` chunks, or an iterable of
+                chunks. Read once, front to back, never seeked.
+            format: ``"mpegts"``, ``"mp4"`` (fragmented, or with ``moov`` first), ``"h264"`` / ``"hevc"``
+                (Annex B elementary streams), or another FFmpeg demuxer name; ``None``: told from the
+                first bytes.
+            output: Output format (default: the engine's).
+            buffer_bytes: Bytes of an async source buffered ahead of the demuxer, at most; a full buffer
+                makes the source wait (backpressure). Default 4 MiB.
+            gops_ahead: GOPs demuxed and decoding ahead of the consumer, at most. Default 4.
+
+        Returns:
+            An :class:`~asyncdecode.IngestStream`; work starts at the first ``__anext__``.
+
+        Raises (while iterating):
+            TruncatedStreamError: the stream stopped inside a packet, or its source failed; raised after
+                every frame that could be decoded.
+            VideoOpenError: the stream is empty, not media, or has no video.
+            CorruptDataError / UnsupportedStreamError: as for :meth:`decode`.
+            InvalidRequestError: malformed arguments (raised at once).
+        """
+        from ._ingest import ingest
+
+        return ingest(self, source, format=format, output=output, buffer_bytes=buffer_bytes,
+                      gops_ahead=gops_ahead)
+
+    def frames(self, path: PathLike, *, start: int | None = 0, stop: int | None = None, step: int = 1,
+               output: OutputSpec | None = None) -> AsyncIterator[Any]:
+        """Iterate the frames ``range(num_frames)[start:stop:step]`` of ``path`` as
+        :class:`~asyncdecode.Frame` records, in order, decoding each frame about once.
+
+        ``start`` and ``stop`` follow slice rules (negative counts from the end, out of range clips).
+        Leaving the loop early cancels the frames in flight.
+
+        Raises:
+            VideoOpenError, CorruptDataError, UnsupportedStreamError: as for :meth:`decode`.
+            InvalidRequestError: ``step`` is not a positive int, or ``start``/``stop`` are not ints.
+        """
+        from ._access import frames
+
+        return frames(self, path, start=start, stop=stop, step=step, output=output)
+
+    async def frame_at(self, path: PathLike, seconds: float, *, accurate: bool = True,
+                       output: OutputSpec | None = None) -> Any:
+        """The :class:`~asyncdecode.Frame` shown at ``seconds`` in ``path``, with its index and pts.
+
+        ``accurate=True``: the frame whose presentation interval holds the time (from the real
+        timestamps, so variable frame rate is right). ``accurate=False``: the nearest keyframe at or
+        before the time; nothing past the keyframe is decoded.
+
+        Raises:
+            FrameIndexError: no frame is shown at that time (before the first or after the last).
+            InvalidRequestError: ``seconds`` is not a finite number.
+            VideoOpenError, CorruptDataError, UnsupportedStreamError: as for :meth:`decode`.
+        """
+        from ._access import frame_at
+
+        return await frame_at(self, path, seconds, accurate=accurate, output=output)
+
+    async def frames_at(self, paths: PathLike | Sequence[PathLike], seconds: Sequence[float], *,
+                        accurate: bool = True, output: OutputSpec | None = None) -> list[Any]:
+        """:meth:`frame_at` for ``seconds[i]`` in ``paths[i]`` (or one path for all), in one request:
+        frames of the same GOP are decoded in one pass. Returns :class:`~asyncdecode.Frame` records in order."""
+        from ._access import frames_at
+
+        return await frames_at(self, paths, seconds, accurate=accurate, output=output)
+
     def __repr__(self) -> str:
         return f"<Engine {self.backend.name} on {self.device}, {self._state.value}>"
 

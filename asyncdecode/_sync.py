@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ._engine import Engine, EngineConfig, PathLike, Request
+from ._frame import Frame
 from ._output import OutputSpec
 from .errors import EngineClosedError, InvalidRequestError
 
@@ -96,16 +97,7 @@ class SyncEngine:
         self._check()
         if not isinstance(depth, int) or depth < 1:
             raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
-        agen = self.engine.stream(requests, depth=depth, output=output)
-        try:
-            while True:
-                try:
-                    yield self._call(agen.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._closed:
-                self._call(agen.aclose())
+        return self._iterate(self.engine.stream(requests, depth=depth, output=output))
 
     def stats(self) -> dict[str, Any]:
         """:meth:`Engine.stats`."""
@@ -115,6 +107,48 @@ class SyncEngine:
         """:class:`~asyncdecode.VideoInfo` of ``path`` from the engine's index cache."""
         self._check()
         return self._call(self.engine.info(path))
+
+    def ingest(self, source: Any, *, format: str | None = None, output: OutputSpec | None = None,
+               buffer_bytes: int | None = None, gops_ahead: int | None = None) -> Iterator[Frame]:
+        """Blocking :meth:`Engine.ingest`: the frames of a stream (a path, a binary file object, or an
+        iterable of ``bytes`` chunks) in presentation order, as they are decoded."""
+        self._check()
+
+        async def start() -> Any:
+            return self.engine.ingest(source, format=format, output=output, buffer_bytes=buffer_bytes,
+                                      gops_ahead=gops_ahead)
+
+        return self._iterate(self._call(start()))
+
+    def frames(self, path: PathLike, *, start: int | None = 0, stop: int | None = None, step: int = 1,
+               output: OutputSpec | None = None) -> Iterator[Frame]:
+        """Blocking :meth:`Engine.frames`: ``Frame`` records of ``range(num_frames)[start:stop:step]``."""
+        self._check()
+        return self._iterate(self.engine.frames(path, start=start, stop=stop, step=step, output=output))
+
+    def frame_at(self, path: PathLike, seconds: float, *, accurate: bool = True, output: OutputSpec | None = None,
+                 timeout_s: float | None | object = _DEFAULT) -> Frame:
+        """Blocking :meth:`Engine.frame_at`."""
+        self._check()
+        return self._call(self.engine.frame_at(path, seconds, accurate=accurate, output=output), timeout_s)
+
+    def frames_at(self, paths: PathLike | Sequence[PathLike], seconds: Sequence[float], *, accurate: bool = True,
+                  output: OutputSpec | None = None, timeout_s: float | None | object = _DEFAULT) -> list[Frame]:
+        """Blocking :meth:`Engine.frames_at`."""
+        self._check()
+        return self._call(self.engine.frames_at(paths, seconds, accurate=accurate, output=output), timeout_s)
+
+    def _iterate(self, items: Any) -> Iterator[Any]:
+        """Drive an async iterator of the engine's loop from this thread; closing early closes it there."""
+        try:
+            while True:
+                try:
+                    yield self._call(items.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._call(items.aclose())
 
     def close(self) -> None:
         """Close the engine and stop its loop thread. Idempotent."""
