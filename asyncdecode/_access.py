@@ -1,8 +1,12 @@
 """Whole-video iteration and time-based access on top of the engine's request path.
 
-:func:`frames` reads a file front to back (or a range of it) as small per-GOP requests through
-:meth:`Engine.stream <asyncdecode.Engine.stream>`: the decoder sessions keep their place in each GOP, so
-every frame is decoded about once, and ``depth`` requests are in flight while the caller works.
+:func:`frames` reads a file front to back (or a range of it) GOP by GOP, several GOPs side by side.
+Within a GOP the frames are asked for in small requests, one after the other: each goes on from where
+the decoder session stopped for the one before (one decode per frame), and the first frames come out
+without waiting for the whole GOP. (Asking for them all at once would have the decoder pool merge the
+requests still queued into one job: the same decoding, but every frame then comes at the end and is
+copied once more for its request.)
+
 :func:`frames_at` maps times to frame ids with :meth:`VideoInfo.frame_id_at
 <asyncdecode.VideoInfo.frame_id_at>` (accurate) or :meth:`VideoInfo.keyframe_id_at
 <asyncdecode.VideoInfo.keyframe_id_at>` (fast) and decodes them in one request.
@@ -10,11 +14,11 @@ every frame is decoded about once, and ``depth`` requests are in flight while th
 
 from __future__ import annotations
 
-import contextlib
-import math
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Union
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -30,11 +34,12 @@ __all__ = ["frame_at", "frames", "frames_at"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Frames asked for per request by :func:`frames` (never across a GOP boundary).
+#: Frames of a GOP asked for per request by :func:`frames`.
 FRAMES_PER_REQUEST = 8
-#: GOPs :func:`frames` keeps requests in flight for: the sessions keep their place in each, and two
-#: GOPs can decode side by side on two decoder threads while the caller works.
-FRAMES_GOPS_AHEAD = 2
+#: GOPs :func:`frames` decodes side by side (on as many decoder threads).
+FRAMES_GOPS_AHEAD = 4
+#: Requests' frames a GOP may have decoded ahead of the caller.
+FRAMES_PARTS_AHEAD = 2
 
 
 def _int_or_none(name: str, value: object) -> int | None:
@@ -45,44 +50,70 @@ def _int_or_none(name: str, value: object) -> int | None:
     return int(value)
 
 
-def _requests(path: str, info: VideoInfo, ids: range, per_request: int) -> Iterator[tuple[str, list[int]]]:
-    """``ids`` as requests of at most ``per_request`` frames, each inside one GOP."""
-    batch: list[int] = []
+def _by_gop(info: VideoInfo, ids: range) -> list[list[int]]:
+    """``ids`` grouped by GOP, in order."""
+    groups: list[list[int]] = []
     gop = -1
     for fid in ids:
         g = info.gop_of(fid)
-        if batch and (g != gop or len(batch) == per_request):
-            yield path, batch
-            batch = []
-        gop = g
-        batch.append(fid)
-    if batch:
-        yield path, batch
+        if g != gop:
+            groups.append([])
+            gop = g
+        groups[-1].append(fid)
+    return groups
+
+
+async def _read_gop(engine: Engine, path: str, ids: list[int], spec: OutputSpec,
+                    out: asyncio.Queue[list[tuple[int, Any]] | BaseException | None]) -> None:
+    """Decode one GOP's ``ids`` request after request into ``out`` (``None`` at the end, or the error)."""
+    try:
+        for lo in range(0, len(ids), FRAMES_PER_REQUEST):
+            part = ids[lo : lo + FRAMES_PER_REQUEST]
+            await out.put(list(zip(part, await engine.decode(path, part, output=spec))))
+    except Exception as exc:  # raised to the caller at this GOP's place
+        await out.put(exc)
+        return
+    await out.put(None)
 
 
 async def frames(engine: Engine, path: PathLike, *, start: int | None = 0, stop: int | None = None,
-                 step: int = 1, output: OutputSpec | None = None,
-                 per_request: int = FRAMES_PER_REQUEST) -> AsyncIterator[Frame]:
+                 step: int = 1, output: OutputSpec | None = None) -> AsyncIterator[Frame]:
     """:meth:`Engine.frames`: the frames ``range(num_frames)[start:stop:step]`` of ``path``, in order."""
     start, stop = _int_or_none("start", start), _int_or_none("stop", stop)
     step_ = _int_or_none("step", step)
     if step_ is None or step_ < 1:
         raise InvalidRequestError(f"step must be a positive int, not {step!r}")
     spec = engine._spec(output)
-    engine._ensure_open()
+    loop = engine._ensure_open()
     info = await engine.info(path)
     key = os.path.abspath(os.fspath(path))
-    ids = range(info.num_frames)[slice(start, stop, step_)]
-    gops = info.gop_of(ids[-1]) - info.gop_of(ids[0]) + 1 if ids else 1
-    requests_per_gop = math.ceil(math.ceil(len(ids) / gops) / per_request)
-    depth = max(4, FRAMES_GOPS_AHEAD * requests_per_gop)
-    pending = iter(ids)
-    requests = engine.stream(_requests(key, info, ids, per_request), depth=depth, output=spec)
-    async with contextlib.aclosing(requests):  # leaving early cancels the requests in flight at once
-        async for tensors in requests:
-            for tensor in tensors:
-                fid = next(pending)
-                yield Frame(tensor, fid, info.pts_seconds_of(fid))
+    groups = iter(_by_gop(info, range(info.num_frames)[slice(start, stop, step_)]))
+    reading: deque[tuple[asyncio.Task[None], asyncio.Queue[Any]]] = deque()
+
+    def read_next() -> None:
+        ids = next(groups, None)
+        if ids is not None:
+            queue: asyncio.Queue[Any] = asyncio.Queue(FRAMES_PARTS_AHEAD)
+            reading.append((loop.create_task(_read_gop(engine, key, ids, spec, queue)), queue))
+
+    for _ in range(FRAMES_GOPS_AHEAD):
+        read_next()
+    try:
+        while reading:
+            item = await reading[0][1].get()
+            if item is None:
+                reading.popleft()
+                read_next()
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                for fid, tensor in item:
+                    yield Frame(tensor, fid, info.pts_seconds_of(fid))
+    finally:  # leaving early (or an error) cancels the GOPs being read
+        for task, _ in reading:
+            task.cancel()
+        if reading:
+            await asyncio.gather(*(task for task, _ in reading), return_exceptions=True)
 
 
 def _times(seconds: float | Sequence[float]) -> list[float]:

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Union
 
@@ -64,6 +64,7 @@ DEFAULT_GOPS_AHEAD = 4
 _READ_SIZE = 64 << 10  # bytes asked of an async reader per call
 _PEEK_BYTES = 1024  # bytes looked at to tell the format
 _RAW_FORMATS = ("h264", "hevc")
+_PART_FRAMES = 8  # frames of a GOP asked for per decode job
 _ALIASES = {"ts": "mpegts", "m2ts": "mpegts", "fmp4": "mp4", "mov": "mp4", "h265": "hevc", "265": "hevc",
             "264": "h264", "avc": "h264"}
 _DEFAULT_RAW_RATE = Fraction(25)  # FFmpeg's own assumption for raw streams that state no rate
@@ -456,9 +457,10 @@ class _GopCutter:
         return _Cut(packets, frame_ids, frames, len(frames))
 
 
-def _without_last(gop: _Gop) -> tuple[GopBundle, list[tuple[int, float]]]:
-    """The GOP without its last packet (decode order), and the frames still delivered: those in
-    presentation order up to the first that the packet showed or whose place is no longer certain."""
+def _without_last(gop: _Gop) -> tuple[GopBundle, list[int]]:
+    """The GOP without its last packet (decode order), and the ids of the frames that can still be
+    delivered, in presentation order: up to the first that the packet showed or whose place is no
+    longer certain."""
     bundle = gop.bundle
     n = len(bundle.packets) - 1
     table = bundle.packets[:n]
@@ -468,22 +470,21 @@ def _without_last(gop: _Gop) -> tuple[GopBundle, list[tuple[int, float]]]:
         if not gop.reordered or (later is not None and later > order[i]):
             certain.add(fids[i])
         later = order[i] if later is None else max(later, order[i])
-    frames = []
-    for fid, pts in gop.frames:
+    kept = []
+    for fid, _ in gop.frames:
         if fid not in certain:
             break
-        frames.append((fid, pts))
-    if not frames:
+        kept.append(fid)
+    if not kept:
         return bundle, []
-    flags = table["flags"].tolist()
     trimmed = GopBundle.build(
         codec=bundle.codec, width=bundle.width, height=bundle.height, pix_fmt=bundle.pix_fmt,
         bit_depth=bundle.bit_depth, color_space=bundle.color_space, color_range=bundle.color_range,
-        time_base=bundle.time_base, first_frame_id=bundle.first_frame_id, frame_count=len(frames),
+        time_base=bundle.time_base, first_frame_id=bundle.first_frame_id, frame_count=len(kept),
         source=bundle.source, stream_index=bundle.stream_index, extradata=bytes(bundle.extradata),
         packets=[bytes(bundle.packet(i)) for i in range(n)], pts=order, dts=table["dts"].tolist(),
-        frame_ids=fids, flags=flags)
-    return trimmed, frames
+        frame_ids=fids, flags=table["flags"].tolist())
+    return trimmed, kept
 
 
 # -- the stream ------------------------------------------------------------------------------------
@@ -526,7 +527,9 @@ class _Gop:
     tail: bool = False
     """The GOP holds the last packet of a stream without framing (see :func:`_without_last`)."""
     reordered: bool = False
-    task: asyncio.Future[dict[int, Any]] | None = None
+    task: asyncio.Task[None] | None = None
+    """Decodes the GOP part by part, appending each to ``done``."""
+    done: deque[list[Frame]] = field(default_factory=deque)
     lost: TruncatedStreamError | None = None
     """Set when the GOP was decoded without its last packet: the iteration ends with it."""
 
@@ -871,6 +874,7 @@ class _Run:
             return
         self.gops_in += 1
         gop.task = self.loop.create_task(self._decode(gop))
+        gop.task.add_done_callback(lambda _: self.arrival.set())
         self.engine._track(gop.task)
         self.gops.append(gop)
         self.arrival.set()
@@ -881,23 +885,33 @@ class _Run:
             self.finished = True
         self.arrival.set()
 
-    async def _decode(self, gop: _Gop) -> dict[int, Any]:
-        try:
-            return await self._decode_bundle(gop.bundle, [fid for fid, _ in gop.frames])
-        except CorruptDataError as exc:
-            if not gop.tail:
-                raise
-            bundle, frames = _without_last(gop)
-            gop.lost = TruncatedStreamError(
-                f"{self.label}: the last packet of the stream does not decode ({exc.message}): the stream "
-                f"ended inside it; frames 0..{frames[-1][0] if frames else bundle.first_frame_id - 1} were "
-                "delivered, the rest is lost", path=self.label,
-                frame_id=frames[-1][0] + 1 if frames else bundle.first_frame_id)
-            gop.lost.__cause__ = exc
-            gop.frames = frames
-            if not frames:
-                return {}
-            return await self._decode_bundle(bundle, [fid for fid, _ in frames])
+    async def _decode(self, gop: _Gop) -> None:
+        """Decode a GOP in parts of ``_PART_FRAMES``, in order, each job asked for once the one before
+        is out: the first frames come out early, and the session goes on from where the last part
+        stopped (one decode per frame). A part asked for while the one before is still queued would be
+        merged into it by the decoder pool."""
+        for lo in range(0, len(gop.frames), _PART_FRAMES):
+            part = gop.frames[lo : lo + _PART_FRAMES]
+            ids = [fid for fid, _ in part]
+            try:
+                tensors = await self._decode_bundle(gop.bundle, ids)
+            except CorruptDataError as exc:
+                if not gop.tail:
+                    raise
+                bundle, kept = _without_last(gop)
+                ids = [fid for fid in ids if fid in set(kept)]  # a prefix: ``kept`` is one of the GOP
+                first_lost = ids[-1] + 1 if ids else part[0][0]
+                gop.lost = TruncatedStreamError(
+                    f"{self.label}: the last packet of the stream does not decode ({exc.message}): the stream "
+                    f"ended inside it; frames 0..{first_lost - 1} were delivered, the rest is lost",
+                    path=self.label, frame_id=first_lost)
+                gop.lost.__cause__ = exc
+                tensors = await self._decode_bundle(bundle, ids) if ids else {}
+                part = part[: len(ids)]
+            gop.done.append([Frame(tensors[fid], fid, pts) for fid, pts in part])
+            self.arrival.set()
+            if gop.lost is not None:
+                return
 
     async def _decode_bundle(self, bundle: GopBundle, wanted: list[int]) -> dict[int, Any]:
         """The wanted frames of one GOP, on the engine's decoder threads (or its CPU fallback pool)."""
@@ -927,27 +941,25 @@ class _Run:
                 return frame
             if self.gops and not self.stopping:
                 gop = self.gops[0]
-                assert gop.task is not None
-                try:
-                    frames = await asyncio.shield(gop.task)
-                except asyncio.CancelledError:
-                    if not gop.task.cancelled():
-                        raise  # the consumer was cancelled, not the decode: the GOP goes on decoding
-                    if not self.stopping:  # the engine is closing (its aclose cancels our jobs)
+                task = gop.task
+                assert task is not None
+                if gop.done:
+                    self.ready.extend(gop.done.popleft())
+                    continue
+                if task.done():
+                    if task.cancelled():  # the engine is closing (its aclose cancels our jobs)
                         self.stop(EngineClosedError("the engine was closed during ingest", path=self.label,
                                                     device=str(self.engine.device)))
+                    elif task.exception() is not None:
+                        self.stop(task.exception())
+                    else:
+                        self.gops.popleft()
+                        self.window.release()
+                        if gop.lost is not None:
+                            self.end_error = gop.lost
+                            self.stop()
                     continue
-                except BaseException as exc:
-                    self.stop(exc)
-                    continue
-                self.gops.popleft()
-                self.window.release()
-                self.ready.extend(Frame(frames[fid], fid, pts) for fid, pts in gop.frames)
-                if gop.lost is not None:
-                    self.end_error = gop.lost
-                    self.stop()
-                continue
-            if self.finished:
+            elif self.finished:
                 await self.close()
                 error, self.end_error = self.end_error, None
                 if error is not None:

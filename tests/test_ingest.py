@@ -181,6 +181,20 @@ async def test_slow_consumer_bounds_buffering(long_video, streams, truth):
     assert len(got) == len(truth["long"]) and _same(got, truth["long"])
 
 
+async def test_first_frames_come_before_their_gop_is_decoded(long_video, streams, truth):
+    """A GOP is decoded in parts, each going on from the last: its first frames are out early."""
+    data = streams(long_video, "fmp4").read_bytes()
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        frames = aiter(eng.ingest(chunks(data), gops_ahead=1))
+        first = await anext(frames)
+        at_first = eng.stats()
+        rest = [frame async for frame in frames]
+        stats = eng.stats()
+    assert first.index == 0 and torch.equal(first.tensor, truth["long"][0]) and len(rest) == 359
+    assert at_first["frames_returned"] < 12  # less than the first GOP
+    assert stats["frames_decoded"] == stats["frames_returned"] == 360  # still one decode per frame
+
+
 # -- truncated streams ------------------------------------------------------------------------------
 
 
