@@ -118,6 +118,7 @@ class DecoderPool:
         finally:
             self.waiting -= 1
         future: asyncio.Future[DecodeResult] = self._loop.create_future()
+        future.add_done_callback(_retrieved)  # every caller may be gone (cancelled) when it fails
         job = DecodeJob(bundle, wanted, output, future)
         self.in_flight += 1
         with self._lock:
@@ -308,6 +309,12 @@ class DecoderPool:
 
     def alive(self) -> int:
         return sum(t.is_alive() for t in self._threads)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a job's outcome as seen: its callers wait on it through ``shield`` and may all have left."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _copy(frame: Any) -> Any:

@@ -226,6 +226,13 @@ class GopBundle:
         """Frame id -> decode-order index of its packet (computed once)."""
         return {f: i for i, f in enumerate(self.packets["frame_id"].tolist())}
 
+    @functools.cached_property
+    def in_display_order(self) -> bool:
+        """Every packet shows its own frame and decode order is display order (no B-frames to reorder):
+        a decoder can hand each frame out as soon as its packet is in."""
+        fids = self.packets["frame_id"]
+        return bool(len(fids)) and bool((fids >= 0).all()) and bool((np.diff(fids) > 0).all())
+
     def __len__(self) -> int:
         return len(self.packets)
 

@@ -237,3 +237,49 @@ async def test_stream_access_on_nvdec(nv_assets, name):
     assert s["jobs_continued"] + s["jobs_merged"] > 0
     limit = 1.1 if name != "hevc_open" else 1.2  # open GOPs: each GOP's bundle re-decodes the next keyframe
     assert s["frames_decoded"] / s["frames_returned"] <= limit, s
+
+
+@pytest.mark.parametrize("spec", [OutputSpec(), OutputSpec(format="bgr", layout="chw"),
+                                  OutputSpec(dtype=torch.float16, normalize=((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))),
+                                  OutputSpec(dtype=torch.float32, layout="chw")])
+def test_direct_kernel_launch_equals_jit_launch(spec):
+    """The compiled kernel launched directly (the per-frame path) writes what the JIT call writes."""
+    from asyncdecode._backends import _cuda_color as cc
+    from asyncdecode._output import ColorParams
+
+    rng = np.random.default_rng(7)
+    luma = torch.tensor(rng.integers(0, 256, (90, 166)), dtype=torch.uint8, device="cuda")
+    chroma = torch.tensor(rng.integers(0, 256, (45, 83, 2)), dtype=torch.uint8, device="cuda")
+    params = ColorParams.resolve("bt709", "limited", "yuv420p")
+    stream = torch.cuda.current_stream().cuda_stream
+    before = cc._launch.direct
+    fast = cc.nv12_to_output(luma, chroma, params, spec, stream=stream)
+    assert cc._launch.direct == before + 1, cc._launch.reason
+    jit = cc.nv12_to_output(luma, chroma, params, spec)  # no stream handle: the JIT call
+    assert cc._launch.direct == before + 1
+    assert torch.equal(fast, jit)
+
+
+@pytest.mark.parametrize("name", ["h264_nob", "bt709_full"])
+def test_in_order_gops_decode_without_flush(nv_assets, backend, name):
+    """GOPs without reordering: a low-latency decoder gives each frame on its own packet, so a job feeds
+    exactly keyframe..target, keeps its place, and the next GOP goes in without a flush."""
+    path = nv_assets[name]
+    info = probe(path)
+    keys = list(info.keyframes)
+    bundles = extract_gops(path, keys[:2])
+    assert all(b.in_display_order for b in bundles)
+    want = reference_frames(path)
+    session = backend.new_session()
+    try:
+        for b in bundles + bundles[::-1]:
+            target = b.first_frame_id + 3
+            r = session.decode(b, [target], None, lambda: False)
+            assert (r.fed, r.decoded) == (4, 4) and not r.continued
+            r2 = session.decode(b, [target + 2], None, lambda: False)
+            assert r2.continued and (r2.fed, r2.decoded) == (2, 2)
+            for fid, planes in {**r.frames, **r2.frames}.items():
+                for got, exp in zip(planes, want[fid].planes):
+                    np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
+    finally:
+        session.close()

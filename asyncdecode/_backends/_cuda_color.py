@@ -9,14 +9,25 @@ for, is a second pass (torch's bilinear interpolation on the float result).
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
 
 from .._output import ColorParams, OutputSpec, finish_output
 
+log = logging.getLogger("asyncdecode")
 
-@triton.jit
+_RUNTIME_ARGS = ("y_ptr", "uv_ptr", "out_ptr", "H", "W", "y_stride", "uv_stride", "s_c", "s_h", "s_w",
+                 "y_off", "y_scale", "c_off", "c_scale", "cr_r", "cb_g", "cr_g", "cb_b",
+                 "mean0", "mean1", "mean2", "istd0", "istd1", "istd2")
+
+
+# Sizes, strides and addresses are not specialized on (no "== 1" or "multiple of 16" variants): one
+# compiled kernel per output kind serves every frame, which is what lets _Launcher skip the binding.
+@triton.jit(do_not_specialize=_RUNTIME_ARGS)
 def _nv12_to_rgb(
     y_ptr, uv_ptr, out_ptr,
     H, W, y_stride, uv_stride,
@@ -78,8 +89,59 @@ class DevicePointer:
         return self.ptr
 
 
+class _Launcher:
+    """Launches the compiled kernel directly: one cached kernel per output kind, no per-call binding.
+
+    Triton's ``kernel[grid](...)`` binds and checks its 29 arguments in Python on every call (about
+    20 us, under the GIL, once per frame). Here the kernel is compiled once per kind through the JIT
+    and then launched the way the JIT launches it, through its compiled launcher, hooks included.
+    Should that fail (a Triton without this interface), the JIT call is used from then on and
+    ``reason`` says why.
+    """
+
+    def __init__(self) -> None:
+        self.kernels: dict[tuple[Any, ...], Any] = {}
+        self.direct = 0
+        """Launches that went the direct way (tests check that the fast path is the one taken)."""
+        self.reason = ""
+        try:
+            from triton import knobs
+
+            self._hooks = knobs.runtime
+        except Exception as exc:  # an older Triton: the JIT call only
+            self._hooks = None
+            self.reason = f"no triton.knobs ({exc})"
+
+    def __call__(self, grid: tuple[int, int], args: tuple[Any, ...], consts: dict[str, Any],
+                 stream: int | None) -> None:
+        hooks = self._hooks
+        if hooks is not None and stream is not None:
+            key = (args[0].dtype, args[1].dtype, args[2].dtype, *consts.values())
+            kernel = self.kernels.get(key)
+            try:
+                if kernel is None:
+                    kernel = _nv12_to_rgb.warmup(*args, grid=grid, **consts)
+                    kernel._init_handles()
+                    self.kernels[key] = kernel
+                enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
+                every = (*args, *consts.values())
+                meta = None if enter is None else kernel.launch_metadata((*grid, 1), stream, *every)
+                kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, meta, enter, leave,
+                           *every)
+                self.direct += 1
+                return
+            except Exception as exc:
+                self.reason = f"{type(exc).__name__}: {exc}"
+                log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
+                self._hooks = None
+        _nv12_to_rgb[grid](*args, **consts)
+
+
+_launch = _Launcher()
+
+
 def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams, spec: OutputSpec,
-                   *, shift: int = 0) -> torch.Tensor:
+                   *, shift: int = 0, stream: int | None = None) -> torch.Tensor:
     """Convert one frame on the current CUDA stream.
 
     Args:
@@ -88,16 +150,21 @@ def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams
         params: The stream's matrix, range and bit depth.
         spec: Output format.
         shift: Right shift that brings P016 samples to ``params.bits`` bits (16 - bits), else 0.
+        stream: Raw handle of the current CUDA stream, if known (see :func:`convert_planes`).
     """
     height, width = luma.shape
     return convert_planes(luma, chroma, height, width, luma.stride(0), chroma.stride(0), luma.device,
-                          params, spec, shift=shift)
+                          params, spec, shift=shift, stream=stream)
 
 
 def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | DevicePointer, height: int,
                    width: int, luma_stride: int, chroma_stride: int, device: torch.device, params: ColorParams,
-                   spec: OutputSpec, *, shift: int = 0) -> torch.Tensor:
-    """:func:`nv12_to_output` on planes given by address and row stride (in samples)."""
+                   spec: OutputSpec, *, shift: int = 0, stream: int | None = None) -> torch.Tensor:
+    """:func:`nv12_to_output` on planes given by address and row stride (in samples).
+
+    ``stream``: the raw handle of the current CUDA stream when the caller has it at hand (enables the
+    direct launch); ``None`` launches through the JIT on torch's current stream.
+    """
     y_off, y_scale, c_off, c_scale = params.affine()
     cr_r, cb_g, cr_g, cb_b = params.coefficients()
     resize = spec.size is not None and spec.size != (height, width)
@@ -111,12 +178,11 @@ def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | De
     mean, std = spec.normalize if spec.normalize is not None else ((0.0,) * 3, (1.0,) * 3)
     block = 256 if width > 128 else 128
     grid = (height, triton.cdiv(width, block))
-    _nv12_to_rgb[grid](
-        luma, chroma, out, height, width, luma_stride, chroma_stride,
-        s_c, s_h, s_w, y_off, y_scale, c_off, c_scale, cr_r, cb_g, cr_g, cb_b,
-        mean[0], mean[1], mean[2], 1.0 / std[0], 1.0 / std[1], 1.0 / std[2],
-        SHIFT=shift, OUT_U8=direct_dtype == torch.uint8, BGR=spec.format == "bgr", NORM=norm, BLOCK=block,
-    )
+    floats = (y_off, y_scale, c_off, c_scale, cr_r, cb_g, cr_g, cb_b, *mean, *(1.0 / x for x in std))
+    _launch(grid, (luma, chroma, out, int(height), int(width), int(luma_stride), int(chroma_stride),
+                   s_c, s_h, s_w, *(float(x) for x in floats)),
+            {"SHIFT": shift, "OUT_U8": direct_dtype == torch.uint8, "BGR": spec.format == "bgr", "NORM": norm,
+             "BLOCK": block}, stream)
     if not resize:
         return out
     return finish_output(out, spec)

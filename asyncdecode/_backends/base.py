@@ -265,7 +265,7 @@ class PacketSession(Session):
         pos.ahead.clear()
         if not pos.drained:
             try:
-                self._discard(pos.decoder)
+                self._discard(pos.decoder, pos.bundle)
             except Exception:  # a decoder that cannot even drain is thrown away
                 return
         self._free.append((self._key(pos.bundle), pos.decoder))
@@ -298,8 +298,8 @@ class PacketSession(Session):
     def _drain(self, decoder: Any) -> list[Any]:
         """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
 
-    def _discard(self, decoder: Any) -> None:
-        """Drop what the decoder holds (default: drain and ignore the frames)."""
+    def _discard(self, decoder: Any, bundle: GopBundle) -> None:
+        """Drop what the decoder holds, fed from ``bundle`` (default: drain and ignore the frames)."""
         self._drain(decoder)
 
     def _keep_ahead(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,

@@ -89,7 +89,7 @@ class CpuSession(PacketSession):
         decoder.flush_buffers()
         return frames
 
-    def _discard(self, decoder: Any) -> None:
+    def _discard(self, decoder: Any, bundle: GopBundle) -> None:
         decoder.flush_buffers()
 
     def _pts(self, frame: Any) -> int:
