@@ -9,8 +9,9 @@ for, is a second pass (torch's bilinear interpolation on the float result).
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import triton
@@ -165,24 +166,42 @@ def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | De
     ``stream``: the raw handle of the current CUDA stream when the caller has it at hand (enables the
     direct launch); ``None`` launches through the JIT on torch's current stream.
     """
+    plan = _plan(params, spec, height, width)
+    out = torch.empty(plan.shape, dtype=plan.dtype, device=device)
+    _launch(plan.grid, (luma, chroma, out, height, width, int(luma_stride), int(chroma_stride), *plan.args),
+            plan.consts if not shift else {**plan.consts, "SHIFT": shift}, stream)
+    if not plan.resize:
+        return out
+    return finish_output(out, spec)
+
+
+class _Plan(NamedTuple):
+    """Everything about a conversion that depends on the stream and the output only (not the frame)."""
+
+    shape: tuple[int, int, int]
+    dtype: torch.dtype
+    grid: tuple[int, int]
+    args: tuple[Any, ...]
+    """The kernel's arguments after the planes, the output and the sizes: output strides, then floats."""
+    consts: dict[str, Any]
+    resize: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(params: ColorParams, spec: OutputSpec, height: int, width: int) -> _Plan:
     y_off, y_scale, c_off, c_scale = params.affine()
     cr_r, cb_g, cr_g, cb_b = params.coefficients()
     resize = spec.size is not None and spec.size != (height, width)
     # With a resize, convert to float CHW first and let interpolate write the final tensor.
-    direct_dtype = torch.float32 if resize else spec.dtype
+    dtype = torch.float32 if resize else spec.dtype
     chw = spec.layout == "chw" or resize
     shape = (3, height, width) if chw else (height, width, 3)
-    out = torch.empty(shape, dtype=direct_dtype, device=device)
-    s_c, s_h, s_w = (out.stride(0), out.stride(1), out.stride(2)) if chw else (out.stride(2), out.stride(0), out.stride(1))
+    # strides of a contiguous output: (channel, row, column) steps in elements
+    s_c, s_h, s_w = (height * width, width, 1) if chw else (1, 3 * width, 3)
     norm = spec.normalize is not None and not resize
     mean, std = spec.normalize if spec.normalize is not None else ((0.0,) * 3, (1.0,) * 3)
     block = 256 if width > 128 else 128
-    grid = (height, triton.cdiv(width, block))
     floats = (y_off, y_scale, c_off, c_scale, cr_r, cb_g, cr_g, cb_b, *mean, *(1.0 / x for x in std))
-    _launch(grid, (luma, chroma, out, int(height), int(width), int(luma_stride), int(chroma_stride),
-                   s_c, s_h, s_w, *(float(x) for x in floats)),
-            {"SHIFT": shift, "OUT_U8": direct_dtype == torch.uint8, "BGR": spec.format == "bgr", "NORM": norm,
-             "BLOCK": block}, stream)
-    if not resize:
-        return out
-    return finish_output(out, spec)
+    consts = {"SHIFT": 0, "OUT_U8": dtype == torch.uint8, "BGR": spec.format == "bgr", "NORM": norm, "BLOCK": block}
+    return _Plan(shape, dtype, (height, triton.cdiv(width, block)), (s_c, s_h, s_w, *(float(x) for x in floats)),
+                 consts, resize)
