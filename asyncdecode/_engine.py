@@ -20,7 +20,7 @@ import torch
 
 from ._backends import Backend, make_backend
 from ._backends.cpu import CpuBackend
-from ._cache import GopCache
+from ._cache import FrameCache, GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
 from ._workers import DecoderPool
@@ -50,6 +50,11 @@ class EngineConfig:
     """Decode jobs queued or in progress at most; ``None``: 4 per decoder thread."""
     gop_cache_bytes: int = 256 * _MiB
     """Bytes of GOP bundles kept in the LRU cache (encoded data, not decoded frames)."""
+    frame_cache_bytes: int = 0
+    """Bytes of decoded frames kept in an LRU cache on the engine's device (GPU memory on NVDEC), in
+    the output format asked for; ``0`` (default): none. Filled with every frame decoded on the way to
+    a wanted one, not only the wanted ones; a hit costs no decode. For training that reads a set for
+    many epochs, or samples frames near each other. A 1600x900 RGB uint8 frame takes 4.3 MB."""
     demux_workers: int = 2
     """Threads that index files and demux GOPs."""
     max_open_files: int = 64
@@ -80,8 +85,10 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"EngineConfig.{name} must be a positive int, not {value!r}")
-        if not isinstance(self.gop_cache_bytes, int) or self.gop_cache_bytes < 0:
-            raise InvalidRequestError(f"EngineConfig.gop_cache_bytes must be an int >= 0, not {self.gop_cache_bytes!r}")
+        for name in ("gop_cache_bytes", "frame_cache_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise InvalidRequestError(f"EngineConfig.{name} must be an int >= 0, not {value!r}")
         if not isinstance(self.output, OutputSpec):
             raise InvalidRequestError("EngineConfig.output must be an OutputSpec")
         if not isinstance(self.store_reads, int) or self.store_reads < 1:
@@ -159,6 +166,7 @@ class Engine:
         self._store_fallbacks: set[str] = set()
         self._readers = ReaderPool(self.config.max_open_files)
         self._cache = GopCache(self.config.gop_cache_bytes)
+        self._frames = FrameCache(self.config.frame_cache_bytes) if self.config.frame_cache_bytes else None
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._requests: set[asyncio.Future[Any]] = set()
@@ -228,6 +236,8 @@ class Engine:
         finally:
             self._readers.close()
             self._cache.clear()
+            if self._frames is not None:
+                self._frames.clear()
             self._indexes.clear()
             self._state = EngineState.CLOSED
             assert self._closed is not None
@@ -385,6 +395,7 @@ class Engine:
             "gop_cache_entries": len(cache),
             "gop_cache_evictions": cache.evictions,
             "gop_cache_capacity_bytes": cache.capacity_bytes,
+            **self._frame_cache_stats(),
             "index_cache_files": len(self._indexes),
             "queue_depth": pool.queue_depth if pool else 0,
             "queue_capacity": pool.capacity if pool else 0,
@@ -551,19 +562,48 @@ class Engine:
 
     async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int],
                           spec: OutputSpec) -> dict[int, torch.Tensor]:
+        cache = self._frames
+        cached: dict[int, torch.Tensor] = {}
+        if cache is not None:
+            for fid in wanted:
+                frame = cache.get((index.path, fid, spec))
+                if frame is not None:
+                    cached[fid] = frame.clone()  # the caller's own tensor: the cached one stays as it is
+            if len(cached) == len(wanted):
+                return cached
+            wanted = wanted - cached.keys()
         bundle = await self._bundle(index, gop)
         pool = self._pool_for(bundle)
+        collect = cache is not None
         try:
-            result = await pool.submit(bundle, sorted(wanted), spec)
+            result = await pool.submit(bundle, sorted(wanted), spec, collect)
         except UnsupportedStreamError:
             # Found out by the device's decoder itself (the backend now refuses such bundles up front).
             pool = self._pool_for(bundle)
             if pool is self._pool:
                 raise
-            result = await pool.submit(bundle, sorted(wanted), spec)
-        if pool is self._pool:
-            return result.frames
-        return {fid: t.to(self.device, non_blocking=False) for fid, t in result.frames.items()}
+            result = await pool.submit(bundle, sorted(wanted), spec, collect)
+        frames, extra = result.frames, result.extra
+        if pool is not self._pool:
+            frames = {fid: t.to(self.device, non_blocking=False) for fid, t in frames.items()}
+            extra = {fid: t.to(self.device, non_blocking=False) for fid, t in extra.items()}
+        if cache is None:
+            return frames
+        for fid, frame in extra.items():
+            cache.put((index.path, fid, spec), frame)
+        for fid, frame in frames.items():
+            cache.put((index.path, fid, spec), frame)
+            cached[fid] = frame.clone()
+        return cached
+
+    def _frame_cache_stats(self) -> dict[str, int]:
+        cache = self._frames
+        if cache is None:
+            return {"frame_cache_hits": 0, "frame_cache_misses": 0, "frame_cache_bytes": 0,
+                    "frame_cache_entries": 0, "frame_cache_evictions": 0, "frame_cache_capacity_bytes": 0}
+        return {"frame_cache_hits": cache.hits, "frame_cache_misses": cache.misses, "frame_cache_bytes": cache.nbytes,
+                "frame_cache_entries": len(cache), "frame_cache_evictions": cache.evictions,
+                "frame_cache_capacity_bytes": cache.capacity_bytes}
 
     def _pool_for(self, bundle: GopBundle) -> DecoderPool:
         """The device's decoder pool, or the CPU pool for streams the device cannot decode."""

@@ -36,10 +36,10 @@ _RECHECK_S = 0.05
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
-    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters")
+    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
-                 future: asyncio.Future[DecodeResult]) -> None:
+                 future: asyncio.Future[DecodeResult], collect: bool = False) -> None:
         self.bundle = bundle
         self.wanted = wanted
         self.first = min(wanted, default=-1)
@@ -47,6 +47,7 @@ class DecodeJob:
         self.future = future
         self.cancelled = False  # written by the loop thread, read by the decoder thread
         self.waiters = 1  # requests waiting for this job (more when later ones were merged in)
+        self.collect = collect  # also return the other frames that come out (for the frame cache)
 
 
 class _Worker:
@@ -101,14 +102,17 @@ class DecoderPool:
     def queue_depth(self) -> int:
         return len(self._jobs)
 
-    async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec) -> DecodeResult:
+    async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
+                     collect: bool = False) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
 
         A job for a GOP that a queued job (not started yet) will decode with the same output is merged
         into that job: one decode pass serves both requests, each gets its own copies of its frames.
         Cancelling a caller withdraws it; a job whose every caller is gone is skipped, or stops feeding.
+        ``collect``: the result's ``extra`` holds the other frames that came out, converted (the caller
+        that started the job gets them; merged callers get their own frames only).
         """
-        merged = self._merge(bundle, wanted, output)
+        merged = self._merge(bundle, wanted, output, collect)
         if merged is not None:
             result = await self._wait(merged)
             return DecodeResult(frames={f: _copy(result.frames[f]) for f in wanted}, continued=result.continued)
@@ -119,20 +123,22 @@ class DecoderPool:
             self.waiting -= 1
         future: asyncio.Future[DecodeResult] = self._loop.create_future()
         future.add_done_callback(_retrieved)  # every caller may be gone (cancelled) when it fails
-        job = DecodeJob(bundle, wanted, output, future)
+        job = DecodeJob(bundle, wanted, output, future, collect)
         self.in_flight += 1
         with self._lock:
             self._jobs.append(job)
             self._wake_for(job)
         return await self._wait(job)
 
-    def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec) -> DecodeJob | None:
+    def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
+               collect: bool) -> DecodeJob | None:
         with self._lock:
             for job in self._jobs:
                 if job.bundle is bundle and job.output == output and not job.cancelled:
                     job.wanted = sorted(set(job.wanted) | set(wanted))
                     job.first = job.wanted[0]
                     job.waiters += 1
+                    job.collect = job.collect or collect
                     self.merged += 1
                     self._wake_for(job)  # its first frame may have moved: which thread should take it too
                     return job
@@ -285,7 +291,7 @@ class DecoderPool:
                 else:
                     try:
                         result = me.session.decode(job.bundle, job.wanted, job.output, lambda: job.cancelled,
-                                                   lambda: self._keep(me, job))
+                                                   lambda: self._keep(me, job), job.collect)
                     except DecodeCancelled:
                         self._report(job, None, None)
                     except BaseException as exc:

@@ -59,6 +59,8 @@ class DecodeResult:
     """Packets fed to the decoder."""
     continued: bool = False
     """The job went on from where the session's previous job in the same GOP stopped."""
+    extra: dict[int, Any] = field(default_factory=dict)
+    """Frames that came out on the way and no job asked for, converted: only when the job collects them."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage (``decode_s``, ``convert_s``)."""
 
@@ -107,7 +109,8 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
-               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never) -> DecodeResult:
+               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,
+               collect: bool = False) -> DecodeResult:
         """Decode ``bundle`` until every frame id in ``wanted`` is out.
 
         With ``output=None`` each frame comes back as the decoder's own planes (a tuple of integer
@@ -119,6 +122,9 @@ class Session(abc.ABC):
         Frames the decoder holds back come out by draining it, which ends the position, unless
         a job further on is waiting (``keep()``) or a clip is being read on: then further packets
         are fed until the wanted frames are out, and the session keeps its place in the GOP.
+
+        With ``collect`` (and an output spec), the other frames that come out are converted too and
+        returned in :attr:`DecodeResult.extra` (for a cache of decoded frames).
 
         Raises:
             CorruptDataError: the packets do not decode, or a wanted frame never comes out.
@@ -150,13 +156,15 @@ class PacketSession(Session):
         self._free: list[tuple[Hashable, Any]] = []  # (shape, drained decoder ready for a keyframe), oldest first
 
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
-               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never) -> DecodeResult:
+               cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,
+               collect: bool = False) -> DecodeResult:
         remaining = {int(f) for f in wanted}
         pos = self.positions.get(id(bundle))
         if pos is not None and not pos.serves(remaining, output):
             self._release(pos)
             pos = None
         result = DecodeResult(frames={}, continued=pos is not None)
+        collect = collect and output is not None
         params = ColorParams.resolve(bundle.color_space, bundle.color_range, bundle.pix_fmt)
         t0 = time.perf_counter()
         t_conv = 0.0
@@ -187,12 +195,14 @@ class PacketSession(Session):
                     result.frames[fid] = self._convert(frame, bundle, params, output)
                     t_conv += time.perf_counter() - tc
                     remaining.discard(fid)
-                elif fid is not None and fid > furthest:
+                elif fid is not None:
                     tc = time.perf_counter()
-                    kept = self._keep_ahead(frame, bundle, params, output, soon)
-                    t_conv += time.perf_counter() - tc
+                    kept = self._keep_ahead(frame, bundle, params, output, soon) if fid > furthest else None
                     if kept is not None:
                         pos.ahead[fid] = kept
+                    elif collect and fid not in result.frames:
+                        result.extra[fid] = self._convert(frame, bundle, params, output)
+                    t_conv += time.perf_counter() - tc
 
         def feed(indices: Iterable[int]) -> None:
             for i in indices:
