@@ -65,6 +65,7 @@ _READ_SIZE = 64 << 10  # bytes asked of an async reader per call
 _PEEK_BYTES = 1024  # bytes looked at to tell the format
 _RAW_FORMATS = ("h264", "hevc")
 _PART_FRAMES = 8  # frames of a GOP asked for per decode job
+_PARTS_AHEAD = 2  # decoded parts of a GOP waiting for the consumer, at most
 _ALIASES = {"ts": "mpegts", "m2ts": "mpegts", "fmp4": "mp4", "mov": "mp4", "h265": "hevc", "265": "hevc",
             "264": "h264", "avc": "h264"}
 _DEFAULT_RAW_RATE = Fraction(25)  # FFmpeg's own assumption for raw streams that state no rate
@@ -530,6 +531,8 @@ class _Gop:
     task: asyncio.Task[None] | None = None
     """Decodes the GOP part by part, appending each to ``done``."""
     done: deque[list[Frame]] = field(default_factory=deque)
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the consumer takes a part of ``done``."""
     lost: TruncatedStreamError | None = None
     """Set when the GOP was decoded without its last packet: the iteration ends with it."""
 
@@ -888,9 +891,12 @@ class _Run:
     async def _decode(self, gop: _Gop) -> None:
         """Decode a GOP in parts of ``_PART_FRAMES``, in order, each job asked for once the one before
         is out: the first frames come out early, and the session goes on from where the last part
-        stopped (one decode per frame). A part asked for while the one before is still queued would be
-        merged into it by the decoder pool."""
+        stopped (one decode per frame). (A part asked for while the one before is still queued would be
+        merged into it by the decoder pool.) At most ``_PARTS_AHEAD`` parts wait for the consumer."""
         for lo in range(0, len(gop.frames), _PART_FRAMES):
+            while len(gop.done) >= _PARTS_AHEAD:  # decoded frames wait for a slow consumer: bounded
+                gop.taken.clear()
+                await gop.taken.wait()
             part = gop.frames[lo : lo + _PART_FRAMES]
             ids = [fid for fid, _ in part]
             try:
@@ -945,6 +951,7 @@ class _Run:
                 assert task is not None
                 if gop.done:
                     self.ready.extend(gop.done.popleft())
+                    gop.taken.set()
                     continue
                 if task.done():
                     if task.cancelled():  # the engine is closing (its aclose cancels our jobs)
