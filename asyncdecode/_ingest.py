@@ -65,7 +65,7 @@ _READ_SIZE = 64 << 10  # bytes asked of an async reader per call
 _PEEK_BYTES = 1024  # bytes looked at to tell the format
 _RAW_FORMATS = ("h264", "hevc")
 _PART_FRAMES = 8  # frames of a GOP asked for per decode job
-_PARTS_AHEAD = 2  # decoded parts of a GOP waiting for the consumer, at most
+_PARTS_AHEAD = 3  # decoded parts of a GOP waiting for the consumer, at most (fewer starves the threads)
 _ALIASES = {"ts": "mpegts", "m2ts": "mpegts", "fmp4": "mp4", "mov": "mp4", "h265": "hevc", "265": "hevc",
             "264": "h264", "avc": "h264"}
 _DEFAULT_RAW_RATE = Fraction(25)  # FFmpeg's own assumption for raw streams that state no rate
