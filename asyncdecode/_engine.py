@@ -617,7 +617,7 @@ class Engine:
                 raise
             if bundle.source not in self._fallback_paths:
                 self._fallback_paths.add(bundle.source)
-                log.warning("asyncdecode: %s; decoding it on the CPU", exc)
+                log.warning("asyncdecode: %s; decoding it on the CPU", str(exc))  # a string: a record keeps no frames alive
         if self._fallback is None:
             cpu = CpuBackend()
             cpu.check(bundle)
@@ -636,7 +636,7 @@ class Engine:
             raise
         except Exception as exc:
             self._n.prefetch_errors += 1
-            log.debug("asyncdecode prefetch failed: %s", exc)
+            log.debug("asyncdecode prefetch failed: %s", str(exc))
 
     # -- index and bundles (shared, deduplicated work) ---------------------------------------
 
@@ -692,7 +692,7 @@ class Engine:
                 raise
             if path not in self._store_fallbacks:
                 self._store_fallbacks.add(path)
-                log.warning("asyncdecode: %s; demuxing the video instead", exc)
+                log.warning("asyncdecode: %s; demuxing the video instead", str(exc))
             return None
         return _StoreIndex(info, recorded)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import traceback
 import time
 from collections import deque
 from collections.abc import Collection
@@ -295,10 +296,13 @@ class DecoderPool:
                     except DecodeCancelled:
                         self._report(job, None, None)
                     except BaseException as exc:
+                        _drop_locals(exc)
                         self._report(job, None, _as_engine_error(exc, job))
                     else:
                         self._report(job, result, None)
+                        del result  # an idle thread keeps no frames alive
                 self._done_with(me)
+                del job
         finally:
             if me.session is not None:
                 me.session.close()
@@ -326,6 +330,17 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 def _copy(frame: Any) -> Any:
     """A request's own copy of a frame another request got too (tensors, or tuples of plane tensors)."""
     return tuple(p.clone() for p in frame) if isinstance(frame, tuple) else frame.clone()
+
+
+def _drop_locals(exc: BaseException) -> None:
+    """Clear the finished frames of an error's tracebacks (and its causes'): an error the caller keeps
+    must not keep the session's frames, decoders or GPU tensors alive through them."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 def _as_engine_error(exc: BaseException | None, job: DecodeJob) -> BaseException:

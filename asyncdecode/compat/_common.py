@@ -205,7 +205,7 @@ def collect(runner: Runner) -> None:
         try:
             runner.close()
         except Exception as exc:  # noqa: BLE001  (nobody to raise to)
-            log.warning("asyncdecode.compat.accvlab: closing a collected decoder failed: %s", exc)
+            log.warning("asyncdecode.compat.accvlab: closing a collected decoder failed: %s", str(exc))
 
     threading.Thread(target=close, name="accvlab-close", daemon=True).start()
 

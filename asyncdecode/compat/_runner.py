@@ -85,7 +85,7 @@ class Runner:
                 except BackendUnavailableError as exc:
                     if self._want != "auto" or self.device == "cpu":
                         raise
-                    log.warning("asyncdecode.compat.accvlab: %s; decoding on the CPU", exc)
+                    log.warning("asyncdecode.compat.accvlab: %s; decoding on the CPU", str(exc))
                     self.device = "cpu"
                     self._sync = SyncEngine("cpu")
             return self._sync
