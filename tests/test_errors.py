@@ -164,3 +164,30 @@ async def test_cuda_without_gpu_is_unavailable_and_auto_falls_back():
     with pytest.raises(BackendUnavailableError, match="cuda"):
         Engine(device="cuda")
     assert Engine(device="auto").backend.name == "cpu"
+
+
+async def test_decoder_errors_keep_no_session_frames_alive(eng, assets):
+    """An error from a decoder thread, kept by the caller, holds no finished frame's locals (decoders,
+    positions, tensors): its tracebacks are cleared before it is handed over."""
+    import dataclasses
+
+    from asyncdecode.gop import extract_gops
+
+    path = assets["h264_nob"]
+    (bundle,) = extract_gops(path, [10])
+    blank = dataclasses.replace(bundle, payload=memoryview(bytes(len(bundle.payload))))  # no picture decodes
+    await eng.add_bundles([blank])
+    with pytest.raises(CorruptDataError) as info:
+        await eng.decode(path, [12])
+    checked = 0
+    exc, chain = info.value, 0
+    while exc is not None and chain < 8:
+        tb = exc.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if "_backends" in frame.f_code.co_filename:  # the decoder thread's session code
+                assert not frame.f_locals, (frame.f_code.co_name, sorted(frame.f_locals))
+                checked += 1
+            tb = tb.tb_next
+        exc, chain = exc.__cause__ or exc.__context__, chain + 1
+    assert checked  # the error did come through the session's frames
