@@ -573,20 +573,7 @@ class Engine:
                 return cached
             wanted = wanted - cached.keys()
         bundle = await self._bundle(index, gop)
-        pool = self._pool_for(bundle)
-        collect = cache is not None
-        try:
-            result = await pool.submit(bundle, sorted(wanted), spec, collect)
-        except UnsupportedStreamError:
-            # Found out by the device's decoder itself (the backend now refuses such bundles up front).
-            pool = self._pool_for(bundle)
-            if pool is self._pool:
-                raise
-            result = await pool.submit(bundle, sorted(wanted), spec, collect)
-        frames, extra = result.frames, result.extra
-        if pool is not self._pool:
-            frames = {fid: t.to(self.device, non_blocking=False) for fid, t in frames.items()}
-            extra = {fid: t.to(self.device, non_blocking=False) for fid, t in extra.items()}
+        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=cache is not None)
         if cache is None:
             return frames
         for fid, frame in extra.items():
@@ -595,6 +582,27 @@ class Engine:
             cache.put((index.path, fid, spec), frame)
             cached[fid] = frame.clone()
         return cached
+
+    async def _decode_bundle(self, bundle: GopBundle, wanted: list[int], spec: OutputSpec | None, *,
+                             collect: bool = False) -> tuple[dict[int, Any], dict[int, Any]]:
+        """The wanted frames of one bundle (and, with ``collect``, the others that came out), on the
+        engine's device: decoded by the device's pool, or by the CPU pool for streams the device cannot
+        decode. ``spec=None``: the decoder's native planes (tuples of tensors).
+
+        Every path that decodes a bundle goes through here (requests, ingest, compat).
+        """
+        pool = self._pool_for(bundle)
+        try:
+            result = await pool.submit(bundle, wanted, spec, collect)  # type: ignore[arg-type]
+        except UnsupportedStreamError:
+            # Found out by the device's decoder itself (the backend now refuses such bundles up front).
+            pool = self._pool_for(bundle)
+            if pool is self._pool:
+                raise
+            result = await pool.submit(bundle, wanted, spec, collect)  # type: ignore[arg-type]
+        if pool is self._pool:
+            return result.frames, result.extra
+        return _to_device(result.frames, self.device), _to_device(result.extra, self.device)
 
     def _frame_cache_stats(self) -> dict[str, int]:
         cache = self._frames
@@ -821,6 +829,12 @@ async def _all_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
                     other.exception()
             raise t.exception()  # type: ignore[misc]
     return [t.result() for t in tasks]
+
+
+def _to_device(frames: dict[int, Any], device: torch.device) -> dict[int, Any]:
+    """Frames (tensors, or tuples of plane tensors) moved to ``device``."""
+    return {fid: tuple(p.to(device) for p in f) if isinstance(f, tuple) else f.to(device)
+            for fid, f in frames.items()}
 
 
 def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:

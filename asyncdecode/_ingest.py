@@ -922,20 +922,11 @@ class _Run:
     async def _decode_bundle(self, bundle: GopBundle, wanted: list[int]) -> dict[int, Any]:
         """The wanted frames of one GOP, on the engine's decoder threads (or its CPU fallback pool)."""
         engine = self.engine
-        pool = engine._pool_for(bundle)
-        try:
-            result = await pool.submit(bundle, wanted, self.spec)
-        except UnsupportedStreamError:  # found out by the device's decoder itself
-            pool = engine._pool_for(bundle)
-            if pool is engine._pool:
-                raise
-            result = await pool.submit(bundle, wanted, self.spec)
+        frames, _ = await engine._decode_bundle(bundle, wanted, self.spec)
         n = engine._n
         n.frames_requested += len(wanted)
         n.frames_returned += len(wanted)
-        if pool is engine._pool:
-            return result.frames
-        return {fid: t.to(engine.device) for fid, t in result.frames.items()}
+        return frames
 
     async def next(self) -> Frame:
         while True:

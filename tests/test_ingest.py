@@ -270,8 +270,9 @@ async def test_leaving_early_stops_the_source_and_the_thread(long_video, streams
         await anext(aiter(ingest))
         del ingest
         gc.collect()
-        for _ in range(100):
-            if not [t for t in threading.enumerate() if t.name == "asyncdecode-ingest"]:
+        for _ in range(100):  # the stream's finalizer runs on the loop's next turns
+            if not [t for t in threading.enumerate() if t.name == "asyncdecode-ingest"] \
+                    and eng.stats()["requests_in_flight"] == 0:
                 break
             await asyncio.sleep(0.02)
         assert not [t for t in threading.enumerate() if t.name == "asyncdecode-ingest"]

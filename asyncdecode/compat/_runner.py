@@ -23,7 +23,7 @@ import torch
 from .._engine import Engine, EngineState
 from .._output import OutputSpec
 from .._sync import SyncEngine
-from ..errors import BackendUnavailableError, EngineClosedError, InvalidRequestError, UnsupportedStreamError
+from ..errors import BackendUnavailableError, EngineClosedError, InvalidRequestError
 from ..gop import GopBundle
 
 log = logging.getLogger("asyncdecode")
@@ -161,21 +161,8 @@ async def _decode_bundle(engine: Engine, bundle: GopBundle, wanted: list[int],
                          output: OutputSpec | None) -> dict[int, Any]:
     """One bundle through the engine's decoder pool: the device's, or the CPU pool for streams the
     device cannot decode (frames moved to the device), as the engine decodes its own bundles."""
-    pool = engine._pool_for(bundle)
-    try:
-        result = await pool.submit(bundle, wanted, output)  # type: ignore[arg-type]
-    except UnsupportedStreamError:
-        # Found out by the device's decoder itself: the engine now sends such bundles to the CPU pool.
-        retry = engine._pool_for(bundle)
-        if retry is pool:
-            raise
-        pool = retry
-        result = await pool.submit(bundle, wanted, output)  # type: ignore[arg-type]
-    if pool is engine._pool:
-        return result.frames
-    device = engine.device
-    return {f: tuple(p.to(device) for p in t) if isinstance(t, tuple) else t.to(device)
-            for f, t in result.frames.items()}
+    frames, _ = await engine._decode_bundle(bundle, wanted, output)
+    return frames
 
 
 async def _gather(aws: list[Awaitable[T]]) -> list[T]:
