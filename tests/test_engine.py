@@ -256,3 +256,26 @@ def test_engine_belongs_to_one_loop(assets):
 
     asyncio.run(close())
     assert not _engine_threads()
+
+
+@pytest.mark.parametrize("depth", [1, 3, 8])
+async def test_stream_keeps_at_most_depth_requests_ahead(assets, depth):
+    """``stream(depth=k)`` takes a request from the source only while fewer than k are in flight."""
+    path = assets["h264_nob"]
+    taken = 0
+    consumed = 0
+    ahead = []
+
+    def source():
+        nonlocal taken
+        for i in range(24):
+            taken += 1
+            ahead.append(taken - consumed)
+            yield path, [i]
+
+    async with Engine(device="cpu") as eng:
+        async for _ in eng.stream(source(), depth=depth):
+            consumed += 1
+            await asyncio.sleep(0.002)  # the caller's work
+            assert eng.stats()["requests_in_flight"] <= depth
+    assert consumed == 24 and max(ahead) == depth
