@@ -166,7 +166,7 @@ class Engine:
         self._store_fallbacks: set[str] = set()
         self._readers = ReaderPool(self.config.max_open_files)
         self._cache = GopCache(self.config.gop_cache_bytes)
-        self._frames = FrameCache(self.config.frame_cache_bytes) if self.config.frame_cache_bytes else None
+        self._frames = FrameCache(self.config.frame_cache_bytes)
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._requests: set[asyncio.Future[Any]] = set()
@@ -236,8 +236,7 @@ class Engine:
         finally:
             self._readers.close()
             self._cache.clear()
-            if self._frames is not None:
-                self._frames.clear()
+            self._frames.clear()
             self._indexes.clear()
             self._state = EngineState.CLOSED
             assert self._closed is not None
@@ -372,7 +371,7 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
-        n, pool, cache = self._n, self._pool, self._cache
+        n, pool, cache, frames = self._n, self._pool, self._cache, self._frames
         return {
             "state": self._state.value,
             "backend": self.backend.name,
@@ -395,7 +394,12 @@ class Engine:
             "gop_cache_entries": len(cache),
             "gop_cache_evictions": cache.evictions,
             "gop_cache_capacity_bytes": cache.capacity_bytes,
-            **self._frame_cache_stats(),
+            "frame_cache_hits": frames.hits,
+            "frame_cache_misses": frames.misses,
+            "frame_cache_bytes": frames.nbytes,
+            "frame_cache_entries": len(frames),
+            "frame_cache_evictions": frames.evictions,
+            "frame_cache_capacity_bytes": frames.capacity_bytes,
             "index_cache_files": len(self._indexes),
             "queue_depth": pool.queue_depth if pool else 0,
             "queue_capacity": pool.capacity if pool else 0,
@@ -563,8 +567,9 @@ class Engine:
     async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int],
                           spec: OutputSpec) -> dict[int, torch.Tensor]:
         cache = self._frames
+        on = cache.capacity_bytes > 0
         cached: dict[int, torch.Tensor] = {}
-        if cache is not None:
+        if on:
             for fid in wanted:
                 frame = cache.get((index.path, fid, spec))
                 if frame is not None:
@@ -573,8 +578,8 @@ class Engine:
                 return cached
             wanted = wanted - cached.keys()
         bundle = await self._bundle(index, gop)
-        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=cache is not None)
-        if cache is None:
+        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=on)
+        if not on:
             return frames
         for fid, frame in extra.items():
             cache.put((index.path, fid, spec), frame)
@@ -603,15 +608,6 @@ class Engine:
         if pool is self._pool:
             return result.frames, result.extra
         return _to_device(result.frames, self.device), _to_device(result.extra, self.device)
-
-    def _frame_cache_stats(self) -> dict[str, int]:
-        cache = self._frames
-        if cache is None:
-            return {"frame_cache_hits": 0, "frame_cache_misses": 0, "frame_cache_bytes": 0,
-                    "frame_cache_entries": 0, "frame_cache_evictions": 0, "frame_cache_capacity_bytes": 0}
-        return {"frame_cache_hits": cache.hits, "frame_cache_misses": cache.misses, "frame_cache_bytes": cache.nbytes,
-                "frame_cache_entries": len(cache), "frame_cache_evictions": cache.evictions,
-                "frame_cache_capacity_bytes": cache.capacity_bytes}
 
     def _pool_for(self, bundle: GopBundle) -> DecoderPool:
         """The device's decoder pool, or the CPU pool for streams the device cannot decode."""
