@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -72,18 +73,24 @@ def random_requests(clips, frames, rng):
         yield clip, [rng.randrange(frames) for _ in clip]
 
 
-async def throughput(eng, requests, seconds: float, depth: int) -> dict:
+async def drain(eng, requests, depth: int, seconds: float | None = None) -> tuple[int, float, dict, dict]:
+    """Read ``eng.stream(requests, depth)`` to its end (or for ``seconds``): frames returned, wall
+    seconds (device work included), and the engine's stats before and after."""
     before = eng.stats()
     n = 0
     t0 = time.perf_counter()
-    async with _closing(eng.stream(requests, depth=depth)) as stream:
+    async with contextlib.aclosing(eng.stream(requests, depth=depth)) as stream:
         async for got in stream:
             n += len(got)
-            if time.perf_counter() - t0 >= seconds:
+            if seconds is not None and time.perf_counter() - t0 >= seconds:
                 break
-    _sync(eng)
-    wall = time.perf_counter() - t0
-    s = eng.stats()
+    if eng.device.type == "cuda":
+        torch.cuda.synchronize(eng.device)
+    return n, time.perf_counter() - t0, before, eng.stats()
+
+
+async def throughput(eng, requests, seconds: float, depth: int) -> dict:
+    n, wall, before, s = await drain(eng, requests, depth, seconds)
     return {"frames": n, "seconds": wall, "frames_per_s": n / wall,
             "decoded_per_returned": (s["frames_decoded"] - before["frames_decoded"]) / max(1, n)}
 
@@ -92,7 +99,7 @@ async def stall(eng, requests, seconds: float, depth: int, step_s: float) -> dic
     waited = 0.0
     steps = 0
     t0 = t = time.perf_counter()
-    async with _closing(eng.stream(requests, depth=depth)) as stream:
+    async with contextlib.aclosing(eng.stream(requests, depth=depth)) as stream:
         async for _ in stream:
             waited += time.perf_counter() - t
             await asyncio.to_thread(time.sleep, step_s)  # the training step
@@ -109,31 +116,12 @@ async def epoch(eng, clips, frames, seed: int, depth: int) -> dict:
     order = [(k, f) for k in range(len(clips)) for f in range(frames)]
     random.Random(seed).shuffle(order)
     requests = [(clips[k], [f] * len(clips[k])) for k, f in order]
-    before = eng.stats()
-    n = 0
-    t0 = time.perf_counter()
-    async with _closing(eng.stream(requests, depth=depth)) as stream:
-        async for got in stream:
-            n += len(got)
-    _sync(eng)
-    wall = time.perf_counter() - t0
-    s = eng.stats()
+    n, wall, before, s = await drain(eng, requests, depth)
     return {"depth": depth, "frames": n, "seconds": wall, "frames_per_s": n / wall,
             "decoded_per_returned": (s["frames_decoded"] - before["frames_decoded"]) / max(1, n),
             "frame_cache_hits": s["frame_cache_hits"] - before["frame_cache_hits"],
             "frame_cache_bytes": s["frame_cache_bytes"], "jobs_merged": s["jobs_merged"] - before["jobs_merged"],
             "jobs_continued": s["jobs_continued"] - before["jobs_continued"]}
-
-
-def _closing(agen):
-    import contextlib
-
-    return contextlib.aclosing(agen)
-
-
-def _sync(eng) -> None:
-    if eng.device.type == "cuda":
-        torch.cuda.synchronize(eng.device)
 
 
 async def run(args: argparse.Namespace) -> dict:
