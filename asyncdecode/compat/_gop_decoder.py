@@ -293,6 +293,15 @@ class CachedGopDecoder(PyNvGopDecoder):
             self._gop_cache.popitem(last=False)
         return value
 
+    def _lookup(self, method: str, filepaths: Sequence[str], frame_ids: Sequence[int],
+                infos: Sequence[FastStreamInfo]) -> tuple[list[Any], list[str], list[bool]]:
+        """The checked ``(file, frame)`` pairs, their cache keys and which hit (recorded for ``isCacheHit``)."""
+        pairs = request_pairs(method, filepaths, frame_ids, infos)
+        keys = [os.fspath(p) for p in filepaths]
+        hits = [self._is_cache_hit(k, f) for k, (_, f) in zip(keys, pairs)]
+        self._last_cache_hits = hits
+        return pairs, keys, hits
+
     def GetGOP(self, filepaths: Sequence[str], frame_ids: Sequence[int],
                fastStreamInfos: Sequence[FastStreamInfo] = (),
                useGOPCache: bool = False) -> tuple[np.ndarray, list[int], list[int]]:
@@ -302,10 +311,7 @@ class CachedGopDecoder(PyNvGopDecoder):
             result = super().GetGOP(filepaths, frame_ids, fastStreamInfos)
             self._last_cache_hits = [False] * len(filepaths)
             return result
-        pairs = request_pairs("GetGOP", filepaths, frame_ids, fastStreamInfos)
-        keys = [os.fspath(p) for p in filepaths]
-        hits = [self._is_cache_hit(k, f) for k, (_, f) in zip(keys, pairs)]
-        self._last_cache_hits = hits
+        pairs, keys, hits = self._lookup("GetGOP", filepaths, frame_ids, fastStreamInfos)
         if all(hits):
             entries = [self._cached(k) for k in keys]
         else:
@@ -322,10 +328,7 @@ class CachedGopDecoder(PyNvGopDecoder):
             result = super().GetGOPList(filepaths, frame_ids, fastStreamInfos)
             self._last_cache_hits = [False] * len(filepaths)
             return result
-        pairs = request_pairs("GetGOPList", filepaths, frame_ids, fastStreamInfos)
-        keys = [os.fspath(p) for p in filepaths]
-        hits = [self._is_cache_hit(k, f) for k, (_, f) in zip(keys, pairs)]
-        self._last_cache_hits = hits
+        pairs, keys, hits = self._lookup("GetGOPList", filepaths, frame_ids, fastStreamInfos)
         entries: list[tuple[np.ndarray, int, int] | None] = [self._cached(k) if h else None
                                                               for k, h in zip(keys, hits)]
         misses = [i for i, h in enumerate(hits) if not h]
