@@ -294,7 +294,7 @@ class CachedGopDecoder(PyNvGopDecoder):
         return value
 
     def _lookup(self, method: str, filepaths: Sequence[str], frame_ids: Sequence[int],
-                infos: Sequence[FastStreamInfo]) -> tuple[list[Any], list[str], list[bool]]:
+                infos: Sequence[FastStreamInfo]) -> tuple[list[tuple[str, int]], list[str], list[bool]]:
         """The checked ``(file, frame)`` pairs, their cache keys and which hit (recorded for ``isCacheHit``)."""
         pairs = request_pairs(method, filepaths, frame_ids, infos)
         keys = [os.fspath(p) for p in filepaths]
