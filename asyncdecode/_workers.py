@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import traceback
 import time
+import traceback
 from collections import deque
 from collections.abc import Collection
 from typing import Any

@@ -124,8 +124,7 @@ class NvdecSession(PacketSession):
         self._backend = backend
         self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
         self._eos = _end_of_stream(self._nvc)
-        self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE
-        self._flag = 0  # packet flag of the current job: ENDOFPICTURE for low-latency decoders
+        self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
         from ._cuda_color import DevicePointer, convert_planes, nv12_to_output  # Triton: imported once
@@ -144,16 +143,12 @@ class NvdecSession(PacketSession):
         # out of the call that fed it, so a job ends on its last wanted packet (no flush, nothing fed
         # ahead) and the decoder is ready for the next keyframe as it is. Verified frame for frame
         # against the default mode on an H200 (PyNvVideoCodec 2.2.4), GOPs fed back to back unflushed.
-        low = bundle.in_display_order
-        latency = nvc.DisplayDecodeLatencyType.LOW if low else nvc.DisplayDecodeLatencyType.NATIVE
-        decoder = nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
-                                    cudacontext=0, cudastream=self._handle, usedevicememory=True,
-                                    latency=latency)
-        return decoder
+        latency = nvc.DisplayDecodeLatencyType.LOW if bundle.in_display_order else nvc.DisplayDecodeLatencyType.NATIVE
+        return nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
+                                 cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
 
     def _job(self, bundle: GopBundle) -> Any:
         self._base = np.frombuffer(bundle.payload, np.uint8).ctypes.data  # zero-copy: the decoder reads it there
-        self._flag = self._end_of_picture if bundle.in_display_order else 0
         return torch.cuda.stream(self._stream)
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
@@ -162,8 +157,8 @@ class NvdecSession(PacketSession):
         packet.bsl_data = self._base + int(row["offset"])
         packet.bsl = int(row["size"])
         packet.pts = int(row["pts"])
-        if self._flag:
-            packet.decode_flag = self._flag
+        if bundle.in_display_order:  # a low-latency decoder: the packet is one whole picture
+            packet.decode_flag = self._end_of_picture
         return decoder.Decode(packet)
 
     def _drain(self, decoder: Any) -> list[Any]:
