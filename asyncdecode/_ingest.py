@@ -628,6 +628,8 @@ class _Run:
             except asyncio.TimeoutError:
                 log.warning("asyncdecode: the ingest thread of %s is still reading its source after %.0f s",
                             self.label, self.engine.config.close_timeout_s)
+            else:  # the thread signalled from its last statement: let it end before saying it has
+                await asyncio.to_thread(self.thread.join, 1.0)
         self.done.set()
         if self.watch is not None and not self.watch.done():
             await asyncio.gather(self.watch, return_exceptions=True)
