@@ -68,6 +68,10 @@ class EngineConfig:
     unsupported: Literal["cpu", "raise"] = "cpu"
     """A stream the device's decoder cannot handle (H.264 High 10, 4:2:2 on NVDEC ...): decode it on
     the CPU and move the frames to the device (``"cpu"``), or fail with ``UnsupportedStreamError``."""
+    nvdec_library: Literal["libnvcuvid", "PyNvVideoCodec"] | None = None
+    """Which library drives NVDEC: the driver's ``libnvcuvid`` directly (least host CPU per frame) or
+    NVIDIA's PyNvVideoCodec; ``None`` (default): ``$ASYNCDECODE_NVDEC_LIBRARY`` if set, else the first
+    of the two that loads. ``stats()["decoder_library"]`` says which one an engine uses."""
     cpu_fallback_threads: int = 2
     """Decoder threads of the CPU pool that serves such streams (started on first use)."""
     store_reads: int = 16
@@ -97,6 +101,9 @@ class EngineConfig:
             raise InvalidRequestError(f"EngineConfig.store_fallback must be 'raise' or 'demux', not {self.store_fallback!r}")
         if self.unsupported not in ("cpu", "raise"):
             raise InvalidRequestError(f"EngineConfig.unsupported must be 'cpu' or 'raise', not {self.unsupported!r}")
+        if self.nvdec_library not in (None, "libnvcuvid", "PyNvVideoCodec"):
+            raise InvalidRequestError("EngineConfig.nvdec_library must be None, 'libnvcuvid' or 'PyNvVideoCodec', "
+                                      f"not {self.nvdec_library!r}")
 
 
 class EngineState(enum.Enum):
@@ -153,7 +160,7 @@ class Engine:
         self.output = output or self.config.output
         if not isinstance(self.output, OutputSpec):
             raise InvalidRequestError("output must be an OutputSpec")
-        self.backend: Backend = make_backend(device)
+        self.backend: Backend = make_backend(device, nvdec_library=self.config.nvdec_library)
         self.device = self.backend.device
         self._state = EngineState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,8 +211,8 @@ class Engine:
         self._closed = asyncio.Event()
         self._store_reads = asyncio.Semaphore(self.config.store_reads)
         self._state = EngineState.OPEN
-        log.info("asyncdecode engine open: backend %s on %s, %d decoder threads, queue %d",
-                 self.backend.name, self.device, threads, capacity)
+        log.info("asyncdecode engine open: backend %s (%s) on %s, %d decoder threads, queue %d",
+                 self.backend.name, self.backend.library, self.device, threads, capacity)
         return loop
 
     async def aclose(self) -> None:
@@ -375,6 +382,7 @@ class Engine:
         return {
             "state": self._state.value,
             "backend": self.backend.name,
+            "decoder_library": self.backend.library,
             "device": str(self.device),
             "decoder_threads": pool.threads if pool else 0,
             "requests": n.requests,

@@ -319,7 +319,11 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
     ap.add_argument("--quick", action="store_true", help="fewer session counts, 2 s measurements")
     ap.add_argument("--sessions", type=int, default=None,
                     help="asyncdecode's decoder sessions (default: the engine's own default)")
+    ap.add_argument("--libraries", default="libnvcuvid,PyNvVideoCodec",
+                    help="NVDEC libraries asyncdecode is measured with, comma separated; the first is the one "
+                         "the targets are checked on (default: libnvcuvid,PyNvVideoCodec)")
     args = ap.parse_args(argv)
+    libraries = [x.strip() for x in args.libraries.split(",") if x.strip()]
     secs = 2.0 if args.quick else args.seconds
     ks = (1, 7, 28) if args.quick else (1, 7, 14, 28, 42)
     sweep = (7, 28) if args.quick else (7, 10, 14, 28)
@@ -338,7 +342,8 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
     kbit = sum(sizes) * 8 / 1000 / (len(files) * FRAMES)
     print(f"{len(files)} files, {kbit:.0f} kbit/frame", flush=True)
     bundles = [extract_gops(p, list(probe(p).keyframes)) for p in files]
-    res: dict = {"raw": [], "simple": [], "engine": [], "sweep": [], "runs": 2}
+    res: dict = {"raw": [], "simple": [], "engine": [], "engine_other": [], "sweep": [], "runs": 2,
+                 "libraries": libraries}
 
     for k in ks:
         for pattern in ("sequential", "random"):
@@ -347,19 +352,20 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
             print(f"raw K={k:2d} {pattern:10s} {r['decoded_per_s']:8.0f} decoded/s, "
                   f"{1e3 * r['cpu_s'] / r['decoded']:.3f} ms CPU per decoded frame", flush=True)
 
-    def config(sessions: int | None) -> EngineConfig:
-        return EngineConfig(decoder_threads=sessions)
+    def config(sessions: int | None, library: str | None = None) -> EngineConfig:
+        return EngineConfig(decoder_threads=sessions, nvdec_library=library or libraries[0])
 
-    async def engine_pass(run: int) -> None:
-        async with Engine(device="cuda", config=config(args.sessions)) as eng:
+    async def engine_pass(run: int, library: str) -> None:
+        async with Engine(device="cuda", config=config(args.sessions, library)) as eng:
             for p in files:
                 await eng.info(p)
             await engine_run(eng, clips, "random", 1.0, seed=99, depth=64)  # warm-up: sessions, kernels
             for pattern, depth in (("random", 64), ("sequential", 16)):
                 r = await engine_run(eng, clips, pattern, secs, seed=run, depth=depth)
-                r.update(run=run, pattern=pattern, depth=depth, threads=eng.stats()["decoder_threads"])
-                res["engine"].append(r)
-                print(f"asyncdecode run {run} {pattern:10s} {r['frames_per_s']:8.0f} frames/s "
+                r.update(run=run, pattern=pattern, depth=depth, threads=eng.stats()["decoder_threads"],
+                         library=library)
+                res["engine" if library == libraries[0] else "engine_other"].append(r)
+                print(f"asyncdecode ({library}) run {run} {pattern:10s} {r['frames_per_s']:8.0f} frames/s "
                       f"cpu {r['cpu_ms_per_frame']:.3f} ms/frame, {r['decoded_per_returned']:.2f} decoded/returned, "
                       f"thread time per frame: decode {r['thread_decode_ms_per_frame']:.3f} ms, "
                       f"convert {r['thread_convert_ms_per_frame']:.3f} ms", flush=True)
@@ -384,7 +390,8 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
             r.update(run=run, pattern=pattern, decoder="ThreadedDecoder" if threaded else "SimpleDecoder")
             res["simple"].append(r)
             print(f"{r['decoder']} run {run} {pattern:10s} {r['frames_per_s']:8.0f} frames/s", flush=True)
-        asyncio.run(engine_pass(run))
+        for library in libraries:
+            asyncio.run(engine_pass(run, library))
     asyncio.run(engine_sweep())
 
     res["kernel"] = kernel_cost()
@@ -409,6 +416,10 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
         "engine_random_cpu_ms_per_frame": [r["cpu_ms_per_frame"] for r in eng_rand],
         "raw_random_cpu_ms_per_sample": {r["sessions"]: 1e3 * r["cpu_s"] / r["decoded"] * mean_decoded
                                          for r in res["raw"] if r["pattern"] == "random"},
+        "other_libraries": {
+            lib: {pattern: [{"frames_per_s": r["frames_per_s"], "cpu_ms_per_frame": r["cpu_ms_per_frame"]}
+                            for r in res["engine_other"] if r["library"] == lib and r["pattern"] == pattern]
+                  for pattern in ("random", "sequential")} for lib in libraries[1:]},
         "sweep_vs_limit": {r["sessions"]: r["frames_per_s"] / rand_limit for r in res["sweep"]
                            if r["pattern"] == "random"},
         "sweep_sequential_vs_raw_best": {r["sessions"]: r["frames_per_s"] / best_seq for r in res["sweep"]
@@ -453,10 +464,11 @@ def _markdown(res: dict) -> str:
     for r in res["simple"]:
         lines.append(f"| {r['decoder']} (thread per camera) | {r['pattern']} | {r['run']} | "
                      f"{r['frames_per_s']:.0f} | {r['cpu_ms_per_frame']:.3f} |")
-    for r in res["engine"]:
-        lines.append(f"| asyncdecode ({r['threads']} sessions, depth {r['depth']}) | {r['pattern']} | {r['run']} | "
-                     f"{r['frames_per_s']:.0f} | {r['cpu_ms_per_frame']:.3f} |")
-    lines += ["", "## asyncdecode by decoder sessions", "",
+    for r in res["engine"] + res.get("engine_other", []):
+        lines.append(f"| asyncdecode ({r.get('library', 'PyNvVideoCodec')}, {r['threads']} sessions, depth "
+                     f"{r['depth']}) | {r['pattern']} | {r['run']} | {r['frames_per_s']:.0f} | "
+                     f"{r['cpu_ms_per_frame']:.3f} |")
+    lines += ["", f"## asyncdecode ({res.get('libraries', ['PyNvVideoCodec'])[0]}) by decoder sessions", "",
               "| sessions | pattern | frames/s | x random limit or best raw sequential | CPU ms/frame |",
               "|---:|---|---:|---:|---:|"]
     for r in res["sweep"]:
@@ -468,7 +480,7 @@ def _markdown(res: dict) -> str:
     for name, c in sorted(res["decode_call_cpu"].items()):
         lines.append(f"| {name} | {c['calls']} | {c['cpu_us']:.0f} | {c['wall_us']:.0f} |")
     k = res["kernel"]
-    lines += ["", "## Ratios", "",
+    lines += ["", f"## Ratios (asyncdecode with {res.get('libraries', ['PyNvVideoCodec'])[0]})", "",
               f"- random limit (best raw random / {(GOP + 1) / 2}): {s['random_limit_samples_per_s']:.0f} samples/s",
               f"- asyncdecode random: {', '.join(f'{v:.0f}' for v in s['engine_random_samples_per_s'])} samples/s = "
               f"{', '.join(f'{v:.2f}' for v in s['engine_random_vs_limit'])} x limit; "

@@ -136,7 +136,8 @@ async def _demo(args: argparse.Namespace, paths: list[str], say) -> dict:
     rng = random.Random(args.seed)
     n = args.frames
     async with Engine(device=args.device, config=EngineConfig()) as eng:
-        say(f"engine: {eng.backend.name} backend on {eng.device}, {eng.stats()['decoder_threads']} decoder threads")
+        say(f"engine: {eng.backend.name} backend ({eng.backend.library}) on {eng.device}, "
+            f"{eng.stats()['decoder_threads']} decoder threads")
         for p in paths:  # index every file first (one packet scan each)
             await eng.info(p)
         results: dict[str, dict] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import gc
 import random
 
@@ -44,11 +45,12 @@ def nv_assets(assets, tmp_path_factory):
     return Sized(root)
 
 
-@pytest.fixture(scope="module")
-def backend():
+@pytest.fixture(scope="module", params=["libnvcuvid", "PyNvVideoCodec"])
+def backend(request):
+    """Each NVDEC decoder library in turn."""
     from asyncdecode._backends.nvdec import NvdecBackend
 
-    return NvdecBackend("cuda:0")
+    return NvdecBackend("cuda:0", library=request.param)
 
 
 @pytest.mark.parametrize("name", NVDEC_CASES)
@@ -146,12 +148,13 @@ async def test_64_concurrent_requests_over_12_files(nv_assets):
             assert (a.cpu().int() - b.int()).abs().max() <= 1
 
 
-async def test_cancel_and_aclose_return_gpu_memory(nv_assets):
+@pytest.mark.parametrize("library", ["libnvcuvid", "PyNvVideoCodec"])
+async def test_cancel_and_aclose_return_gpu_memory(nv_assets, library):
     """Engines opened, loaded, cancelled and closed leave GPU memory where one such cycle left it."""
     paths = [nv_assets[n] for n in ("hevc_closed", "h264_bframes", "av1")]
 
     async def cycle():
-        eng = Engine(device="cuda", config=EngineConfig(decoder_threads=8))
+        eng = Engine(device="cuda", config=EngineConfig(decoder_threads=8, nvdec_library=library))
         async with eng:
             futs = [eng.submit(paths, [i % 40] * 3) for i in range(60)]
             await asyncio.sleep(0.05)
@@ -217,6 +220,34 @@ async def test_unsupported_streams_fall_back_or_raise(assets):
 def test_auto_picks_nvdec():
     eng = Engine(device="auto")
     assert eng.backend.name == "nvdec" and eng.device == torch.device("cuda", 0)
+    # the driver's library comes first, unless the environment names one
+    assert eng.stats()["decoder_library"] == os.environ.get("ASYNCDECODE_NVDEC_LIBRARY", "libnvcuvid")
+
+
+async def test_decoder_libraries_give_the_same_frames(nv_assets):
+    """Both ways of driving NVDEC give the same RGB frames, random and in runs, B-frames included."""
+    paths = [nv_assets[n] for n in ("hevc_closed", "h264_bframes", "hevc_10bit", "h264_nob")]
+    rng = random.Random(3)
+    asks = [(p, sorted(rng.sample(range(probe(p).num_frames), 5))) for p in paths]
+    asks += [(p, list(range(10, 22))) for p in paths]
+    got = {}
+    for library in ("libnvcuvid", "PyNvVideoCodec"):
+        async with Engine(device="cuda", config=EngineConfig(nvdec_library=library, gop_cache_bytes=0)) as eng:
+            assert eng.stats()["decoder_library"] == library
+            got[library] = [await eng.decode(p, ids) for p, ids in asks]
+    for (p, ids), a, b in zip(asks, got["libnvcuvid"], got["PyNvVideoCodec"]):
+        for fid, x, y in zip(ids, a, b):
+            assert torch.equal(x, y), (p, fid)
+
+
+def test_unknown_decoder_library_is_refused():
+    from asyncdecode import BackendUnavailableError, InvalidRequestError
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    with pytest.raises(InvalidRequestError, match="nvdec_library"):
+        EngineConfig(nvdec_library="nvdec")
+    with pytest.raises(BackendUnavailableError, match="must be one of"):
+        NvdecBackend("cuda:0", library="nvdec")
 
 
 @pytest.mark.parametrize("name", ["hevc_closed", "h264_bframes", "hevc_open"])

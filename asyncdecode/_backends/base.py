@@ -342,6 +342,8 @@ class Backend(abc.ABC):
 
     name: str
     device: torch.device
+    library: str = ""
+    """The decoder library the backend drives (shown in ``Engine.stats()`` and the engine's log)."""
 
     @abc.abstractmethod
     def check(self, bundle: GopBundle) -> None:
@@ -356,8 +358,10 @@ class Backend(abc.ABC):
         return 1
 
 
-def make_backend(device: str | torch.device) -> Backend:
+def make_backend(device: str | torch.device, *, nvdec_library: str | None = None) -> Backend:
     """The backend for ``device``: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (NVDEC) or ``"auto"``.
+
+    ``nvdec_library``: which library drives NVDEC (see ``EngineConfig.nvdec_library``).
 
     Raises:
         BackendUnavailableError: ``cuda`` was asked for and NVDEC cannot be used here.
@@ -371,18 +375,18 @@ def make_backend(device: str | torch.device) -> Backend:
         return CpuBackend()
     if device == "auto":
         try:
-            return _nvdec_backend("cuda:0")
+            return _nvdec_backend("cuda:0", nvdec_library)
         except BackendUnavailableError:
             return CpuBackend()
     if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
-        return _nvdec_backend(device if ":" in device else "cuda:0")
+        return _nvdec_backend(device if ":" in device else "cuda:0", nvdec_library)
     raise InvalidRequestError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
 
 
-def _nvdec_backend(device: str) -> Backend:
+def _nvdec_backend(device: str, library: str | None) -> Backend:
     try:
         from .nvdec import NvdecBackend
     except ImportError as exc:  # the NVDEC backend lands with its own module
         raise BackendUnavailableError(f"{device}: the NVDEC backend is not available in this build",
                                       device=device) from exc
-    return NvdecBackend(device)
+    return NvdecBackend(device, library=library)

@@ -23,6 +23,7 @@ class CpuBackend(Backend):
     """Decodes with FFmpeg (PyAV) on the host; each session is one single-threaded decoder."""
 
     name = "cpu"
+    library = "FFmpeg (PyAV)"
 
     def __init__(self, *, threads_per_session: int = 1) -> None:
         self.device = torch.device("cpu")

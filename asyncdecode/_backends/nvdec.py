@@ -1,13 +1,19 @@
-"""NVDEC backend: NVIDIA's hardware decoders through PyNvVideoCodec, conversion with a Triton kernel.
+"""NVDEC backend: NVIDIA's hardware decoders, conversion with a Triton kernel.
 
-PyNvVideoCodec is imported here only, and only when an engine asks for a CUDA device: the import
-fails on machines without the NVIDIA driver, which must not break ``import asyncdecode``.
+Two ways to drive the decoders, chosen per backend (``ASYNCDECODE_NVDEC_LIBRARY``):
 
-Each decoder thread owns one session: one PyNvVideoCodec decoder per codec (created on first use,
-then reused across files and GOPs: an end-of-stream flush between GOPs resets it and keeps it
-usable) and one CUDA stream. Packets are handed over zero-copy from the GOP bundle's buffer; each
-wanted frame is converted on the session's stream, straight out of the decoder's output surface and
-before the next packet can reuse it.
+- ``libnvcuvid`` (default): the driver's decoder library directly through ctypes (:mod:`._cuvid`).
+  Nothing is mapped or copied for pictures nobody asked for, and a wanted picture is converted
+  straight out of its mapped surface: the least host CPU per frame.
+- ``PyNvVideoCodec``: NVIDIA's Python decoder, imported here only, when asked for or when libnvcuvid
+  cannot be loaded (the import fails on machines without the NVIDIA driver, which must not break
+  ``import asyncdecode``).
+
+Each decoder thread owns one session: decoders per stream shape (created on first use, then reused
+across files and GOPs: an end-of-stream flush between GOPs resets one and keeps it usable) and one
+CUDA stream. Packets are handed over zero-copy from the GOP bundle's buffer; each wanted frame is
+converted on the session's stream, straight out of the decoder's output surface and before the
+surface can be reused.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 
+LIBRARIES = ("libnvcuvid", "PyNvVideoCodec")
+"""The decoder libraries the backend can drive, in the order ``library=None`` tries them."""
+
 
 def _import_nvc() -> Any:
     try:
@@ -46,12 +55,22 @@ def _import_nvc() -> Any:
     return nvc
 
 
+def _load_cuvid() -> Any:
+    from . import _cuvid
+
+    try:
+        _cuvid.library()
+    except OSError as exc:
+        raise BackendUnavailableError(f"libnvcuvid cannot be loaded ({exc})") from exc
+    return _cuvid
+
+
 class NvdecBackend(Backend):
     """Hardware decoding on one CUDA device."""
 
     name = "nvdec"
 
-    def __init__(self, device: str = "cuda:0", *, sessions: int | None = None) -> None:
+    def __init__(self, device: str = "cuda:0", *, sessions: int | None = None, library: str | None = None) -> None:
         if not torch.cuda.is_available():
             raise BackendUnavailableError(f"{device}: CUDA is not available (torch {torch.__version__})",
                                           device=device)
@@ -61,7 +80,26 @@ class NvdecBackend(Backend):
         if self.device.index >= torch.cuda.device_count():
             raise BackendUnavailableError(f"{device}: only {torch.cuda.device_count()} CUDA device(s)",
                                           device=device)
-        self.nvc = _import_nvc()
+        library = library or os.environ.get("ASYNCDECODE_NVDEC_LIBRARY") or None
+        if library is not None and library not in LIBRARIES:
+            raise BackendUnavailableError(f"NVDEC decoder library must be one of {LIBRARIES}, not {library!r}",
+                                          device=device)
+        self.nvc: Any = None
+        self.cuvid: Any = None
+        reasons = []
+        for name in (library,) if library else LIBRARIES:
+            try:
+                if name == "libnvcuvid":
+                    self.cuvid = _load_cuvid()
+                else:
+                    self.nvc = _import_nvc()
+            except BackendUnavailableError as exc:
+                reasons.append(str(exc))
+                continue
+            self.library = name
+            break
+        else:
+            raise BackendUnavailableError(f"{device}: no NVDEC decoder library ({'; '.join(reasons)})", device=device)
         try:
             from . import _cuda_color  # noqa: F401  (Triton must be importable for conversion)
         except Exception as exc:
@@ -96,7 +134,7 @@ class NvdecBackend(Backend):
                                          path=bundle.source, device=str(self.device))
 
     def new_session(self) -> Session:
-        return NvdecSession(self)
+        return CuvidSession(self) if self.cuvid is not None else NvcSession(self)
 
     def default_sessions(self) -> int:
         return self._sessions
@@ -105,9 +143,12 @@ class NvdecBackend(Backend):
 class NvdecSession(PacketSession):
     """NVDEC decoders (one per GOP the session keeps its place in) and a CUDA stream, owned by one thread.
 
-    Decoders are made per stream shape (codec, bit depth, size) and reused across files and GOPs: an
-    end-of-stream flush resets one for the next keyframe. NVDEC's in-place reconfigure is not
-    relied on: it was seen failing (CUDA_ERROR_INVALID_VALUE) when switching between sizes.
+    Decoders are made per stream shape (codec, bit depth, size, in display order or not) and reused
+    across files and GOPs. GOPs whose decode order is their display order get low-latency decoders:
+    each packet, marked as a whole picture, shows its picture in the call that fed it, so a job ends
+    on its last wanted packet (no flush, nothing fed ahead) and the decoder is ready for the next
+    keyframe as it is. Other decoders are flushed (end of stream) between GOPs.
+    Subclasses drive one decoder library.
     """
 
     kind = "NVDEC"
@@ -115,7 +156,6 @@ class NvdecSession(PacketSession):
 
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__()
-        self._nvc = backend.nvc
         self._device = backend.device
         self.device = str(backend.device)
         torch.cuda.set_device(self._device)
@@ -123,8 +163,6 @@ class NvdecSession(PacketSession):
         self._handle = self._stream.cuda_stream
         self._backend = backend
         self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
-        self._eos = _end_of_stream(self._nvc)
-        self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
         from ._cuda_color import DevicePointer, convert_planes, nv12_to_output  # Triton: imported once
@@ -136,20 +174,142 @@ class NvdecSession(PacketSession):
     def _key(self, bundle: GopBundle) -> tuple[str, int, int, int, bool]:
         return bundle.codec, bundle.bit_depth, bundle.width, bundle.height, bundle.in_display_order
 
-    def _create(self, bundle: GopBundle) -> Any:
-        nvc = self._nvc
-        self.created += 1
-        # GOPs without reordering get a low-latency decoder: each packet marked as a whole picture comes
-        # out of the call that fed it, so a job ends on its last wanted packet (no flush, nothing fed
-        # ahead) and the decoder is ready for the next keyframe as it is. Verified frame for frame
-        # against the default mode on an H200 (PyNvVideoCodec 2.2.4), GOPs fed back to back unflushed.
-        latency = nvc.DisplayDecodeLatencyType.LOW if bundle.in_display_order else nvc.DisplayDecodeLatencyType.NATIVE
-        return nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
-                                 cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
-
     def _job(self, bundle: GopBundle) -> Any:
         self._base = np.frombuffer(bundle.payload, np.uint8).ctypes.data  # zero-copy: the decoder reads it there
         return torch.cuda.stream(self._stream)
+
+    def _discard(self, decoder: Any, bundle: GopBundle) -> None:
+        if bundle.in_display_order:  # a low-latency decoder holds nothing back: ready for a keyframe as it is
+            return
+        with torch.cuda.stream(self._stream):
+            self._drain(decoder)
+
+    def _output(self, luma: Any, chroma: Any, height: int, width: int, luma_stride: int, chroma_stride: int,
+                params: ColorParams, output: OutputSpec, shift: int = 0) -> torch.Tensor:
+        """Convert planes given by address on the session's stream, for the caller's stream to use."""
+        out = self._convert_planes(luma, chroma, height, width, luma_stride, chroma_stride, self._device, params,
+                                   output, shift=shift, stream=self._handle)
+        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
+        return out
+
+    def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException:
+        if self._unsupported(exc):
+            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
+            return UnsupportedStreamError(
+                f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
+                f"{bundle.width}x{bundle.height}", path=bundle.source, device=self.device)
+        return CorruptDataError(
+            f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode on NVDEC ({exc})",
+            path=bundle.source, frame_id=frame_id, device=self.device)
+
+    def _unsupported(self, exc: Exception) -> bool:
+        """Whether a decoder error says the stream cannot be decoded here (rather than damaged data)."""
+        return False
+
+    def close(self) -> None:
+        super().close()
+        torch.cuda.synchronize(self._device)
+
+
+class CuvidSession(NvdecSession):
+    """Decoders driven through libnvcuvid directly (:mod:`._cuvid`).
+
+    A picture is mapped only when a job wants it (or collects it): the conversion reads the mapped
+    surface on the session's stream. Mapped surfaces are given back once that stream has finished
+    with them: at the end of each job, or earlier when a decoder has all its output surfaces mapped.
+    """
+
+    def __init__(self, backend: NvdecBackend) -> None:
+        super().__init__(backend)
+        self._cuvid = backend.cuvid
+        self._lib = self._cuvid.library()
+        self._mapped: list[Any] = []  # decoders holding mapped pictures
+
+    def _create(self, bundle: GopBundle) -> Any:
+        self.created += 1
+        return self._cuvid.CuvidDecoder(bundle.codec, low_latency=bundle.in_display_order, stream=self._handle)
+
+    def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
+        row = bundle.packets[i]
+        return decoder.feed(self._base + int(row["offset"]), int(row["size"]), int(row["pts"]))
+
+    def _drain(self, decoder: Any) -> list[Any]:
+        return decoder.flush()
+
+    def _pts(self, frame: Any) -> int:
+        return frame.pts
+
+    def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
+        decoder = frame.decoder
+        if decoder.full:  # every output surface is mapped: let the readers finish, then give them back
+            self._unmap()
+        luma, pitch = decoder.map(frame)
+        if not self._mapped or self._mapped[-1] is not decoder:
+            self._mapped.append(decoder)
+        chroma = luma + decoder.chroma_offset(pitch)
+        height, width = decoder.height, decoder.width
+        wide = decoder.bits > 8  # P016: 16-bit samples, n-bit values in the high bits
+        dtype, stride = (torch.int16, pitch // 2) if wide else (torch.uint8, pitch)
+        shift = 16 - params.bits if wide else 0
+        if output is not None:
+            return self._output(self._ptr(luma, dtype), self._ptr(chroma, dtype), height, width, stride, stride,
+                                params, output, shift)
+        # Native planes, for comparisons: copied out of the surface (on this stream, before it is unmapped).
+        y = _surface(luma, (height, width), stride, dtype, self._device)
+        uv = _surface(chroma, ((height + 1) // 2, (width + 1) // 2, 2), stride, dtype, self._device)
+        planes = (y, uv[..., 0], uv[..., 1])
+        if shift:  # unsigned 16-bit samples held in int16: widen before shifting
+            return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
+        return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
+
+    def _unmap(self) -> None:
+        """Wait for the session's stream, then give back every mapped surface."""
+        if self._mapped:
+            self._lib.check("cuStreamSynchronize", self._lib.cuStreamSynchronize(self._handle))
+            for decoder in self._mapped:
+                decoder.unmap_all()
+            self._mapped.clear()
+
+    def _finish(self, result: Any) -> None:
+        if self._mapped:  # also makes the frames written before they are handed over
+            self._unmap()
+        elif result.frames:
+            self._lib.check("cuStreamSynchronize", self._lib.cuStreamSynchronize(self._handle))
+
+    def _unsupported(self, exc: Exception) -> bool:
+        return isinstance(exc, self._cuvid.CuvidUnsupported)
+
+    def close(self) -> None:
+        try:
+            self._unmap()
+        finally:
+            decoders = [p.decoder for p in self.positions.values()] + [d for _, d in self._free]
+            super().close()
+            for decoder in decoders:
+                decoder.close()
+
+
+class NvcSession(NvdecSession):
+    """Decoders driven through PyNvVideoCodec.
+
+    NVDEC's in-place reconfigure is not relied on: it was seen failing (CUDA_ERROR_INVALID_VALUE)
+    when switching between sizes.
+    """
+
+    def __init__(self, backend: NvdecBackend) -> None:
+        super().__init__(backend)
+        self._nvc = backend.nvc
+        self._eos = _end_of_stream(self._nvc)
+        self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
+
+    def _create(self, bundle: GopBundle) -> Any:
+        nvc = self._nvc
+        self.created += 1
+        # Low latency verified frame for frame against the default mode on an H200 (PyNvVideoCodec
+        # 2.2.4), GOPs fed back to back unflushed.
+        latency = nvc.DisplayDecodeLatencyType.LOW if bundle.in_display_order else nvc.DisplayDecodeLatencyType.NATIVE
+        return nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
+                                 cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
         row = bundle.packets[i]
@@ -164,23 +324,14 @@ class NvdecSession(PacketSession):
     def _drain(self, decoder: Any) -> list[Any]:
         return decoder.Decode(self._eos)  # also resets the decoder for the next GOP
 
-    def _discard(self, decoder: Any, bundle: GopBundle) -> None:
-        if bundle.in_display_order:  # a low-latency decoder holds nothing back: ready for a keyframe as it is
-            return
-        with torch.cuda.stream(self._stream):
-            decoder.Decode(self._eos)
-
     def _pts(self, frame: Any) -> int:
         return int(frame.getPTS())
 
     def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
         if output is not None and params.bits == 8:  # the common case, straight from the addresses
             y, uv = (c.__cuda_array_interface__ for c in frame.cuda()[:2])
-            out = self._convert_planes(self._ptr(y["data"][0], torch.uint8), self._ptr(uv["data"][0], torch.uint8),
-                                       y["shape"][0], y["shape"][1], _row_stride(y), _row_stride(uv),
-                                       self._device, params, output, stream=self._handle)
-            out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
-            return out
+            return self._output(self._ptr(y["data"][0], torch.uint8), self._ptr(uv["data"][0], torch.uint8),
+                                y["shape"][0], y["shape"][1], _row_stride(y), _row_stride(uv), params, output)
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
@@ -188,9 +339,8 @@ class NvdecSession(PacketSession):
             if shift:  # unsigned 16-bit samples held in int16: widen before shifting
                 return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
             return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
-        out = self._nv12_to_output(luma, chroma, params, output, shift=shift, stream=self._handle)
-        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
-        return out
+        return self._output(luma, chroma, luma.shape[0], luma.shape[1], luma.stride(0), chroma.stride(0),
+                            params, output, shift)
 
     def _finish(self, result: Any) -> None:
         if result.frames:  # the frames are written before they are handed over
@@ -198,19 +348,34 @@ class NvdecSession(PacketSession):
             done.record(self._stream)
             done.synchronize()
 
-    def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException:
-        if isinstance(exc, self._nvc.PyNvVCExceptionUnsupported):
-            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
-            return UnsupportedStreamError(
-                f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
-                f"{bundle.width}x{bundle.height}", path=bundle.source, device=self.device)
-        return CorruptDataError(
-            f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode on NVDEC ({exc})",
-            path=bundle.source, frame_id=frame_id, device=self.device)
+    def _unsupported(self, exc: Exception) -> bool:
+        return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
 
-    def close(self) -> None:
-        super().close()
-        torch.cuda.synchronize(self._device)
+
+class _Surface:
+    """A view of decoder memory by address, for ``torch.as_tensor`` (the CUDA array interface)."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], row_stride: int, itemsize: int, typestr: str) -> None:
+        strides = (row_stride * itemsize, *(itemsize * n for n in _inner_strides(shape)))
+        self.__cuda_array_interface__ = {"shape": shape, "strides": strides, "typestr": typestr,
+                                         "data": (ptr, False), "version": 2}
+
+
+def _inner_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of the dimensions after the first, contiguous."""
+    out = []
+    step = 1
+    for n in reversed(shape[1:]):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+def _surface(ptr: int, shape: tuple[int, ...], row_stride: int, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+    """A tensor over mapped decoder memory (rows ``row_stride`` samples apart); no copy."""
+    itemsize, typestr = (2, "<i2") if dtype == torch.int16 else (1, "|u1")
+    return torch.as_tensor(_Surface(ptr, shape, row_stride, itemsize, typestr), device=device)
 
 
 def _row_stride(cai: dict[str, Any]) -> int:

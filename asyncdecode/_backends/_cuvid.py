@@ -1,0 +1,418 @@
+"""NVIDIA's video decoder library (``libnvcuvid``, part of the driver) driven directly through ctypes.
+
+The NVDEC backend's default decoder. Compared with going through PyNvVideoCodec's ``Decode``, the
+host keeps only what the engine needs per picture: the parser's callbacks hand each picture straight
+to the hardware, nothing is mapped or copied for pictures nobody asked for (random access decodes
+about 15 pictures per wanted frame at GOP 30), and a wanted picture is mapped once, converted in
+place by the caller, and unmapped.
+
+One :class:`CuvidDecoder` is NVIDIA's bitstream parser plus the hardware decoder it feeds, used by a
+single thread (the parser calls back on the thread that feeds it). The decoder is made when the
+parser reports the stream's format; a different format later (size, bit depth) makes a new one.
+
+Only the structures and calls used here are declared; their layouts follow NVIDIA's C headers
+(``nvcuvid.h``, ``cuviddec.h``) for 64-bit Linux and are checked by ``tests/test_cuvid_layout.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import functools
+from typing import Any
+
+_ulong = C.c_ulong  # the headers' "unsigned long": 8 bytes on 64-bit Linux
+
+PKT_END_OF_STREAM = 0x01
+PKT_TIMESTAMP = 0x02
+PKT_END_OF_PICTURE = 0x08  # the packet holds exactly one picture: the parser need not wait for the next
+
+#: cudaVideoCodec values by FFmpeg codec name.
+CODECS = {"mpeg2video": 1, "h264": 4, "hevc": 8, "vp8": 9, "vp9": 10, "av1": 11}
+_CHROMA_420 = 1
+_SURFACE_NV12, _SURFACE_P016 = 0, 1
+_CREATE_PREFER_CUVID = 0x04  # the dedicated video engines
+_NOT_SUPPORTED = 801  # CUDA_ERROR_NOT_SUPPORTED
+_OUTPUT_SURFACES = 4
+"""Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
+
+
+class _Rect(C.Structure):
+    _fields_ = [("left", C.c_int), ("top", C.c_int), ("right", C.c_int), ("bottom", C.c_int)]
+
+
+class _ShortRect(C.Structure):
+    _fields_ = [("left", C.c_short), ("top", C.c_short), ("right", C.c_short), ("bottom", C.c_short)]
+
+
+class VideoFormat(C.Structure):
+    """``CUVIDEOFORMAT``: what the parser found in the sequence header."""
+
+    _fields_ = [
+        ("codec", C.c_int), ("rate_numerator", C.c_uint), ("rate_denominator", C.c_uint),
+        ("progressive_sequence", C.c_ubyte), ("bit_depth_luma_minus8", C.c_ubyte),
+        ("bit_depth_chroma_minus8", C.c_ubyte), ("min_num_decode_surfaces", C.c_ubyte),
+        ("coded_width", C.c_uint), ("coded_height", C.c_uint), ("display_area", _Rect),
+        ("chroma_format", C.c_int), ("bitrate", C.c_uint), ("aspect_x", C.c_int), ("aspect_y", C.c_int),
+        ("video_signal", C.c_ubyte * 4), ("seqhdr_data_length", C.c_uint),
+    ]
+
+
+class DisplayInfo(C.Structure):
+    """``CUVIDPARSERDISPINFO``: a picture ready to be shown."""
+
+    _fields_ = [("picture_index", C.c_int), ("progressive_frame", C.c_int), ("top_field_first", C.c_int),
+                ("repeat_first_field", C.c_int), ("timestamp", C.c_longlong)]
+
+
+_SEQUENCE = C.CFUNCTYPE(C.c_int, C.c_void_p, C.POINTER(VideoFormat))
+_DECODE = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_void_p)  # the picture parameters go to the decoder untouched
+_DISPLAY = C.CFUNCTYPE(C.c_int, C.c_void_p, C.POINTER(DisplayInfo))
+
+
+class ParserParams(C.Structure):
+    """``CUVIDPARSERPARAMS``."""
+
+    _fields_ = [
+        ("codec", C.c_int), ("max_decode_surfaces", C.c_uint), ("clock_rate", C.c_uint),
+        ("error_threshold", C.c_uint), ("max_display_delay", C.c_uint), ("annexb_bits", C.c_uint),
+        ("reserved1", C.c_uint * 4), ("user_data", C.c_void_p), ("on_sequence", _SEQUENCE),
+        ("on_decode", _DECODE), ("on_display", _DISPLAY), ("on_operating_point", C.c_void_p),
+        ("reserved2", C.c_void_p * 6), ("ext_video_info", C.c_void_p),
+    ]
+
+
+class SourcePacket(C.Structure):
+    """``CUVIDSOURCEDATAPACKET``."""
+
+    _fields_ = [("flags", _ulong), ("payload_size", _ulong), ("payload", C.c_void_p), ("timestamp", C.c_longlong)]
+
+
+class DecoderCaps(C.Structure):
+    """``CUVIDDECODECAPS``."""
+
+    _fields_ = [
+        ("codec", C.c_int), ("chroma_format", C.c_int), ("bit_depth_minus8", C.c_uint), ("reserved1", C.c_uint * 3),
+        ("supported", C.c_ubyte), ("engines", C.c_ubyte), ("output_format_mask", C.c_ushort),
+        ("max_width", C.c_uint), ("max_height", C.c_uint), ("max_mb_count", C.c_uint),
+        ("min_width", C.c_ushort), ("min_height", C.c_ushort), ("histogram_supported", C.c_ubyte),
+        ("counter_bit_depth", C.c_ubyte), ("max_histogram_bins", C.c_ushort), ("reserved3", C.c_uint * 10),
+    ]
+
+
+class CreateInfo(C.Structure):
+    """``CUVIDDECODECREATEINFO``."""
+
+    _fields_ = [
+        ("width", _ulong), ("height", _ulong), ("decode_surfaces", _ulong), ("codec", C.c_int),
+        ("chroma_format", C.c_int), ("creation_flags", _ulong), ("bit_depth_minus8", _ulong),
+        ("intra_decode_only", _ulong), ("max_width", _ulong), ("max_height", _ulong), ("reserved1", _ulong),
+        ("display_area", _ShortRect), ("output_format", C.c_int), ("deinterlace_mode", C.c_int),
+        ("target_width", _ulong), ("target_height", _ulong), ("output_surfaces", _ulong),
+        ("context_lock", C.c_void_p), ("target_rect", _ShortRect), ("enable_histogram", _ulong),
+        ("reserved2", _ulong * 4),
+    ]
+
+
+class ProcParams(C.Structure):
+    """``CUVIDPROCPARAMS``: how to map a decoded picture."""
+
+    _fields_ = [
+        ("progressive_frame", C.c_int), ("second_field", C.c_int), ("top_field_first", C.c_int),
+        ("unpaired_field", C.c_int), ("reserved_flags", C.c_uint), ("reserved_zero", C.c_uint),
+        ("raw_input", C.c_ulonglong), ("raw_input_pitch", C.c_uint), ("raw_input_format", C.c_uint),
+        ("raw_output", C.c_ulonglong), ("raw_output_pitch", C.c_uint), ("reserved1", C.c_uint),
+        ("output_stream", C.c_void_p), ("reserved", C.c_uint * 46), ("histogram", C.c_void_p),
+        ("reserved2", C.c_void_p * 1),
+    ]
+
+
+class CuvidError(RuntimeError):
+    """A call into libnvcuvid (or the CUDA driver) failed."""
+
+    def __init__(self, call: str, code: int) -> None:
+        super().__init__(f"{call} failed: {_error_name(code)} ({code})")
+        self.call = call
+        self.code = code
+
+
+class CuvidUnsupported(CuvidError):
+    """This GPU's NVDEC cannot decode the stream (codec, bit depth, chroma format or size)."""
+
+    def __init__(self, message: str) -> None:
+        RuntimeError.__init__(self, message)
+        self.call = "cuvidGetDecoderCaps"
+        self.code = _NOT_SUPPORTED
+
+
+class Library:
+    """The loaded driver libraries, with the argument types of every call used."""
+
+    def __init__(self) -> None:
+        self.cuvid = C.CDLL("libnvcuvid.so.1")
+        self.cuda = C.CDLL("libcuda.so.1")
+        vp, i, ref = C.c_void_p, C.c_int, C.POINTER
+        signatures = {
+            (self.cuvid, "cuvidCreateVideoParser"): (ref(vp), ref(ParserParams)),
+            (self.cuvid, "cuvidParseVideoData"): (vp, ref(SourcePacket)),
+            (self.cuvid, "cuvidDestroyVideoParser"): (vp,),
+            (self.cuvid, "cuvidGetDecoderCaps"): (ref(DecoderCaps),),
+            (self.cuvid, "cuvidCreateDecoder"): (ref(vp), ref(CreateInfo)),
+            (self.cuvid, "cuvidDestroyDecoder"): (vp,),
+            (self.cuvid, "cuvidDecodePicture"): (vp, vp),
+            (self.cuvid, "cuvidMapVideoFrame64"): (vp, i, ref(C.c_ulonglong), ref(C.c_uint), ref(ProcParams)),
+            (self.cuvid, "cuvidUnmapVideoFrame64"): (vp, C.c_ulonglong),
+            (self.cuda, "cuCtxGetCurrent"): (ref(vp),),
+            (self.cuda, "cuStreamSynchronize"): (vp,),
+            (self.cuda, "cuCtxPushCurrent_v2"): (vp,),
+            (self.cuda, "cuCtxPopCurrent_v2"): (ref(vp),),
+            (self.cuda, "cuGetErrorName"): (i, ref(C.c_char_p)),
+        }
+        for (lib, name), argtypes in signatures.items():
+            fn = getattr(lib, name)
+            fn.argtypes = argtypes
+            fn.restype = C.c_int
+            setattr(self, name, fn)
+
+    def check(self, call: str, code: int) -> None:
+        if code:
+            raise CuvidError(call, code)
+
+    def current_context(self) -> int:
+        ctx = C.c_void_p()
+        self.check("cuCtxGetCurrent", self.cuCtxGetCurrent(C.byref(ctx)))
+        if not ctx.value:
+            raise CuvidError("cuCtxGetCurrent (no CUDA context is current on this thread)", 201)
+        return ctx.value
+
+
+@functools.cache
+def library() -> Library:
+    """The driver's decoder library, loaded once (``OSError`` where the NVIDIA driver is missing)."""
+    return Library()
+
+
+def _error_name(code: int) -> str:
+    try:
+        lib = library()
+    except OSError:
+        return "CUDA error"
+    name = C.c_char_p()
+    if lib.cuGetErrorName(code, C.byref(name)) or not name.value:
+        return "CUDA error"
+    return name.value.decode()
+
+
+class Picture:
+    """A decoded picture as the parser announced it for display; :meth:`CuvidDecoder.map` maps it."""
+
+    __slots__ = ("pts", "index", "progressive", "top_first", "decoder")
+
+    def __init__(self, pts: int, index: int, progressive: int, top_first: int, decoder: CuvidDecoder) -> None:
+        self.pts = pts
+        self.index = index
+        self.progressive = progressive
+        self.top_first = top_first
+        self.decoder = decoder
+
+
+class CuvidDecoder:
+    """NVIDIA's parser and the hardware decoder it feeds, for one codec, on the current CUDA context.
+
+    Args:
+        codec: FFmpeg codec name (a key of :data:`CODECS`).
+        low_latency: Every packet is one whole picture in display order: each picture is shown by the
+            call that feeds it (no display delay).
+        stream: Raw CUDA stream handle mapped pictures are made ready on.
+        extra_surfaces: Decode surfaces beyond the stream's minimum (more pictures in flight).
+    """
+
+    def __init__(self, codec: str, *, low_latency: bool, stream: int, extra_surfaces: int = 4) -> None:
+        self._lib = lib = library()
+        self._ctx = lib.current_context()
+        self._codec = CODECS[codec]
+        self._extra = extra_surfaces
+        self._decode_picture = lib.cuvidDecodePicture
+        self._parse = lib.cuvidParseVideoData
+        self._map = lib.cuvidMapVideoFrame64
+        self._unmap = lib.cuvidUnmapVideoFrame64
+        self.handle: int | None = None  # the hardware decoder, made at the first sequence header
+        self.shape: tuple[int, ...] = ()
+        self.width = self.height = self.surface_height = self.bits = 0
+        self.created = 0
+        self.mapped: list[int] = []
+        """Addresses of pictures mapped and not yet unmapped (at most :data:`_OUTPUT_SURFACES`)."""
+        self._out: list[Picture] = []
+        self._error: BaseException | None = None
+        self._packet = SourcePacket()
+        self._packet_ref = C.byref(self._packet)
+        self._stream = stream
+        self._proc = ProcParams(output_stream=stream)
+        self._proc_ref = C.byref(self._proc)
+        self._ptr, self._pitch = C.c_ulonglong(), C.c_uint()
+        self._ptr_ref, self._pitch_ref = C.byref(self._ptr), C.byref(self._pitch)
+        # The callbacks must outlive the parser: kept on the object.
+        self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
+        params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0,
+                              max_display_delay=0 if low_latency else 1, on_sequence=self._callbacks[0],
+                              on_decode=self._callbacks[1], on_display=self._callbacks[2])
+        parser = C.c_void_p()
+        lib.check("cuvidCreateVideoParser", lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
+        self._parser = parser.value
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def feed(self, address: int, size: int, pts: int) -> list[Picture]:
+        """Parse one packet (one whole picture); the pictures it made ready for display."""
+        packet = self._packet
+        packet.flags = PKT_TIMESTAMP | PKT_END_OF_PICTURE
+        packet.payload = address
+        packet.payload_size = size
+        packet.timestamp = pts
+        return self._run("cuvidParseVideoData")
+
+    def flush(self) -> list[Picture]:
+        """End of stream: the pictures held back; the parser then waits for a new keyframe."""
+        packet = self._packet
+        packet.flags = PKT_END_OF_STREAM
+        packet.payload = None
+        packet.payload_size = 0
+        packet.timestamp = 0
+        return self._run("cuvidParseVideoData (end of stream)")
+
+    def _run(self, call: str) -> list[Picture]:
+        self._out = out = []
+        code = self._parse(self._parser, self._packet_ref)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if code:
+            raise CuvidError(call, code)
+        return out
+
+    # -- mapping --------------------------------------------------------------------------------
+
+    def map(self, picture: Picture) -> tuple[int, int]:
+        """Device address and row pitch (bytes) of a picture; chroma starts ``chroma_offset`` bytes in.
+
+        The caller reads it on the decoder's stream and then calls :meth:`unmap_all` (at most
+        :data:`_OUTPUT_SURFACES` at once; reading must be finished, or queued on that stream, first).
+        """
+        proc = self._proc
+        proc.progressive_frame = picture.progressive
+        proc.top_field_first = picture.top_first
+        code = self._map(self.handle, picture.index, self._ptr_ref, self._pitch_ref, self._proc_ref)
+        if code:
+            raise CuvidError("cuvidMapVideoFrame64", code)
+        ptr = self._ptr.value
+        self.mapped.append(ptr)
+        return ptr, self._pitch.value
+
+    @property
+    def full(self) -> bool:
+        """Whether as many pictures are mapped as the decoder has output surfaces."""
+        return len(self.mapped) >= _OUTPUT_SURFACES
+
+    def chroma_offset(self, pitch: int) -> int:
+        return pitch * ((self.surface_height + 1) & ~1)
+
+    def unmap_all(self) -> None:
+        """Unmap every mapped picture (their readers must be done)."""
+        while self.mapped:
+            self._lib.check("cuvidUnmapVideoFrame64", self._unmap(self.handle, self.mapped.pop()))
+
+    # -- parser callbacks (on the feeding thread, inside cuvidParseVideoData) ---------------------
+
+    def _on_sequence(self, _user: Any, fmt_ptr: Any) -> int:
+        try:
+            return self._configure(fmt_ptr.contents)
+        except BaseException as exc:  # raised again by _run once the parser returns
+            self._error = exc
+            return 0
+
+    def _on_decode(self, _user: Any, picture: Any) -> int:
+        code = self._decode_picture(self.handle, picture)
+        if code:
+            self._error = CuvidError("cuvidDecodePicture", code)
+            return 0
+        return 1
+
+    def _on_display(self, _user: Any, info: Any) -> int:
+        if info:
+            d = info.contents
+            self._out.append(Picture(d.timestamp, d.picture_index, d.progressive_frame, d.top_field_first, self))
+        return 1
+
+    def _configure(self, fmt: VideoFormat) -> int:
+        """Make the hardware decoder for the format (again only when it changed); the surface count."""
+        area = fmt.display_area
+        bits = 8 + fmt.bit_depth_luma_minus8
+        surfaces = fmt.min_num_decode_surfaces + self._extra
+        shape = (fmt.codec, fmt.chroma_format, bits, fmt.coded_width, fmt.coded_height,
+                 area.left, area.top, area.right, area.bottom)
+        if shape == self.shape and self.handle is not None:
+            return self._surfaces
+        lib = self._lib
+        caps = DecoderCaps(codec=fmt.codec, chroma_format=fmt.chroma_format,
+                           bit_depth_minus8=fmt.bit_depth_luma_minus8)
+        lib.check("cuvidGetDecoderCaps", lib.cuvidGetDecoderCaps(C.byref(caps)))
+        what = f"codec {fmt.codec}, chroma format {fmt.chroma_format}, {bits}-bit, {fmt.coded_width}x{fmt.coded_height}"
+        if not caps.supported:
+            raise CuvidUnsupported(f"NVDEC on this GPU does not decode {what}")
+        if fmt.coded_width > caps.max_width or fmt.coded_height > caps.max_height or \
+                fmt.coded_width < caps.min_width or fmt.coded_height < caps.min_height:
+            raise CuvidUnsupported(f"NVDEC on this GPU decodes {caps.min_width}x{caps.min_height} to "
+                                   f"{caps.max_width}x{caps.max_height}, not {what}")
+        self._destroy_decoder()
+        width, height = area.right - area.left, area.bottom - area.top
+        info = CreateInfo(
+            width=fmt.coded_width, height=fmt.coded_height, decode_surfaces=surfaces, codec=fmt.codec,
+            chroma_format=fmt.chroma_format, creation_flags=_CREATE_PREFER_CUVID,
+            bit_depth_minus8=fmt.bit_depth_luma_minus8, max_width=fmt.coded_width, max_height=fmt.coded_height,
+            display_area=_ShortRect(area.left, area.top, area.right, area.bottom),
+            output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016, deinterlace_mode=0,
+            target_width=width, target_height=height, output_surfaces=_OUTPUT_SURFACES)
+        handle = C.c_void_p()
+        code = lib.cuvidCreateDecoder(C.byref(handle), C.byref(info))
+        if code == _NOT_SUPPORTED:
+            raise CuvidUnsupported(f"NVDEC on this GPU cannot create a decoder for {what}")
+        lib.check("cuvidCreateDecoder", code)
+        self.handle = handle.value
+        self.shape = shape
+        self.width, self.height, self.surface_height, self.bits = width, height, height, bits
+        self._surfaces = surfaces
+        self.created += 1
+        return surfaces
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def _destroy_decoder(self) -> None:
+        if self.handle is None:
+            return
+        handle, self.handle = self.handle, None
+        self.mapped.clear()  # the decoder's surfaces go with it
+        self._lib.check("cuvidDestroyDecoder", self._lib.cuvidDestroyDecoder(handle))
+
+    def close(self) -> None:
+        """Destroy the parser and the decoder (on any thread: the decoder's context is made current)."""
+        if self._parser is None:
+            return
+        lib = self._lib
+        pushed = lib.cuCtxPushCurrent_v2(self._ctx) == 0
+        try:
+            parser, self._parser = self._parser, None
+            lib.cuvidDestroyVideoParser(parser)
+            if self.handle is not None:
+                if self.mapped:  # readers of mapped pictures finish before the surfaces go
+                    lib.cuStreamSynchronize(self._stream)
+                for ptr in self.mapped:
+                    self._unmap(self.handle, ptr)
+                self._destroy_decoder()
+        finally:
+            if pushed:
+                lib.cuCtxPopCurrent_v2(C.byref(C.c_void_p()))
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, or a driver already gone
+            pass
