@@ -125,7 +125,9 @@ class _Launcher:
                     kernel._init_handles()
                     self.kernels[key] = kernel
                 enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
-                every = (*args, *consts.values())
+                # Addresses go in as plain integers: the launcher then skips its check that each one
+                # belongs to a CUDA allocation, which a mapped decoder surface does not.
+                every = (args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(), *args[3:], *consts.values())
                 meta = None if enter is None else kernel.launch_metadata((*grid, 1), stream, *every)
                 kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, meta, enter, leave,
                            *every)
@@ -136,6 +138,11 @@ class _Launcher:
                 log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
                 self._hooks = None
         _nv12_to_rgb[grid](*args, **consts)
+
+    @property
+    def available(self) -> bool:
+        """Whether launches go the direct way (the JIT call takes only addresses of CUDA allocations)."""
+        return self._hooks is not None
 
 
 _launch = _Launcher()

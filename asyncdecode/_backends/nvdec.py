@@ -222,6 +222,9 @@ class CuvidSession(NvdecSession):
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__(backend)
         self._cuvid = backend.cuvid
+        from ._cuda_color import _launch
+
+        self._direct = _launch
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
 
@@ -251,12 +254,16 @@ class CuvidSession(NvdecSession):
         wide = decoder.bits > 8  # P016: 16-bit samples, n-bit values in the high bits
         dtype, stride = (torch.int16, pitch // 2) if wide else (torch.uint8, pitch)
         shift = 16 - params.bits if wide else 0
-        if output is not None:
+        if output is not None and self._direct.available:  # the kernel reads the mapped surface
             return self._output(self._ptr(luma, dtype), self._ptr(chroma, dtype), height, width, stride, stride,
                                 params, output, shift)
-        # Native planes, for comparisons: copied out of the surface (on this stream, before it is unmapped).
+        # Copies out of the surface (on this stream, before it is unmapped): native planes for comparisons,
+        # or planes the JIT-launched kernel can take.
         y = _surface(luma, (height, width), stride, dtype, self._device)
         uv = _surface(chroma, ((height + 1) // 2, (width + 1) // 2, 2), stride, dtype, self._device)
+        if output is not None:
+            y, uv = y.clone(), uv.clone()
+            return self._output(y, uv, height, width, y.stride(0), uv.stride(0), params, output, shift)
         planes = (y, uv[..., 0], uv[..., 1])
         if shift:  # unsigned 16-bit samples held in int16: widen before shifting
             return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
