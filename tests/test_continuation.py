@@ -176,3 +176,43 @@ async def test_a_cancelled_request_leaves_a_merged_one_served(assets, truth):
         await asyncio.gather(busy, first, return_exceptions=True)
         assert eng.stats()["jobs_merged"] == 1 and first.cancelled()
     assert _equal(got, [truth[name][13], truth[name][15]])
+
+
+class _LaggingSession(CpuSession):
+    """A CPU session that converts a packet's pictures only after the next packet is sent, logging both."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.log: list[tuple[str, int]] = []
+
+    def _lag(self, bundle):
+        return True
+
+    def _send(self, decoder, bundle, i):
+        self.log.append(("send", i))
+        return super()._send(decoder, bundle, i)
+
+    def _convert(self, frame, bundle, params, output):
+        self.log.append(("convert", bundle.decode_index[bundle.frame_of_pts[frame.pts]]))
+        return super()._convert(frame, bundle, params, output)
+
+
+@pytest.mark.parametrize("name", ["h264_nob", "h264_bframes"])
+def test_lagged_conversion_gives_the_same_frames_with_the_next_packet_sent_first(assets, name):
+    (bundle,) = extract_gops(assets[name], [probe(assets[name]).keyframes[1]])
+    ids = list(bundle.frame_ids)
+    whole = CpuSession(1).decode(bundle, ids, None, lambda: False).frames
+    session = _LaggingSession()
+    got = {}
+    plain = CpuSession(1)
+    for lo in range(0, len(ids), 4):
+        want = ids[lo:lo + 4]
+        res = session.decode(bundle, want, None, lambda: False, lambda: True)
+        ref = plain.decode(bundle, want, None, lambda: False, lambda: True)
+        assert (res.fed, res.decoded, res.continued) == (ref.fed, ref.decoded, ref.continued)
+        got.update(res.frames)
+    for fid in ids:
+        assert all(torch.equal(a, b) for a, b in zip(got[fid], whole[fid])), fid
+    # conversions did wait for the next packet: some picture was converted right after a later send
+    assert any(a == ("send", i + 1) and b == ("convert", i) for (a, b) in zip(session.log, session.log[1:])
+               for i in range(len(ids)))

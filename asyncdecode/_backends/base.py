@@ -205,15 +205,25 @@ class PacketSession(Session):
                     t_conv += time.perf_counter() - tc
 
         def feed(indices: Iterable[int]) -> None:
+            lag = self._lag(bundle)
+            held: list[Any] = []  # with lag: the last packet's pictures, taken once the next one is in
             for i in indices:
                 if cancelled():
                     raise DecodeCancelled
                 result.fed += 1
                 pos.last = i
                 pos.pending.add(int(table["frame_id"][i]))
-                take(self._send(pos.decoder, bundle, i))
+                out = self._send(pos.decoder, bundle, i)
+                if lag:
+                    shown = held + out
+                    if remaining.issubset(fid_of.get(self._pts(f)) for f in shown):  # the job ends here
+                        out, held = shown, []
+                    else:
+                        out, held = held, out
+                take(out)
                 if not remaining:
-                    return
+                    break
+            take(held)
 
         try:
             with self._job(bundle):
@@ -307,6 +317,12 @@ class PacketSession(Session):
     @abc.abstractmethod
     def _drain(self, decoder: Any) -> list[Any]:
         """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
+
+    def _lag(self, bundle: GopBundle) -> bool:
+        """Whether the pictures a packet shows may be converted after the next packet is sent (so the
+        decoder works on that one meanwhile). Only where a shown picture stays intact while the
+        next packet decodes. Default: no."""
+        return False
 
     def _discard(self, decoder: Any, bundle: GopBundle) -> None:
         """Drop what the decoder holds, fed from ``bundle`` (default: drain and ignore the frames)."""

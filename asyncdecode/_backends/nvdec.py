@@ -239,6 +239,13 @@ class CuvidSession(NvdecSession):
     def _drain(self, decoder: Any) -> list[Any]:
         return decoder.flush()
 
+    def _lag(self, bundle: GopBundle) -> bool:
+        # In a GOP without reordering a shown picture is the reference of the next one (or, if it is
+        # not a reference, its surface comes round again only after the parser has cycled through
+        # the others): it stays intact while the next packet decodes. The map then finds its decode
+        # done or nearly, with the next one already queued on the engine.
+        return bundle.in_display_order
+
     def _pts(self, frame: Any) -> int:
         return frame.pts
 
