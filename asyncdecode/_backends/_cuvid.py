@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import ctypes as C
 import functools
-import os
-import time
 from typing import Any
 
 _ulong = C.c_ulong  # the headers' "unsigned long": 8 bytes on 64-bit Linux
@@ -134,8 +132,8 @@ class DecodeStatus(C.Structure):
     _fields_ = [("status", C.c_int), ("reserved", C.c_uint * 31), ("reserved_ptrs", C.c_void_p * 8)]
 
 
-_IN_PROGRESS = 1
-_STATUS_CODECS = (4, 8)  # H.264 and HEVC: the codecs whose decode status the driver reports
+IN_PROGRESS = 1
+"""``DecodeStatus.status`` of a picture the engine is still decoding (reported for H.264 and HEVC)."""
 
 
 class CuvidError(RuntimeError):
@@ -261,12 +259,6 @@ class CuvidDecoder:
         self._stream = stream
         self._proc = ProcParams(output_stream=stream)
         self._proc_ref = C.byref(self._proc)
-        self._status = DecodeStatus()
-        self._status_ref = C.byref(self._status)
-        self._get_status = lib.cuvidGetDecodeStatus
-        self.poll_s = float(os.environ.get("ASYNCDECODE_NVDEC_POLL_US", "0")) / 1e6 if self._codec in _STATUS_CODECS else 0.0
-        """Wait for a picture's decode by polling its status this often before mapping it (0: let the
-        map wait)."""
         self._ptr, self._pitch = C.c_ulonglong(), C.c_uint()
         self._ptr_ref, self._pitch_ref = C.byref(self._ptr), C.byref(self._pitch)
         # The callbacks must outlive the parser: kept on the object.
@@ -316,10 +308,6 @@ class CuvidDecoder:
         The caller reads it on the decoder's stream and then calls :meth:`unmap_all` (at most
         :data:`_OUTPUT_SURFACES` at once; reading must be finished, or queued on that stream, first).
         """
-        if self.poll_s:
-            status, index, handle, sleep = self._status, picture.index, self.handle, time.sleep
-            while not self._get_status(handle, index, self._status_ref) and status.status == _IN_PROGRESS:
-                sleep(self.poll_s)
         proc = self._proc
         proc.progressive_frame = picture.progressive
         proc.top_field_first = picture.top_first
