@@ -69,7 +69,6 @@ async def main():
             await agen.aclose()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             s1 = eng.stats()
-            jobs = (s1["packets_fed"] - s0["packets_fed"])
             print(f"{pattern}: {frames / wall:.0f} frames/s, CPU {1e6 * cpu / frames:.0f} us/frame, "
                   f"merged {s1['jobs_merged'] - s0['jobs_merged']}, continued {s1['jobs_continued'] - s0['jobs_continued']}", flush=True)
 asyncio.run(main())
