@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._backends import Backend, make_backend
+from ._backends.base import NVDEC_LIBRARIES
 from ._backends.cpu import CpuBackend
 from ._cache import FrameCache, GopCache
 from ._demux import ReaderPool
@@ -101,9 +102,9 @@ class EngineConfig:
             raise InvalidRequestError(f"EngineConfig.store_fallback must be 'raise' or 'demux', not {self.store_fallback!r}")
         if self.unsupported not in ("cpu", "raise"):
             raise InvalidRequestError(f"EngineConfig.unsupported must be 'cpu' or 'raise', not {self.unsupported!r}")
-        if self.nvdec_library not in (None, "libnvcuvid", "PyNvVideoCodec"):
-            raise InvalidRequestError("EngineConfig.nvdec_library must be None, 'libnvcuvid' or 'PyNvVideoCodec', "
-                                      f"not {self.nvdec_library!r}")
+        if self.nvdec_library is not None and self.nvdec_library not in NVDEC_LIBRARIES:
+            raise InvalidRequestError(f"EngineConfig.nvdec_library must be None, {' or '.join(map(repr, NVDEC_LIBRARIES))}"
+                                      f", not {self.nvdec_library!r}")
 
 
 class EngineState(enum.Enum):

@@ -353,6 +353,10 @@ class PacketSession(Session):
         """The engine error for a decoder failure (``None``: not the decoder's, raise as is)."""
 
 
+NVDEC_LIBRARIES = ("libnvcuvid", "PyNvVideoCodec")
+"""The libraries the NVDEC backend can drive, in the order it tries them when none is named."""
+
+
 class Backend(abc.ABC):
     """A kind of decoder on one device."""
 

@@ -27,7 +27,7 @@ import torch
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
 from ..gop import GopBundle
-from .base import Backend, PacketSession, Session
+from .base import NVDEC_LIBRARIES, Backend, PacketSession, Session
 
 #: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
 _CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
@@ -42,10 +42,6 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: 7 sessions reach about 90% of the hardware's rate, 10-14 all of it, and every session beyond that
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
-
-LIBRARIES = ("libnvcuvid", "PyNvVideoCodec")
-"""The decoder libraries the backend can drive, in the order ``library=None`` tries them."""
-
 
 def _import_nvc() -> Any:
     try:
@@ -81,13 +77,13 @@ class NvdecBackend(Backend):
             raise BackendUnavailableError(f"{device}: only {torch.cuda.device_count()} CUDA device(s)",
                                           device=device)
         library = library or os.environ.get("ASYNCDECODE_NVDEC_LIBRARY") or None
-        if library is not None and library not in LIBRARIES:
-            raise BackendUnavailableError(f"NVDEC decoder library must be one of {LIBRARIES}, not {library!r}",
+        if library is not None and library not in NVDEC_LIBRARIES:
+            raise BackendUnavailableError(f"NVDEC decoder library must be one of {NVDEC_LIBRARIES}, not {library!r}",
                                           device=device)
         self.nvc: Any = None
         self.cuvid: Any = None
         reasons = []
-        for name in (library,) if library else LIBRARIES:
+        for name in (library,) if library else NVDEC_LIBRARIES:
             try:
                 if name == "libnvcuvid":
                     self.cuvid = _load_cuvid()
@@ -165,9 +161,8 @@ class NvdecSession(PacketSession):
         self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
-        from ._cuda_color import DevicePointer, convert_planes, nv12_to_output  # Triton: imported once
+        from ._cuda_color import DevicePointer, convert_planes  # Triton: imported once
 
-        self._nv12_to_output = nv12_to_output
         self._convert_planes = convert_planes
         self._ptr = DevicePointer
 
@@ -271,15 +266,16 @@ class CuvidSession(NvdecSession):
         if output is not None:
             y, uv = y.clone(), uv.clone()
             return self._output(y, uv, height, width, y.stride(0), uv.stride(0), params, output, shift)
-        planes = (y, uv[..., 0], uv[..., 1])
-        if shift:  # unsigned 16-bit samples held in int16: widen before shifting
-            return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
-        return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
+        return _native_planes(y, uv, shift)
+
+    def _sync(self) -> None:
+        """Wait for everything queued on the session's stream."""
+        self._lib.check("cuStreamSynchronize", self._lib.cuStreamSynchronize(self._handle))
 
     def _unmap(self) -> None:
         """Wait for the session's stream, then give back every mapped surface."""
         if self._mapped:
-            self._lib.check("cuStreamSynchronize", self._lib.cuStreamSynchronize(self._handle))
+            self._sync()
             for decoder in self._mapped:
                 decoder.unmap_all()
             self._mapped.clear()
@@ -288,7 +284,7 @@ class CuvidSession(NvdecSession):
         if self._mapped:  # also makes the frames written before they are handed over
             self._unmap()
         elif result.frames:
-            self._lib.check("cuStreamSynchronize", self._lib.cuStreamSynchronize(self._handle))
+            self._sync()
 
     def _unsupported(self, exc: Exception) -> bool:
         return isinstance(exc, self._cuvid.CuvidUnsupported)
@@ -349,10 +345,7 @@ class NvcSession(NvdecSession):
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
-            planes = (luma, chroma[..., 0], chroma[..., 1])
-            if shift:  # unsigned 16-bit samples held in int16: widen before shifting
-                return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
-            return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
+            return _native_planes(luma, chroma, shift)
         return self._output(luma, chroma, luma.shape[0], luma.shape[1], luma.stride(0), chroma.stride(0),
                             params, output, shift)
 
@@ -364,6 +357,14 @@ class NvcSession(NvdecSession):
 
     def _unsupported(self, exc: Exception) -> bool:
         return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
+
+
+def _native_planes(luma: torch.Tensor, chroma: torch.Tensor, shift: int) -> tuple[torch.Tensor, ...]:
+    """Y, U, V as the decoder wrote them, copied out of its surface (which it reuses)."""
+    planes = (luma, chroma[..., 0], chroma[..., 1])
+    if shift:  # unsigned 16-bit samples held in int16: widen before shifting
+        return tuple((p.to(torch.int32) & 0xFFFF) >> shift for p in planes)
+    return tuple(p.clone(memory_format=torch.contiguous_format) for p in planes)
 
 
 class _Surface:
