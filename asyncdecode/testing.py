@@ -40,7 +40,7 @@ import pathlib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import accumulate, cycle, takewhile
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import numpy as np
@@ -57,6 +57,7 @@ __all__ = [
     "rgb_to_yuv_planes",
     "make_audio_only",
     "make_clip_set",
+    "remux_video",
 ]
 
 Codec = Literal["h264", "hevc", "av1"]
@@ -373,6 +374,34 @@ def make_video(path: str | os.PathLike[str], spec: VideoSpec = VideoSpec(), /) -
         if audio is not None:
             _encode_audio(out, audio, _duration_seconds(spec))
     return path
+
+
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+
+
+def remux_video(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
+                fmt: Literal["ts", "fmp4", "annexb"]) -> None:
+    """Rewrite the main video stream of ``src`` without re-encoding, as MPEG-TS (``"ts"``), fragmented
+    MP4 (``"fmp4"``) or an Annex B elementary stream (``"annexb"``, H.264/HEVC), into ``dst`` (a path
+    or a writable binary file): the inputs of :meth:`asyncdecode.Engine.ingest`."""
+    with av.open(os.fspath(src)) as inp:
+        stream = inp.streams.video[0]
+        if fmt == "annexb":
+            bsf = av.bitstream.BitStreamFilterContext(f"{stream.codec_context.name}_mp4toannexb", stream)
+            data = b"".join(bytes(p) for packet in inp.demux(stream) for p in bsf.filter(packet if packet.size else None))
+            if isinstance(dst, (str, os.PathLike)):
+                pathlib.Path(dst).write_bytes(data)
+            else:
+                dst.write(data)
+            return
+        target_dst = os.fspath(dst) if isinstance(dst, (str, os.PathLike)) else dst
+        with av.open(target_dst, "w", format="mpegts" if fmt == "ts" else "mp4",
+                     options=_FRAGMENTED if fmt == "fmp4" else {}) as out:
+            target = out.add_stream_from_template(stream)
+            for packet in inp.demux(stream):
+                if packet.size:
+                    packet.stream = target
+                    out.mux(packet)
 
 
 def make_audio_only(path: str | os.PathLike[str], *, seconds: float = 1.0) -> pathlib.Path:

@@ -50,9 +50,7 @@ SAMPLE_EVERY = 37  # frames compared between contenders
 
 def make_data(root: Path, codec: str, width: int, height: int, frames: int, fps: int) -> dict[str, Path]:
     """The benchmark video and its three stream forms (made once, reused)."""
-    import av
-
-    from asyncdecode.testing import VideoSpec, make_video
+    from asyncdecode.testing import VideoSpec, make_video, remux_video
 
     spec = VideoSpec(codec=codec, width=width, height=height, num_frames=frames, gop=30, bframes=3, fps=fps,
                      crf=23)
@@ -67,22 +65,9 @@ def make_data(root: Path, codec: str, width: int, height: int, frames: int, fps:
     if not paths["warmup"].exists():
         make_video(paths["warmup"], VideoSpec(codec=codec, width=width, height=height, num_frames=30, gop=30,
                                               bframes=3, fps=fps, seed=1))
-    for fmt, opts in (("ts", {}), ("fmp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})):
+    for fmt in ("ts", "fmp4", "annexb"):
         if not paths[fmt].exists():
-            with av.open(str(paths["mp4"])) as src, av.open(str(paths[fmt]), "w", format="mpegts" if fmt == "ts"
-                                                             else "mp4", options=opts) as dst:
-                stream = src.streams.video[0]
-                target = dst.add_stream_from_template(stream)
-                for packet in src.demux(stream):
-                    if packet.size:
-                        packet.stream = target
-                        dst.mux(packet)
-    if not paths["annexb"].exists():
-        with av.open(str(paths["mp4"])) as src:
-            stream = src.streams.video[0]
-            bsf = av.bitstream.BitStreamFilterContext(f"{codec}_mp4toannexb", stream)
-            data = b"".join(bytes(p) for pk in src.demux(stream) for p in bsf.filter(pk if pk.size else None))
-        paths["annexb"].write_bytes(data)
+            remux_video(paths["mp4"], paths[fmt], fmt)
     return paths
 
 

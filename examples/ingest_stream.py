@@ -58,16 +58,10 @@ async def main(data: bytes, clip: str) -> None:
 
 def _as_ts(mp4: str) -> bytes:
     """An MP4 clip remuxed to MPEG-TS, in memory."""
-    import av
+    from asyncdecode.testing import remux_video
 
     out = io.BytesIO()
-    with av.open(mp4) as src, av.open(out, "w", format="mpegts") as dst:
-        stream = src.streams.video[0]
-        target = dst.add_stream_from_template(stream)
-        for packet in src.demux(stream):
-            if packet.size:
-                packet.stream = target
-                dst.mux(packet)
+    remux_video(mp4, out, "ts")
     return out.getvalue()
 
 

@@ -19,29 +19,11 @@ from asyncdecode import (CorruptDataError, Engine, EngineClosedError, EngineConf
                          SyncEngine, TruncatedStreamError, VideoOpenError, probe)
 from asyncdecode._annexb import OrderTracker
 from asyncdecode._ingest import _Framing, _GopCutter, _Packet, _sniff
-from asyncdecode.testing import VideoSpec, make_video
+from asyncdecode.testing import VideoSpec, make_video, remux_video
 
 FORMATS = ["ts", "fmp4", "annexb"]
 NAMES = ["h264_bframes", "hevc_open", "h264_vargop"]
 _BSF = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
-
-
-def _remux(src: pathlib.Path, dst: pathlib.Path, fmt: str, options: dict[str, str] | None = None) -> None:
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format=fmt, options=options or {}) as out:
-        stream = inp.streams.video[0]
-        target = out.add_stream_from_template(stream)
-        for packet in inp.demux(stream):
-            if packet.size:
-                packet.stream = target
-                out.mux(packet)
-
-
-def _annexb(src: pathlib.Path, dst: pathlib.Path) -> None:
-    with av.open(str(src)) as inp:
-        stream = inp.streams.video[0]
-        bsf = av.bitstream.BitStreamFilterContext(_BSF[stream.codec_context.name], stream)
-        data = b"".join(bytes(p) for packet in inp.demux(stream) for p in bsf.filter(packet if packet.size else None))
-    dst.write_bytes(data)
 
 
 def as_stream(src: pathlib.Path, fmt: str, root: pathlib.Path) -> pathlib.Path:
@@ -49,12 +31,7 @@ def as_stream(src: pathlib.Path, fmt: str, root: pathlib.Path) -> pathlib.Path:
     codec = probe(src).codec
     dst = root / f"{src.stem}.{ {'ts': 'ts', 'fmp4': 'frag.mp4', 'annexb': codec}[fmt] }"
     if not dst.exists():
-        if fmt == "ts":
-            _remux(src, dst, "mpegts")
-        elif fmt == "fmp4":
-            _remux(src, dst, "mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof"})
-        else:
-            _annexb(src, dst)
+        remux_video(src, dst, fmt)
     return dst
 
 
