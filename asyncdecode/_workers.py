@@ -37,7 +37,7 @@ _RECHECK_S = 0.05
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
-    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect")
+    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect", "claims")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                  future: asyncio.Future[DecodeResult], collect: bool = False) -> None:
@@ -49,6 +49,29 @@ class DecodeJob:
         self.cancelled = False  # written by the loop thread, read by the decoder thread
         self.waiters = 1  # requests waiting for this job (more when later ones were merged in)
         self.collect = collect  # also return the other frames that come out (for the frame cache)
+        self.claims = dict.fromkeys(wanted, 1)
+        """Frame id -> requests still to take it (loop thread only): the last one takes the decoded
+        tensor itself, the others copies."""
+
+    def claim(self, wanted: Collection[int]) -> None:
+        for f in wanted:
+            self.claims[f] = self.claims.get(f, 0) + 1
+
+    def unclaim(self, wanted: Collection[int]) -> None:
+        for f in wanted:
+            self.claims[f] -= 1
+
+    def take(self, result: DecodeResult, wanted: Collection[int], first: bool) -> DecodeResult:
+        """One request's share of the job's result: its own frames, copied only where another request
+        still has to take the same frame (``first``: the request that started the job, which also gets
+        the frames collected on the way)."""
+        frames = {}
+        for f in wanted:
+            self.claims[f] -= 1
+            frame = result.frames[f]
+            frames[f] = frame if self.claims[f] == 0 else _copy(frame)
+        return DecodeResult(frames=frames, decoded=result.decoded, fed=result.fed, continued=result.continued,
+                            extra=result.extra if first else {}, timings=result.timings)
 
 
 class _Worker:
@@ -108,15 +131,15 @@ class DecoderPool:
         """Queue a decode job (waiting for a free slot) and wait for its result.
 
         A job for a GOP that a queued job (not started yet) will decode with the same output is merged
-        into that job: one decode pass serves both requests, each gets its own copies of its frames.
+        into that job: one decode pass serves both requests, each gets its own tensors (a frame both
+        asked for is copied for all but one of them).
         Cancelling a caller withdraws it; a job whose every caller is gone is skipped, or stops feeding.
         ``collect``: the result's ``extra`` holds the other frames that came out, converted (the caller
         that started the job gets them; merged callers get their own frames only).
         """
         merged = self._merge(bundle, wanted, output, collect)
         if merged is not None:
-            result = await self._wait(merged)
-            return DecodeResult(frames={f: _copy(result.frames[f]) for f in wanted}, continued=result.continued)
+            return merged.take(await self._wait(merged, wanted), wanted, first=False)
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -129,7 +152,7 @@ class DecoderPool:
         with self._lock:
             self._jobs.append(job)
             self._wake_for(job)
-        return await self._wait(job)
+        return job.take(await self._wait(job, wanted), wanted, first=True)
 
     def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                collect: bool) -> DecodeJob | None:
@@ -140,15 +163,17 @@ class DecoderPool:
                     job.first = job.wanted[0]
                     job.waiters += 1
                     job.collect = job.collect or collect
+                    job.claim(wanted)
                     self.merged += 1
                     self._wake_for(job)  # its first frame may have moved: which thread should take it too
                     return job
         return None
 
-    async def _wait(self, job: DecodeJob) -> DecodeResult:
+    async def _wait(self, job: DecodeJob, wanted: Collection[int]) -> DecodeResult:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
+            job.unclaim(wanted)
             job.waiters -= 1
             if job.waiters == 0:
                 job.cancelled = True

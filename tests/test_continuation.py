@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from asyncdecode import Engine, EngineConfig, probe
+from asyncdecode import Engine, EngineConfig, _workers, probe
 from asyncdecode._backends.cpu import CpuSession
 from asyncdecode.gop import extract_gops
 
@@ -141,8 +141,12 @@ async def _keep_the_thread_busy(eng: Engine, assets, truth) -> asyncio.Future:
     return busy
 
 
-async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth):
-    """Requests that find a queued job for their GOP join it: one pass, each gets its own frames."""
+async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth, monkeypatch):
+    """Requests that find a queued job for their GOP join it: one pass, each gets its own frames,
+    copied only where two requests asked for the same frame."""
+    copies = []
+    copy = _workers._copy
+    monkeypatch.setattr(_workers, "_copy", lambda frame: copies.append(frame) or copy(frame))
     name = "h264_bframes"
     path = assets[name]
     gop = [f for f in range(len(truth[name])) if probe(path).gop_of(f) == 1]
@@ -157,6 +161,7 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth)
         assert _equal(frames, [truth[name][i] for i in ids])
     assert s["jobs_merged"] == len(wanted) - 1
     assert results[0][0] is not results[3][0]  # every request owns its tensors
+    assert len(copies) == 1  # gop[-1], asked for twice; every other frame is handed over as decoded
     results[0][0].zero_()
     assert torch.equal(results[3][0], truth[name][gop[-1]])
 
