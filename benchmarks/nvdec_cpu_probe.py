@@ -51,7 +51,7 @@ def run(datas, k: int, poll_us: int, seconds: float = 3.0, mode: str = "random")
     def worker(i: int) -> None:
         torch.cuda.set_device(0)
         stream = torch.cuda.Stream()
-        dec = PollingDecoder("hevc", low_latency=True, stream=stream.cuda_stream)
+        dec = PollingDecoder("hevc", display_delay=0, stream=stream.cuda_stream)
         dec.poll_s = poll_us / 1e6
         rng = random.Random(i)
         cpu_feed = cpu_map = 0.0

@@ -190,7 +190,7 @@ class _LaggingSession(CpuSession):
         super().__init__(1)
         self.log: list[tuple[str, int]] = []
 
-    def _lag(self, bundle):
+    def _lag(self, decoder, bundle):
         return True
 
     def _send(self, decoder, bundle, i):

@@ -314,3 +314,31 @@ def test_in_order_gops_decode_without_flush(nv_assets, backend, name):
                     np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("name", ["h264_nob", "hevc_closed", "h264_bframes"])
+def test_clips_read_on_keep_pictures_queued(nv_assets, backend, name):
+    """A job for several frames of a GOP (a clip read on) opens a decoder that keeps pictures queued on
+    the hardware while a shown one is converted (libnvcuvid: a display delay); the next job goes on
+    from where it stopped; every frame equals FFmpeg's, and in-order GOPs decode each picture once."""
+    from asyncdecode._backends.nvdec import READ_ON_DELAY, CuvidSession
+
+    path = nv_assets[name]
+    bundles = extract_gops(path, list(probe(path).keyframes)[:2])
+    want = reference_frames(path)
+    session = backend.new_session()
+    try:
+        for b in bundles:
+            first, n = b.first_frame_id, len(b)
+            r = session.decode(b, [first + 1, first + 2], None, lambda: False)
+            if isinstance(session, CuvidSession):
+                assert session.positions[id(b)].decoder.display_delay == READ_ON_DELAY
+            r2 = session.decode(b, [first + 3, first + n - 1], None, lambda: False)
+            assert r2.continued
+            if b.in_display_order:
+                assert r.decoded + r2.decoded == n
+            for fid, planes in {**r.frames, **r2.frames}.items():
+                for got, exp in zip(planes, want[fid].planes):
+                    np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
+    finally:
+        session.close()

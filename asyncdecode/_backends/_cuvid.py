@@ -231,16 +231,19 @@ class CuvidDecoder:
 
     Args:
         codec: FFmpeg codec name (a key of :data:`CODECS`).
-        low_latency: Every packet is one whole picture in display order: each picture is shown by the
-            call that feeds it (no display delay).
+        display_delay: Pictures the parser holds back before showing one (beyond what reordering
+            needs). 0 (every packet one whole picture in display order): each picture is shown by
+            the call that feeds it. More keeps that many pictures on the hardware while the caller
+            maps and converts a shown one, for clips read on.
         stream: Raw CUDA stream handle mapped pictures are made ready on.
         extra_surfaces: Decode surfaces beyond the stream's minimum (more pictures in flight).
     """
 
-    def __init__(self, codec: str, *, low_latency: bool, stream: int, extra_surfaces: int = 4) -> None:
+    def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4) -> None:
         self._lib = lib = library()
         self._ctx = lib.current_context()
         self._codec = CODECS[codec]
+        self.display_delay = display_delay
         self._extra = extra_surfaces
         self._decode_picture = lib.cuvidDecodePicture
         self._parse = lib.cuvidParseVideoData
@@ -264,7 +267,7 @@ class CuvidDecoder:
         # The callbacks must outlive the parser: kept on the object.
         self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
         params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0,
-                              max_display_delay=0 if low_latency else 1, on_sequence=self._callbacks[0],
+                              max_display_delay=display_delay, on_sequence=self._callbacks[0],
                               on_decode=self._callbacks[1], on_display=self._callbacks[2])
         parser = C.c_void_p()
         lib.check("cuvidCreateVideoParser", lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
@@ -357,7 +360,7 @@ class CuvidDecoder:
         """Make the hardware decoder for the format (again only when it changed); the surface count."""
         area = fmt.display_area
         bits = 8 + fmt.bit_depth_luma_minus8
-        surfaces = fmt.min_num_decode_surfaces + self._extra
+        surfaces = fmt.min_num_decode_surfaces + self._extra + self.display_delay
         shape = (fmt.codec, fmt.chroma_format, bits, fmt.coded_width, fmt.coded_height,
                  area.left, area.top, area.right, area.bottom)
         if shape == self.shape and self.handle is not None:

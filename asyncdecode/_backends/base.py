@@ -72,6 +72,8 @@ class Position:
     bundle: GopBundle
     decoder: Any
     """The backend's decoder, holding the GOP's pictures (nobody else feeds it meanwhile)."""
+    key: Hashable = None
+    """Which decoders the decoder can stand in for (``PacketSession._key``) once the position is given up."""
     last: int = -1
     """Decode-order index of the last packet fed."""
     pending: set[int] = field(default_factory=set)
@@ -205,7 +207,7 @@ class PacketSession(Session):
                     t_conv += time.perf_counter() - tc
 
         def feed(indices: Iterable[int]) -> None:
-            lag = self._lag(bundle)
+            lag = self._lag(pos.decoder, bundle)
             held: list[Any] = []  # with lag: the last packet's pictures, taken once the next one is in
             for i in indices:
                 if cancelled():
@@ -228,7 +230,8 @@ class PacketSession(Session):
         try:
             with self._job(bundle):
                 if pos is None:
-                    pos = self._open(bundle)
+                    # A clip read on: this job wants several frames, or a job further on is waiting.
+                    pos = self._open(bundle, reads_on=len(remaining) > 1 or keep())
                 feed(feed_plan(table, remaining, pos.last))
                 if remaining:
                     # A waiting job further on, or a clip being read on (this job went on from the last,
@@ -264,18 +267,18 @@ class PacketSession(Session):
         result.timings = {"decode_s": time.perf_counter() - t0 - t_conv, "convert_s": t_conv}
         return result
 
-    def _open(self, bundle: GopBundle) -> Position:
-        """A position at the keyframe of ``bundle``, on a free decoder of its shape or a new one."""
+    def _open(self, bundle: GopBundle, reads_on: bool = False) -> Position:
+        """A position at the keyframe of ``bundle``, on a free decoder of its kind or a new one."""
         while len(self.positions) >= self.max_positions:
             self._release(next(iter(self.positions.values())))
-        key = self._key(bundle)
+        key = self._key(bundle, reads_on)
         for i in range(len(self._free) - 1, -1, -1):
             if self._free[i][0] == key:
                 decoder = self._free.pop(i)[1]
                 break
         else:
-            decoder = self._create(bundle)
-        pos = self.positions[id(bundle)] = Position(bundle, decoder)
+            decoder = self._create(bundle, reads_on)
+        pos = self.positions[id(bundle)] = Position(bundle, decoder, key)
         return pos
 
     def _release(self, pos: Position) -> None:
@@ -288,7 +291,7 @@ class PacketSession(Session):
                 self._discard(pos.decoder, pos.bundle)
             except Exception:  # a decoder that cannot even drain is thrown away
                 return
-        self._free.append((self._key(pos.bundle), pos.decoder))
+        self._free.append((pos.key, pos.decoder))
         if len(self._free) > self.max_positions:  # a few spare decoders, not one per shape ever seen
             del self._free[0]
 
@@ -303,12 +306,13 @@ class PacketSession(Session):
         return contextlib.nullcontext()
 
     @abc.abstractmethod
-    def _key(self, bundle: GopBundle) -> Hashable:
-        """Which decoders can decode ``bundle`` (codec, parameters, size ...)."""
+    def _key(self, bundle: GopBundle, reads_on: bool) -> Hashable:
+        """Which decoders can decode ``bundle`` (codec, parameters, size ...); ``reads_on``: for a
+        clip read on from here (several frames of the GOP wanted, or jobs further on waiting)."""
 
     @abc.abstractmethod
-    def _create(self, bundle: GopBundle) -> Any:
-        """A new decoder for ``bundle``'s stream."""
+    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
+        """A new decoder for ``bundle``'s stream (``reads_on`` as for :meth:`_key`)."""
 
     @abc.abstractmethod
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
@@ -318,7 +322,7 @@ class PacketSession(Session):
     def _drain(self, decoder: Any) -> list[Any]:
         """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
 
-    def _lag(self, bundle: GopBundle) -> bool:
+    def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
         """Whether the pictures a packet shows may be converted after the next packet is sent (so the
         decoder works on that one meanwhile). Only where a shown picture stays intact while the
         next packet decodes. Default: no."""

@@ -43,6 +43,12 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 
+#: Pictures a libnvcuvid decoder keeps on the hardware, decoded or being decoded, beyond the one its
+#: thread maps and converts, when a clip is read on. With one (each picture converted once the next
+#: is sent) every mapping waited for its picture's decode and 10 threads reached about half of what
+#: the engines decode.
+READ_ON_DELAY = int(os.environ.get("ASYNCDECODE_NVDEC_READ_ON_DELAY", "3"))
+
 def _import_nvc() -> Any:
     try:
         import PyNvVideoCodec as nvc
@@ -166,7 +172,7 @@ class NvdecSession(PacketSession):
         self._convert_planes = convert_planes
         self._ptr = DevicePointer
 
-    def _key(self, bundle: GopBundle) -> tuple[str, int, int, int, bool]:
+    def _key(self, bundle: GopBundle, reads_on: bool) -> tuple[Any, ...]:
         return bundle.codec, bundle.bit_depth, bundle.width, bundle.height, bundle.in_display_order
 
     def _job(self, bundle: GopBundle) -> Any:
@@ -174,10 +180,14 @@ class NvdecSession(PacketSession):
         return torch.cuda.stream(self._stream)
 
     def _discard(self, decoder: Any, bundle: GopBundle) -> None:
-        if bundle.in_display_order:  # a low-latency decoder holds nothing back: ready for a keyframe as it is
+        if not self._holds_back(decoder, bundle):  # ready for a keyframe as it is
             return
         with torch.cuda.stream(self._stream):
             self._drain(decoder)
+
+    def _holds_back(self, decoder: Any, bundle: GopBundle) -> bool:
+        """Whether the decoder may hold pictures fed from ``bundle`` that it has not shown yet."""
+        return not bundle.in_display_order  # low-latency decoders show each picture as it is fed
 
     def _output(self, luma: Any, chroma: Any, height: int, width: int, luma_stride: int, chroma_stride: int,
                 params: ColorParams, output: OutputSpec, shift: int = 0) -> torch.Tensor:
@@ -223,9 +233,19 @@ class CuvidSession(NvdecSession):
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
 
-    def _create(self, bundle: GopBundle) -> Any:
+    def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
+        """The parser's display delay for a decoder of ``bundle``'s stream."""
+        if reads_on:  # keep the hardware busy while this thread converts
+            return READ_ON_DELAY
+        return 0 if bundle.in_display_order else 1  # a single frame wanted: shown as soon as it is decoded
+
+    def _key(self, bundle: GopBundle, reads_on: bool) -> tuple[Any, ...]:
+        return *super()._key(bundle, reads_on), self._delay(bundle, reads_on)
+
+    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
         self.created += 1
-        return self._cuvid.CuvidDecoder(bundle.codec, low_latency=bundle.in_display_order, stream=self._handle)
+        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=self._delay(bundle, reads_on),
+                                        stream=self._handle)
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
         row = bundle.packets[i]
@@ -234,12 +254,17 @@ class CuvidSession(NvdecSession):
     def _drain(self, decoder: Any) -> list[Any]:
         return decoder.flush()
 
-    def _lag(self, bundle: GopBundle) -> bool:
-        # In a GOP without reordering a shown picture is the reference of the next one (or, if it is
-        # not a reference, its surface comes round again only after the parser has cycled through
-        # the others): it stays intact while the next packet decodes. The map then finds its decode
-        # done or nearly, with the next one already queued on the engine.
-        return bundle.in_display_order
+    def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
+        # In a GOP without reordering, on a decoder without display delay, a shown picture is the
+        # reference of the next one (or, if it is not a reference, its surface comes round again only
+        # after the parser has cycled through the others): it stays intact while the next packet
+        # decodes. The map then finds its decode done or nearly, with the next one already queued on
+        # the engine. A decoder with display delay has pictures queued already: its shown pictures
+        # are mapped before the next packet goes in (the parser may reuse their surfaces then).
+        return bundle.in_display_order and decoder.display_delay == 0
+
+    def _holds_back(self, decoder: Any, bundle: GopBundle) -> bool:
+        return decoder.display_delay > 0 or not bundle.in_display_order
 
     def _pts(self, frame: Any) -> int:
         return frame.pts
@@ -312,7 +337,7 @@ class NvcSession(NvdecSession):
         self._eos = _end_of_stream(self._nvc)
         self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
 
-    def _create(self, bundle: GopBundle) -> Any:
+    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
         nvc = self._nvc
         self.created += 1
         # Low latency verified frame for frame against the default mode on an H200 (PyNvVideoCodec
