@@ -221,3 +221,23 @@ def test_lagged_conversion_gives_the_same_frames_with_the_next_packet_sent_first
     # conversions did wait for the next packet: some picture was converted right after a later send
     assert any(a == ("send", i + 1) and b == ("convert", i) for (a, b) in zip(session.log, session.log[1:])
                for i in range(len(ids)))
+
+
+def test_a_session_is_told_whether_a_clip_is_read_on(assets):
+    """A GOP opened for one frame with nothing after it waiting is random access; several frames, or a
+    job further on waiting, is a clip read on (the NVDEC session then keeps pictures queued)."""
+    name = "h264_nob"
+    (bundle,) = extract_gops(assets[name], [probe(assets[name]).keyframes[1]])
+    first = bundle.first_frame_id
+    seen = []
+
+    class Told(CpuSession):
+        def _start(self, decoder, b, reads_on):
+            seen.append(reads_on)
+
+    session = Told(1)
+    for wanted, keep in [([first + 3], False), ([first + 1, first + 2], False), ([first + 2], True)]:
+        session.decode(bundle, wanted, None, lambda: False, lambda: keep)
+        for pos in list(session.positions.values()):
+            session._release(pos)
+    assert seen == [False, True, True]

@@ -342,3 +342,32 @@ def test_clips_read_on_keep_pictures_queued(nv_assets, backend, name):
                     np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
     finally:
         session.close()
+
+
+def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets):
+    """Single-frame jobs and clips read on use the same hardware decoder (only the parser's display
+    delay changes between GOPs): switching between them creates no decoder and keeps frames exact."""
+    from asyncdecode._backends.nvdec import READ_ON_DELAY, NvdecBackend
+
+    path = nv_assets["h264_nob"]
+    bundle = extract_gops(path, list(probe(path).keyframes)[:1])[0]
+    want = reference_frames(path)
+    session = NvdecBackend("cuda:0", library="libnvcuvid").new_session()
+    first = bundle.first_frame_id
+    try:
+        decoder = None
+        for wanted, delay in [([first + 4], 0), ([first + 1, first + 5], READ_ON_DELAY), ([first + 2], 0)]:
+            r = session.decode(bundle, wanted, None, lambda: False)
+            pos = session.positions.get(id(bundle))
+            if pos is not None:  # give the GOP up: the next job starts at its keyframe again
+                session._release(pos)
+            used = session._free[-1][1]
+            assert used.display_delay == delay
+            assert decoder is None or used is decoder
+            decoder = used
+            for fid, planes in r.frames.items():
+                for got, exp in zip(planes, want[fid].planes):
+                    np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
+        assert session.created == 1
+    finally:
+        session.close()

@@ -33,6 +33,8 @@ _SURFACE_NV12, _SURFACE_P016 = 0, 1
 _CREATE_PREFER_CUVID = 0x04  # the dedicated video engines
 _NOT_SUPPORTED = 801  # CUDA_ERROR_NOT_SUPPORTED
 _OUTPUT_SURFACES = 4
+MAX_DISPLAY_DELAY = 4
+"""The largest display delay a decoder takes (its decode surfaces leave room for that many)."""
 """Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
 
 
@@ -266,12 +268,29 @@ class CuvidDecoder:
         self._ptr_ref, self._pitch_ref = C.byref(self._ptr), C.byref(self._pitch)
         # The callbacks must outlive the parser: kept on the object.
         self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
-        params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0,
-                              max_display_delay=display_delay, on_sequence=self._callbacks[0],
-                              on_decode=self._callbacks[1], on_display=self._callbacks[2])
+        self._parser: int | None = self._create_parser(display_delay)
+
+    def _create_parser(self, delay: int) -> int:
+        if not 0 <= delay <= MAX_DISPLAY_DELAY:
+            raise ValueError(f"display delay must be 0..{MAX_DISPLAY_DELAY}, not {delay}")
+        params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0, max_display_delay=delay,
+                              on_sequence=self._callbacks[0], on_decode=self._callbacks[1],
+                              on_display=self._callbacks[2])
         parser = C.c_void_p()
-        lib.check("cuvidCreateVideoParser", lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
-        self._parser = parser.value
+        self._lib.check("cuvidCreateVideoParser", self._lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
+        return parser.value
+
+    def set_display_delay(self, delay: int) -> None:
+        """Show each picture ``delay`` pictures after it is fed, from the next keyframe on.
+
+        Only between GOPs (the decoder drained, or holding nothing): a new parser takes over the same
+        hardware decoder and starts at the next keyframe's parameter sets.
+        """
+        if delay == self.display_delay or self._parser is None:
+            return
+        parser = self._create_parser(delay)
+        self._lib.cuvidDestroyVideoParser(self._parser)
+        self._parser, self.display_delay = parser, delay
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -360,7 +379,7 @@ class CuvidDecoder:
         """Make the hardware decoder for the format (again only when it changed); the surface count."""
         area = fmt.display_area
         bits = 8 + fmt.bit_depth_luma_minus8
-        surfaces = fmt.min_num_decode_surfaces + self._extra + self.display_delay
+        surfaces = fmt.min_num_decode_surfaces + self._extra + MAX_DISPLAY_DELAY
         shape = (fmt.codec, fmt.chroma_format, bits, fmt.coded_width, fmt.coded_height,
                  area.left, area.top, area.right, area.bottom)
         if shape == self.shape and self.handle is not None:

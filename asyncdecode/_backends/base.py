@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -21,6 +22,8 @@ import torch
 from .._output import ColorParams, OutputSpec
 from ..errors import AsyncDecodeError, BackendUnavailableError, CorruptDataError, InvalidRequestError
 from ..gop import FLAG_DISPOSABLE, GopBundle
+
+log = logging.getLogger("asyncdecode")
 
 
 def feed_plan(table: Any, wanted: Collection[int], after: int = -1) -> list[int]:
@@ -72,8 +75,6 @@ class Position:
     bundle: GopBundle
     decoder: Any
     """The backend's decoder, holding the GOP's pictures (nobody else feeds it meanwhile)."""
-    key: Hashable = None
-    """Which decoders the decoder can stand in for (``PacketSession._key``) once the position is given up."""
     last: int = -1
     """Decode-order index of the last packet fed."""
     pending: set[int] = field(default_factory=set)
@@ -253,6 +254,7 @@ class PacketSession(Session):
         except BaseException as exc:
             if pos is not None:
                 self.positions.pop(id(bundle), None)  # its decoder is thrown away
+                self._throw_away(pos.decoder)
             error = None
             if isinstance(exc, Exception) and not isinstance(exc, AsyncDecodeError):
                 error = self._fail(bundle, exc, min(remaining, default=bundle.first_frame_id))
@@ -271,14 +273,15 @@ class PacketSession(Session):
         """A position at the keyframe of ``bundle``, on a free decoder of its kind or a new one."""
         while len(self.positions) >= self.max_positions:
             self._release(next(iter(self.positions.values())))
-        key = self._key(bundle, reads_on)
+        key = self._key(bundle)
         for i in range(len(self._free) - 1, -1, -1):
             if self._free[i][0] == key:
                 decoder = self._free.pop(i)[1]
                 break
         else:
-            decoder = self._create(bundle, reads_on)
-        pos = self.positions[id(bundle)] = Position(bundle, decoder, key)
+            decoder = self._create(bundle)
+        self._start(decoder, bundle, reads_on)
+        pos = self.positions[id(bundle)] = Position(bundle, decoder)
         return pos
 
     def _release(self, pos: Position) -> None:
@@ -290,10 +293,17 @@ class PacketSession(Session):
             try:
                 self._discard(pos.decoder, pos.bundle)
             except Exception:  # a decoder that cannot even drain is thrown away
+                self._throw_away(pos.decoder)
                 return
-        self._free.append((pos.key, pos.decoder))
+        self._free.append((self._key(pos.bundle), pos.decoder))
         if len(self._free) > self.max_positions:  # a few spare decoders, not one per shape ever seen
-            del self._free[0]
+            self._throw_away(self._free.pop(0)[1])
+
+    def _throw_away(self, decoder: Any) -> None:
+        try:
+            self._close_decoder(decoder)
+        except Exception as exc:  # a broken decoder: what it holds goes with the garbage collector
+            log.debug("asyncdecode: closing a %s decoder failed: %s", self.kind, exc)
 
     def close(self) -> None:
         self.positions.clear()
@@ -306,13 +316,19 @@ class PacketSession(Session):
         return contextlib.nullcontext()
 
     @abc.abstractmethod
-    def _key(self, bundle: GopBundle, reads_on: bool) -> Hashable:
-        """Which decoders can decode ``bundle`` (codec, parameters, size ...); ``reads_on``: for a
-        clip read on from here (several frames of the GOP wanted, or jobs further on waiting)."""
+    def _key(self, bundle: GopBundle) -> Hashable:
+        """Which decoders can decode ``bundle`` (codec, parameters, size ...)."""
 
     @abc.abstractmethod
-    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
-        """A new decoder for ``bundle``'s stream (``reads_on`` as for :meth:`_key`)."""
+    def _create(self, bundle: GopBundle) -> Any:
+        """A new decoder for ``bundle``'s stream."""
+
+    def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
+        """Set a decoder, ready for a keyframe, up for the GOP it is about to decode; ``reads_on``: a
+        clip is read on from here (several frames of the GOP wanted, or jobs further on waiting)."""
+
+    def _close_decoder(self, decoder: Any) -> None:
+        """Free a decoder the session gives up now (default: leave it to the garbage collector)."""
 
     @abc.abstractmethod
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:

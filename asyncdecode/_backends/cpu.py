@@ -61,10 +61,10 @@ class CpuSession(PacketSession):
         super().__init__()
         self._threads = threads
 
-    def _key(self, bundle: GopBundle, reads_on: bool) -> Hashable:
+    def _key(self, bundle: GopBundle) -> Hashable:
         return bundle.codec, bytes(bundle.extradata)
 
-    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
+    def _create(self, bundle: GopBundle) -> Any:
         import av
 
         ctx = av.CodecContext.create(_decoder_name(bundle.codec, bundle.source), "r")

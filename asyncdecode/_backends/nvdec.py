@@ -172,7 +172,7 @@ class NvdecSession(PacketSession):
         self._convert_planes = convert_planes
         self._ptr = DevicePointer
 
-    def _key(self, bundle: GopBundle, reads_on: bool) -> tuple[Any, ...]:
+    def _key(self, bundle: GopBundle) -> tuple[str, int, int, int, bool]:
         return bundle.codec, bundle.bit_depth, bundle.width, bundle.height, bundle.in_display_order
 
     def _job(self, bundle: GopBundle) -> Any:
@@ -239,13 +239,17 @@ class CuvidSession(NvdecSession):
             return READ_ON_DELAY
         return 0 if bundle.in_display_order else 1  # a single frame wanted: shown as soon as it is decoded
 
-    def _key(self, bundle: GopBundle, reads_on: bool) -> tuple[Any, ...]:
-        return *super()._key(bundle, reads_on), self._delay(bundle, reads_on)
-
-    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
+    def _create(self, bundle: GopBundle) -> Any:
         self.created += 1
-        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=self._delay(bundle, reads_on),
-                                        stream=self._handle)
+        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=0, stream=self._handle)
+
+    def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
+        decoder.set_display_delay(self._delay(bundle, reads_on))
+
+    def _close_decoder(self, decoder: Any) -> None:
+        if decoder in self._mapped:  # its mapped pictures may still be read on the stream
+            self._unmap()
+        decoder.close()
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
         row = bundle.packets[i]
@@ -337,7 +341,7 @@ class NvcSession(NvdecSession):
         self._eos = _end_of_stream(self._nvc)
         self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
 
-    def _create(self, bundle: GopBundle, reads_on: bool) -> Any:
+    def _create(self, bundle: GopBundle) -> Any:
         nvc = self._nvc
         self.created += 1
         # Low latency verified frame for frame against the default mode on an H200 (PyNvVideoCodec
