@@ -33,10 +33,9 @@ _SURFACE_NV12, _SURFACE_P016 = 0, 1
 _CREATE_PREFER_CUVID = 0x04  # the dedicated video engines
 _NOT_SUPPORTED = 801  # CUDA_ERROR_NOT_SUPPORTED
 _OUTPUT_SURFACES = 4
-"""Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
-_EVENT_DISABLE_TIMING = 0x2
 MAX_DISPLAY_DELAY = 4
 """The largest display delay a decoder takes (its decode surfaces leave room for that many)."""
+"""Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
 
 
 class _Rect(C.Structure):
@@ -177,10 +176,6 @@ class Library:
             (self.cuvid, "cuvidGetDecodeStatus"): (vp, i, ref(DecodeStatus)),
             (self.cuda, "cuCtxGetCurrent"): (ref(vp),),
             (self.cuda, "cuStreamSynchronize"): (vp,),
-            (self.cuda, "cuEventCreate"): (ref(vp), C.c_uint),
-            (self.cuda, "cuEventRecord"): (vp, vp),
-            (self.cuda, "cuEventSynchronize"): (vp,),
-            (self.cuda, "cuEventDestroy_v2"): (vp,),
             (self.cuda, "cuCtxPushCurrent_v2"): (vp,),
             (self.cuda, "cuCtxPopCurrent_v2"): (ref(vp),),
             (self.cuda, "cuGetErrorName"): (i, ref(C.c_char_p)),
@@ -261,9 +256,7 @@ class CuvidDecoder:
         self.width = self.height = self.surface_height = self.bits = 0
         self.created = 0
         self.mapped: list[int] = []
-        """Addresses of pictures mapped and not yet unmapped (at most :data:`_OUTPUT_SURFACES`), oldest first."""
-        self._read: dict[int, int] = {}  # mapped address -> event recorded after its last reader was queued
-        self._events: list[int] = []  # events free for :meth:`read_queued`
+        """Addresses of pictures mapped and not yet unmapped (at most :data:`_OUTPUT_SURFACES`)."""
         self._out: list[Picture] = []
         self._error: BaseException | None = None
         self._packet = SourcePacket()
@@ -352,42 +345,11 @@ class CuvidDecoder:
         """Whether as many pictures are mapped as the decoder has output surfaces."""
         return len(self.mapped) >= _OUTPUT_SURFACES
 
-    def read_queued(self) -> None:
-        """Every reader of the last mapped picture is queued on the decoder's stream: mark the point
-        (an event), so that :meth:`unmap_oldest` waits for those readers only."""
-        lib = self._lib
-        if not self._events:
-            event = C.c_void_p()
-            lib.check("cuEventCreate", lib.cuEventCreate(C.byref(event), _EVENT_DISABLE_TIMING))
-            self._events.append(event.value)
-        event = self._events.pop()
-        code = lib.cuEventRecord(event, self._stream)
-        if code:
-            self._events.append(event)
-            raise CuvidError("cuEventRecord", code)
-        self._read[self.mapped[-1]] = event
-
-    def unmap_oldest(self) -> None:
-        """Unmap the picture mapped first, once its readers are done (the whole stream, if they were
-        not marked with :meth:`read_queued`): the decoder's other mapped pictures stay in flight."""
-        lib = self._lib
-        ptr = self.mapped[0]
-        event = self._read.pop(ptr, None)
-        if event is None:
-            lib.check("cuStreamSynchronize", lib.cuStreamSynchronize(self._stream))
-        else:
-            self._events.append(event)
-            lib.check("cuEventSynchronize", lib.cuEventSynchronize(event))
-        self.mapped.pop(0)
-        lib.check("cuvidUnmapVideoFrame64", self._unmap(self.handle, ptr))
-
     def chroma_offset(self, pitch: int) -> int:
         return pitch * ((self.surface_height + 1) & ~1)
 
     def unmap_all(self) -> None:
         """Unmap every mapped picture (their readers must be done)."""
-        self._events.extend(self._read.values())
-        self._read.clear()
         while self.mapped:
             self._lib.check("cuvidUnmapVideoFrame64", self._unmap(self.handle, self.mapped.pop()))
 
@@ -461,8 +423,6 @@ class CuvidDecoder:
             return
         handle, self.handle = self.handle, None
         self.mapped.clear()  # the decoder's surfaces go with it
-        self._events.extend(self._read.values())
-        self._read.clear()
         self._lib.check("cuvidDestroyDecoder", self._lib.cuvidDestroyDecoder(handle))
 
     def close(self) -> None:
@@ -480,9 +440,6 @@ class CuvidDecoder:
                 for ptr in self.mapped:
                     self._unmap(self.handle, ptr)
                 self._destroy_decoder()
-            for event in self._events:
-                lib.cuEventDestroy_v2(event)
-            self._events.clear()
         finally:
             if pushed:
                 lib.cuCtxPopCurrent_v2(C.byref(C.c_void_p()))

@@ -221,9 +221,7 @@ class CuvidSession(NvdecSession):
 
     A picture is mapped only when a job wants it (or collects it): the conversion reads the mapped
     surface on the session's stream. Mapped surfaces are given back once that stream has finished
-    with them: all at the end of each job, or, when a decoder has all its output surfaces mapped, the
-    first one mapped, as soon as its own readers are done (an event per picture: the pictures
-    mapped after it stay in flight).
+    with them: at the end of each job, or earlier when a decoder has all its output surfaces mapped.
     """
 
     def __init__(self, backend: NvdecBackend) -> None:
@@ -277,8 +275,8 @@ class CuvidSession(NvdecSession):
 
     def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
         decoder = frame.decoder
-        if decoder.full:  # every output surface is mapped: give back the first, once read
-            decoder.unmap_oldest()
+        if decoder.full:  # every output surface is mapped: let the readers finish, then give them back
+            self._unmap()
         luma, pitch = decoder.map(frame)
         if not self._mapped or self._mapped[-1] is not decoder:
             self._mapped.append(decoder)
@@ -288,20 +286,16 @@ class CuvidSession(NvdecSession):
         dtype, stride = (torch.int16, pitch // 2) if wide else (torch.uint8, pitch)
         shift = 16 - params.bits if wide else 0
         if output is not None and self._direct.available:  # the kernel reads the mapped surface
-            out = self._output(self._ptr(luma, dtype), self._ptr(chroma, dtype), height, width, stride, stride,
-                               params, output, shift)
-        else:
-            # Copies out of the surface (on this stream, before it is unmapped): native planes for
-            # comparisons, or planes the JIT-launched kernel can take.
-            y = _surface(luma, (height, width), stride, dtype, self._device)
-            uv = _surface(chroma, ((height + 1) // 2, (width + 1) // 2, 2), stride, dtype, self._device)
-            if output is not None:
-                y, uv = y.clone(), uv.clone()
-                out = self._output(y, uv, height, width, y.stride(0), uv.stride(0), params, output, shift)
-            else:
-                out = _native_planes(y, uv, shift)
-        decoder.read_queued()  # the surface can be given back once this point of the stream is passed
-        return out
+            return self._output(self._ptr(luma, dtype), self._ptr(chroma, dtype), height, width, stride, stride,
+                                params, output, shift)
+        # Copies out of the surface (on this stream, before it is unmapped): native planes for comparisons,
+        # or planes the JIT-launched kernel can take.
+        y = _surface(luma, (height, width), stride, dtype, self._device)
+        uv = _surface(chroma, ((height + 1) // 2, (width + 1) // 2, 2), stride, dtype, self._device)
+        if output is not None:
+            y, uv = y.clone(), uv.clone()
+            return self._output(y, uv, height, width, y.stride(0), uv.stride(0), params, output, shift)
+        return _native_planes(y, uv, shift)
 
     def _sync(self) -> None:
         """Wait for everything queued on the session's stream."""
