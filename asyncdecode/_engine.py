@@ -266,29 +266,34 @@ class Engine:
     # -- public API ---------------------------------------------------------------------------
 
     async def decode(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
-                     output: OutputSpec | None = None) -> list[torch.Tensor]:
+                     output: OutputSpec | None = None, stack: bool = False) -> Any:
         """Decode frame ``frame_ids[i]`` of ``paths[i]`` for every i.
 
         Args:
             paths: One path per frame id, or a single path for all of them.
             frame_ids: Frame ids (0-based, presentation order).
             output: Output format for this call (default: the engine's).
+            stack: Return one batch tensor, ``N x C x H x W`` (``layout="chw"``) or ``N x H x W x C``,
+                instead of a list. Every frame of the request must come out at one size (the same
+                display size, or an ``OutputSpec.size``).
 
         Returns:
-            One tensor per (path, frame id) pair, in order, on the engine's device.
+            One tensor per (path, frame id) pair, in order, on the engine's device (with ``stack``:
+            those tensors stacked along a new first dimension).
 
         Raises:
             FrameIndexError: a frame id is out of range for its file.
             VideoOpenError: a file is missing or not a video.
             UnsupportedStreamError: the backend cannot decode a stream.
             CorruptDataError: a GOP does not decode.
-            InvalidRequestError: the arguments are malformed.
+            InvalidRequestError: the arguments are malformed (or, with ``stack``, the frames would
+                come out at different sizes).
             EngineClosedError: the engine is closed.
         """
-        return await self.submit(paths, frame_ids, output=output)
+        return await self.submit(paths, frame_ids, output=output, stack=stack)
 
     def submit(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
-               output: OutputSpec | None = None) -> asyncio.Future[list[torch.Tensor]]:
+               output: OutputSpec | None = None, stack: bool = False) -> asyncio.Future[Any]:
         """Start a request now and return its future at once (await it for the frames).
 
         Must be called from the engine's event loop. Cancelling the future withdraws the request's
@@ -297,7 +302,7 @@ class Engine:
         loop = self._ensure_open()
         pairs = _pairs(paths, frame_ids)
         spec = self._spec(output)
-        task = loop.create_task(self._request(pairs, spec))
+        task = loop.create_task(self._request(pairs, spec, bool(stack)))
         self._track(task)
         return task
 
@@ -316,18 +321,18 @@ class Engine:
         return task
 
     async def stream(self, requests: Iterable[Request] | AsyncIterable[Request], *, depth: int = 4,
-                     output: OutputSpec | None = None) -> AsyncIterator[list[torch.Tensor]]:
+                     output: OutputSpec | None = None, stack: bool = False) -> AsyncIterator[Any]:
         """Yield the frames of each ``(paths, frame_ids)`` request in order, keeping ``depth`` in flight.
 
         While the caller works on one result, the next ``depth - 1`` requests are being read and
         decoded. An error of a request is raised at its position; closing the iterator early cancels
-        the requests still in flight.
+        the requests still in flight. ``stack``: each result as one batch tensor (see :meth:`decode`).
         """
         if not isinstance(depth, int) or depth < 1:
             raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
         self._ensure_open()
         spec = self._spec(output)
-        pending: deque[asyncio.Future[list[torch.Tensor]]] = deque()
+        pending: deque[asyncio.Future[Any]] = deque()
         source = _aiter(requests)
         exhausted = False
         try:
@@ -338,7 +343,7 @@ class Engine:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    pending.append(self.submit(paths, ids, output=spec))
+                    pending.append(self.submit(paths, ids, output=spec, stack=stack))
                 if not pending:
                     return
                 yield await pending.popleft()
@@ -529,13 +534,13 @@ class Engine:
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    async def _request(self, pairs: list[tuple[str, int]], spec: OutputSpec) -> list[torch.Tensor]:
+    async def _request(self, pairs: list[tuple[str, int]], spec: OutputSpec, stack: bool = False) -> Any:
         n = self._n
         n.requests += 1
         n.frames_requested += len(pairs)
         t0 = time.perf_counter()
         try:
-            frames = await self._decode_pairs(pairs, spec)
+            frames = await self._decode_pairs(pairs, spec, stack)
         except asyncio.CancelledError:
             n.requests_cancelled += 1
             raise
@@ -545,12 +550,21 @@ class Engine:
         finally:
             n.request_s += time.perf_counter() - t0
         n.frames_returned += len(frames)
+        if stack:
+            return torch.stack(frames) if frames else torch.empty((0,), dtype=spec.dtype, device=self.device)
         return frames
 
-    async def _decode_pairs(self, pairs: list[tuple[str, int]], spec: OutputSpec) -> list[torch.Tensor]:
+    async def _decode_pairs(self, pairs: list[tuple[str, int]], spec: OutputSpec,
+                            stack: bool = False) -> list[torch.Tensor]:
         if not pairs:
             return []
         indexes = await self._indexes_for(pairs)
+        if stack and spec.size is None:
+            sizes = {(indexes[p].info.height, indexes[p].info.width): p for p, _ in pairs}
+            if len(sizes) > 1:
+                found = ", ".join(f"{w}x{h} ({p})" for (h, w), p in sizes.items())
+                raise InvalidRequestError(f"stack=True needs every frame at one size, this request has {found}; "
+                                          "set OutputSpec.size to resize them to one", device=str(self.device))
         groups: dict[tuple[str, int], set[int]] = {}
         for path, fid in pairs:
             index = indexes[path]

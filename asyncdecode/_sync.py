@@ -71,16 +71,18 @@ class SyncEngine:
         return self.engine.device
 
     def decode(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
-               output: OutputSpec | None = None, timeout_s: float | None | object = _DEFAULT) -> list[torch.Tensor]:
+               output: OutputSpec | None = None, stack: bool = False,
+               timeout_s: float | None | object = _DEFAULT) -> Any:
         """Blocking :meth:`Engine.decode`; ``timeout_s`` overrides the engine's default for this call."""
         self._check()
-        return self._call(self.engine.decode(paths, frame_ids, output=output), timeout_s)
+        return self._call(self.engine.decode(paths, frame_ids, output=output, stack=stack), timeout_s)
 
     def submit(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int], *,
-               output: OutputSpec | None = None) -> concurrent.futures.Future[list[torch.Tensor]]:
+               output: OutputSpec | None = None, stack: bool = False) -> concurrent.futures.Future[Any]:
         """Start a request and return a :class:`concurrent.futures.Future` at once."""
         self._check()
-        return asyncio.run_coroutine_threadsafe(self.engine.decode(paths, frame_ids, output=output), self._loop)
+        return asyncio.run_coroutine_threadsafe(self.engine.decode(paths, frame_ids, output=output, stack=stack),
+                                                self._loop)
 
     def prefetch(self, paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> None:
         """Blocking-free :meth:`Engine.prefetch`: returns at once."""
@@ -91,13 +93,13 @@ class SyncEngine:
 
         self._call(start())
 
-    def stream(self, requests: Iterable[Request], *, depth: int = 4,
-               output: OutputSpec | None = None) -> Iterator[list[torch.Tensor]]:
+    def stream(self, requests: Iterable[Request], *, depth: int = 4, output: OutputSpec | None = None,
+               stack: bool = False) -> Iterator[Any]:
         """Blocking :meth:`Engine.stream`: results in order, ``depth`` requests in flight."""
         self._check()
         if not isinstance(depth, int) or depth < 1:
             raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
-        return self._iterate(self.engine.stream(requests, depth=depth, output=output))
+        return self._iterate(self.engine.stream(requests, depth=depth, output=output, stack=stack))
 
     def stats(self) -> dict[str, Any]:
         """:meth:`Engine.stats`."""

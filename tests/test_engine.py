@@ -279,3 +279,29 @@ async def test_stream_keeps_at_most_depth_requests_ahead(assets, depth):
             await asyncio.sleep(0.002)  # the caller's work
             assert eng.stats()["requests_in_flight"] <= depth
     assert consumed == 24 and max(ahead) == depth
+
+
+async def test_stacked_output_is_one_batch_tensor(assets, truth):
+    """``stack=True``: one N x H x W x C (or, with layout chw, N x C x H x W) tensor per request, equal
+    to the listed frames; frames of different sizes are refused up front unless resized to one size."""
+    from asyncdecode import InvalidRequestError, OutputSpec
+
+    names = ["h264_nob", "h264_bframes", "hevc_open"]
+    paths = [assets[n] for n in names]
+    ids = [3, 7, 11]
+    want = [truth[n][i] for n, i in zip(names, ids)]
+    async with Engine(device="cpu") as eng:
+        got = await eng.decode(paths, ids, stack=True)
+        assert torch.equal(got, torch.stack(want))
+        chw = await eng.decode(paths, ids, output=OutputSpec(layout="chw"), stack=True)
+        assert chw.shape == (3, 3, *want[0].shape[:2]) and torch.equal(chw, got.permute(0, 3, 1, 2))
+        results = [r async for r in eng.stream([(paths, ids), (paths[:1], ids[:1])], stack=True)]
+        assert torch.equal(results[0], got) and results[1].shape == (1, *want[0].shape)
+        odd = assets["h264_odd420"]
+        with pytest.raises(InvalidRequestError, match="one size"):
+            await eng.decode([paths[0], odd], [0, 0], stack=True)
+        resized = await eng.decode([paths[0], odd], [0, 0], output=OutputSpec(size=(32, 48)), stack=True)
+        assert resized.shape == (2, 32, 48, 3)
+        empty = await eng.decode([], [], stack=True)
+        assert empty.numel() == 0
+        assert eng.stats()["requests_failed"] == 1

@@ -29,6 +29,9 @@ def test_sync_engine_end_to_end(assets):
         got = list(eng.stream(((path, [i]) for i in range(0, n, 6)), depth=3))
         assert len(got) == len(range(0, n, 6))
         assert torch.equal(got[0][0], eng.decode(path, [0])[0])
+        assert torch.equal(eng.decode([path, path], [3, 40], stack=True), torch.stack(a))
+        assert torch.equal(eng.submit(path, [40], stack=True).result(timeout=30)[0], b)
+        assert torch.equal(next(iter(eng.stream([(path, [0])], stack=True))), got[0][0][None])
         with pytest.raises(FrameIndexError, match="out of range"):
             eng.decode(path, [n])
         assert eng.info(path).num_frames == n
