@@ -41,3 +41,14 @@ def test_import_needs_no_driver():
     # The module loads its libraries only when a decoder is made.
     assert _cuvid.library.cache_info().currsize in (0, 1)
     assert set(_cuvid.CODECS) >= {"h264", "hevc", "av1"}
+
+
+@pytest.mark.parametrize("raw, want", [(None, 3), ("0", 0), ("4", 4), ("5", 3), ("x", 3)])
+def test_read_on_delay_from_the_environment(monkeypatch, raw, want):
+    from asyncdecode._backends import nvdec
+
+    if raw is None:
+        monkeypatch.delenv("ASYNCDECODE_NVDEC_READ_ON_DELAY", raising=False)
+    else:
+        monkeypatch.setenv("ASYNCDECODE_NVDEC_READ_ON_DELAY", raw)
+    assert nvdec._read_on_delay() == want

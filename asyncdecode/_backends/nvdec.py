@@ -18,6 +18,7 @@ surface can be reused.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -27,7 +28,10 @@ import torch
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
 from ..gop import GopBundle
+from ._cuvid import MAX_DISPLAY_DELAY
 from .base import NVDEC_LIBRARIES, Backend, PacketSession, Session
+
+log = logging.getLogger("asyncdecode")
 
 #: NVDEC codecs by FFmpeg codec name -> PyNvVideoCodec cudaVideoCodec member.
 _CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "vp8": "VP8"}
@@ -47,7 +51,21 @@ DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 #: thread maps and converts, when a clip is read on. With one (each picture converted once the next
 #: is sent) every mapping waited for its picture's decode and 10 threads reached about half of what
 #: the engines decode.
-READ_ON_DELAY = int(os.environ.get("ASYNCDECODE_NVDEC_READ_ON_DELAY", "3"))
+def _read_on_delay(default: int = 3, most: int = MAX_DISPLAY_DELAY) -> int:
+    raw = os.environ.get("ASYNCDECODE_NVDEC_READ_ON_DELAY")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= most:
+        log.warning("asyncdecode: ASYNCDECODE_NVDEC_READ_ON_DELAY must be 0..%d, not %r; using %d", most, raw, default)
+        return default
+    return value
+
+
+READ_ON_DELAY = _read_on_delay()
 
 def _import_nvc() -> Any:
     try:
