@@ -6,7 +6,8 @@ A null backend (every job returns its wanted frames at once, one shared 4x4x3 te
 the decoder, so what is measured is indexing (once), GOP planning, queueing, merging, routing,
 futures and result assembly: frames/s and process CPU per frame, with the request patterns of
 nvdec_bench (sequential: 16 consecutive frames of 6 cameras per request, 16 requests in flight;
-random: one random frame per camera, 64 in flight), on 2 clips x 6 small H.264 files (GOP 30, 235
+random: one random frame per camera, 64 in flight) and a clip read one step at a time (stepwise: frame
+t of every camera per request, t = 0, 1, ..., 16 in flight), on 2 clips x 6 small H.264 files (GOP 30, 235
 frames) made under /tmp/nullset. Compare with a real backend's rate to see whether the engine or the
 decoder sets the pace.
 """
@@ -46,19 +47,20 @@ for c in range(2):
 
 async def main():
     async with Engine(device="cpu", config=EngineConfig()) as eng:
-        for pattern in ("sequential", "random", "sequential"):
+        for pattern in ("sequential", "random", "stepwise", "sequential"):
             rng = random.Random(1)
             def requests():
                 if pattern == "random":
                     while True:
                         clip = clips[rng.randrange(len(clips))]
                         yield clip, [rng.randrange(FRAMES) for _ in clip]
+                run = 1 if pattern == "stepwise" else 16
                 for k in itertools.count():
                     clip = clips[k % len(clips)]
-                    for start in range(0, FRAMES, 16):
-                        ids = range(start, min(start + 16, FRAMES))
+                    for start in range(0, FRAMES, run):
+                        ids = range(start, min(start + run, FRAMES))
                         yield [p for p in clip for _ in ids], [j for _ in clip for j in ids]
-            depth = 16 if pattern == "sequential" else 64
+            depth = 64 if pattern == "random" else 16
             frames = 0; c0, t0 = time.process_time(), time.perf_counter()
             s0 = eng.stats()
             agen = eng.stream(requests(), depth=depth)
