@@ -91,7 +91,7 @@ class VideoInfo:
 
     def gop_of(self, frame_id: int) -> int:
         """Index of the GOP holding ``frame_id``."""
-        return int(np.searchsorted(self.keyframes, frame_id, side="right")) - 1
+        return bisect.bisect_right(self.keyframes, frame_id) - 1  # on the tuple: no array made per call
 
     def pts_seconds_of(self, frame_id: int) -> float:
         """Presentation time of ``frame_id`` in seconds."""
