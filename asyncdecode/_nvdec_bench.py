@@ -322,8 +322,16 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
     ap.add_argument("--libraries", default="libnvcuvid,PyNvVideoCodec",
                     help="NVDEC libraries asyncdecode is measured with, comma separated; the first is the one "
                          "the targets are checked on (default: libnvcuvid,PyNvVideoCodec)")
+    ap.add_argument("--delays", default="",
+                    help="also measure sequential reading (libnvcuvid) with these display delays for clips read on, "
+                         "comma separated (0-4; default: none)")
+    ap.add_argument("--output-surfaces", default="",
+                    help="with --delays: also with these numbers of output surfaces per decoder (default: the "
+                         "engine's)")
     args = ap.parse_args(argv)
     libraries = [x.strip() for x in args.libraries.split(",") if x.strip()]
+    delays = [int(x) for x in args.delays.split(",") if x.strip()]
+    surfaces = [int(x) for x in args.output_surfaces.split(",") if x.strip()] or [None]
     secs = 2.0 if args.quick else args.seconds
     ks = (1, 7, 28) if args.quick else (1, 7, 14, 28, 42)
     sweep = (7, 28) if args.quick else (7, 10, 14, 28)
@@ -342,7 +350,7 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
     kbit = sum(sizes) * 8 / 1000 / (len(files) * FRAMES)
     print(f"{len(files)} files, {kbit:.0f} kbit/frame", flush=True)
     bundles = [extract_gops(p, list(probe(p).keyframes)) for p in files]
-    res: dict = {"raw": [], "simple": [], "engine": [], "engine_other": [], "sweep": [], "runs": 2,
+    res: dict = {"raw": [], "simple": [], "engine": [], "engine_other": [], "sweep": [], "tuning": [], "runs": 2,
                  "libraries": libraries}
 
     for k in ks:
@@ -383,6 +391,28 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
                     print(f"asyncdecode sessions={k:2d} {pattern:10s} {r['frames_per_s']:6.0f} frames/s "
                           f"cpu {r['cpu_ms_per_frame']:.3f} ms/frame", flush=True)
 
+    async def tuning() -> None:
+        """Sequential reading on libnvcuvid by display delay (and output surfaces) for clips read on."""
+        from asyncdecode._backends import _cuvid, nvdec
+
+        default_delay, default_surfaces = nvdec.READ_ON_DELAY, _cuvid._OUTPUT_SURFACES
+        try:
+            for delay in delays:
+                for n in surfaces:
+                    nvdec.READ_ON_DELAY = delay
+                    _cuvid._OUTPUT_SURFACES = n or default_surfaces
+                    async with Engine(device="cuda", config=config(args.sessions, "libnvcuvid")) as eng:
+                        for p in files:
+                            await eng.info(p)
+                        await engine_run(eng, clips, "sequential", 1.0, seed=98, depth=16)
+                        r = await engine_run(eng, clips, "sequential", secs, seed=delay, depth=16)
+                    r.update(delay=delay, output_surfaces=_cuvid._OUTPUT_SURFACES)
+                    res["tuning"].append(r)
+                    print(f"asyncdecode (libnvcuvid) delay={delay} output surfaces={r['output_surfaces']} sequential "
+                          f"{r['frames_per_s']:6.0f} frames/s cpu {r['cpu_ms_per_frame']:.3f} ms/frame", flush=True)
+        finally:
+            nvdec.READ_ON_DELAY, _cuvid._OUTPUT_SURFACES = default_delay, default_surfaces
+
     for run in (1, 2):
         for pattern, threaded in (("random", False), ("sequential", False), ("sequential", True)):
             cams = clips[run % len(clips)]
@@ -393,6 +423,8 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
         for library in libraries:
             asyncio.run(engine_pass(run, library))
     asyncio.run(engine_sweep())
+    if delays:
+        asyncio.run(tuning())
 
     res["kernel"] = kernel_cost()
     res["decode_call_cpu"] = call_costs(bundles)
@@ -475,6 +507,13 @@ def _markdown(res: dict) -> str:
         ratio = (s["sweep_vs_limit"] if r["pattern"] == "random" else s["sweep_sequential_vs_raw_best"])[r["sessions"]]
         lines.append(f"| {r['sessions']} | {r['pattern']} | {r['frames_per_s']:.0f} | {ratio:.2f} | "
                      f"{r['cpu_ms_per_frame']:.3f} |")
+    if res.get("tuning"):
+        best_seq = s["best_raw_sequential_per_s"]
+        lines += ["", "## Sequential reading (libnvcuvid) by display delay for clips read on", "",
+                  "| delay | output surfaces | frames/s | x best raw sequential | CPU ms/frame |", "|---:|---:|---:|---:|---:|"]
+        for r in res["tuning"]:
+            lines.append(f"| {r['delay']} | {r['output_surfaces']} | {r['frames_per_s']:.0f} | "
+                         f"{r['frames_per_s'] / best_seq:.2f} | {r['cpu_ms_per_frame']:.3f} |")
     lines += ["", "## Host CPU of one PyNvVideoCodec Decode call (one session, whole GOPs)", "",
               "| call | calls | CPU us | wall us |", "|---|---:|---:|---:|"]
     for name, c in sorted(res["decode_call_cpu"].items()):
