@@ -14,7 +14,11 @@ a request touches is fetched again (frames/s, host CPU per frame). The OS page c
 both the videos and the store before each pass (``drop_page_cache``). Writes
 benchmarks/results/store_bench.{json,md}.
 
-    python benchmarks/store_bench.py [--device cpu|cuda] [--steps 200] [--depth 8]
+    python benchmarks/store_bench.py [--device cpu|cuda] [--steps 200] [--depth 8] [--videos DIR]
+
+``--videos DIR`` measures an existing set instead (every video under DIR, in sorted order, 6 cameras
+to a clip), for example the NVDEC benchmark's 1600x900 HEVC set (``benchmarks/data/nvdec``) after
+``nvdec_bench.py`` has made it: no encoding in the run, and the set the GPU numbers are quoted for.
 
 On the CPU backend decoding dominates the host CPU, so the store's saving shows in the CPU per GOP
 fetched rather than in CPU per frame; on NVDEC, where decoding leaves the host, it is the CPU per frame.
@@ -68,9 +72,21 @@ async def one_pass(eng, steps: list[tuple[list[str], list[int]]], depth: int) ->
 async def run(args: argparse.Namespace) -> dict:
     from asyncdecode import Engine, EngineConfig, GopStore, drop_page_cache
 
+    from asyncdecode import probe
+
     root = Path(args.data)
-    clips = make_set(root)
-    store = GopStore(root / "gops", video_root=root / "videos")
+    if args.videos:
+        video_root = Path(args.videos).resolve()
+        paths = sorted(str(p) for p in video_root.rglob("*.mp4"))
+        if len(paths) < CAMERAS:
+            raise SystemExit(f"--videos {video_root}: {len(paths)} mp4 files, need at least {CAMERAS}")
+        clips = [paths[k * CAMERAS:(k + 1) * CAMERAS] for k in range(len(paths) // CAMERAS)]
+        gop_root = root / f"gops-{video_root.name}"
+    else:
+        clips, video_root, gop_root = make_set(root), root / "videos", root / "gops"
+    info = probe(clips[0][0])
+    frames = min(probe(p).num_frames for c in clips for p in c)
+    store = GopStore(gop_root, video_root=video_root)
     t = time.perf_counter()
     summary = await store.build(progress=False)
     print(f"store: {summary} ({time.perf_counter() - t:.1f} s)", flush=True)
@@ -80,8 +96,8 @@ async def run(args: argparse.Namespace) -> dict:
     steps = []
     for _ in range(args.steps):
         clip = clips[rng.randrange(len(clips))]
-        steps.append((clip, [rng.randrange(235) for _ in clip]))
-    store_files = [str(p) for p in (root / "gops").rglob("*.bin")]
+        steps.append((clip, [rng.randrange(frames) for _ in clip]))
+    store_files = [str(p) for p in gop_root.rglob("*.bin")]
     video_files = [p for c in clips for p in c]
     cfg = EngineConfig(gop_cache_bytes=0)  # every GOP a request touches is fetched
     results = []
@@ -111,7 +127,8 @@ async def run(args: argparse.Namespace) -> dict:
             print(f"round {rnd} {name:6s}: {r['frames_per_s']:7.1f} frames/s, {r['cpu_ms_per_frame']:.2f} ms CPU/frame, "
                   f"{r['fetch_ms_per_gop']:.2f} ms per GOP fetched ({r['gops_fetched']} GOPs)", flush=True)
     return {"results": results, "store_bytes": sum(os.path.getsize(p) for p in store_files),
-            "video_bytes": sum(os.path.getsize(p) for p in video_files)}
+            "video_bytes": sum(os.path.getsize(p) for p in video_files),
+            "set": f"{CAMERAS}x{len(clips)} {info.width}x{info.height} {info.codec}, {frames} frames"}
 
 
 def main() -> None:
@@ -122,6 +139,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=str(HERE / "data" / "store"))
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--videos", default=None, help="measure the videos under this directory (default: make a set)")
     args = ap.parse_args()
     import torch
 
@@ -140,7 +158,7 @@ def main() -> None:
     res["meta"] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": args.device,
                    "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                    "asyncdecode": __version__, "steps": args.steps, "depth": args.depth,
-                   "set": f"{CAMERAS}x{CLIPS} 640x360 H.264 GOP 30, 235 frames"}
+                   "set": res["set"]}
     lines = [f"# store_bench — {args.device}, {res['meta']['date']}", "",
              f"{res['meta']['set']}; {args.steps} steps of one random frame per camera, depth {args.depth}, "
              f"GOP cache off, page cache dropped before each pass; store {res['store_bytes'] / 1e6:.1f} MB, "
