@@ -241,3 +241,24 @@ def test_a_session_is_told_whether_a_clip_is_read_on(assets):
         for pos in list(session.positions.values()):
             session._release(pos)
     assert seen == [False, True, True]
+
+
+def test_decoders_given_up_are_closed_at_once(assets):
+    """A session keeps a few spare decoders; one it drops is closed there and then (NVDEC decoders hold
+    GPU memory and a hardware session: the garbage collector is too late)."""
+    closed = []
+
+    class Closing(CpuSession):
+        max_positions = 1
+
+        def _close_decoder(self, decoder):
+            closed.append(decoder)
+
+    session = Closing(1)
+    made = []
+    for name in ("h264_nob", "h264_odd420", "hevc_closed"):  # three streams no decoder can stand in for
+        (bundle,) = extract_gops(assets[name], [0])
+        session.decode(bundle, [bundle.first_frame_id + 1], None, lambda: False)
+        made.append(session.positions[id(bundle)].decoder)
+    assert closed == [made[0]]  # the oldest spare went when a third kind came
+    session.close()
