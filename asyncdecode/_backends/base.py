@@ -280,7 +280,11 @@ class PacketSession(Session):
                 break
         else:
             decoder = self._create(bundle)
-        self._start(decoder, bundle, reads_on)
+        try:
+            self._start(decoder, bundle, reads_on)
+        except BaseException:
+            self._throw_away(decoder)
+            raise
         pos = self.positions[id(bundle)] = Position(bundle, decoder)
         return pos
 
