@@ -33,9 +33,9 @@ _SURFACE_NV12, _SURFACE_P016 = 0, 1
 _CREATE_PREFER_CUVID = 0x04  # the dedicated video engines
 _NOT_SUPPORTED = 801  # CUDA_ERROR_NOT_SUPPORTED
 _OUTPUT_SURFACES = 4
+"""Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
 MAX_DISPLAY_DELAY = 4
 """The largest display delay a decoder takes (its decode surfaces leave room for that many)."""
-"""Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
 
 
 class _Rect(C.Structure):
@@ -238,7 +238,8 @@ class CuvidDecoder:
             the call that feeds it. More keeps that many pictures on the hardware while the caller
             maps and converts a shown one, for clips read on.
         stream: Raw CUDA stream handle mapped pictures are made ready on.
-        extra_surfaces: Decode surfaces beyond the stream's minimum (more pictures in flight).
+        extra_surfaces: Decode surfaces beyond the stream's minimum and :data:`MAX_DISPLAY_DELAY`
+            (more pictures in flight).
     """
 
     def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4) -> None:

@@ -47,11 +47,9 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 
-#: Pictures a libnvcuvid decoder keeps on the hardware, decoded or being decoded, beyond the one its
-#: thread maps and converts, when a clip is read on. With one (each picture converted once the next
-#: is sent) every mapping waited for its picture's decode and 10 threads reached about half of what
-#: the engines decode.
+
 def _read_on_delay(default: int = 3, most: int = MAX_DISPLAY_DELAY) -> int:
+    """``ASYNCDECODE_NVDEC_READ_ON_DELAY`` if set and valid, else ``default`` (a bad value is logged)."""
     raw = os.environ.get("ASYNCDECODE_NVDEC_READ_ON_DELAY")
     if raw is None:
         return default
@@ -65,7 +63,12 @@ def _read_on_delay(default: int = 3, most: int = MAX_DISPLAY_DELAY) -> int:
     return value
 
 
+#: Pictures a libnvcuvid decoder keeps on the hardware, decoded or being decoded, beyond the one its
+#: thread maps and converts, when a clip is read on. With one (each picture converted once the next
+#: is sent) every mapping waited for its picture's decode and 10 threads reached about half of what
+#: the engines decode.
 READ_ON_DELAY = _read_on_delay()
+
 
 def _import_nvc() -> Any:
     try:
