@@ -222,6 +222,13 @@ class GopBundle:
         return dict(zip(self.packets["pts"].tolist(), self.packets["frame_id"].tolist()))
 
     @functools.cached_property
+    def rows(self) -> list[tuple[int, int, int, int]]:
+        """``(offset, size, pts, frame_id)`` of every packet in decode order, as Python integers
+        (computed once): what a decoder thread reads per packet, without indexing numpy per field."""
+        t = self.packets
+        return list(zip(t["offset"].tolist(), t["size"].tolist(), t["pts"].tolist(), t["frame_id"].tolist()))
+
+    @functools.cached_property
     def decode_index(self) -> dict[int, int]:
         """Frame id -> decode-order index of its packet (computed once)."""
         return {f: i for i, f in enumerate(self.packets["frame_id"].tolist())}

@@ -291,6 +291,39 @@ def test_direct_kernel_launch_equals_jit_launch(spec):
     assert torch.equal(fast, jit)
 
 
+@pytest.mark.parametrize("spec", [OutputSpec(), OutputSpec(format="bgr", layout="chw", dtype=torch.float16),
+                                  OutputSpec(size=(40, 64), layout="chw")])
+@pytest.mark.parametrize("bits", [8, 10])
+def test_frame_converter_equals_conversion_by_tensor(spec, bits):
+    """The converter decoder threads keep per frame kind (planes by address, kernel and fixed arguments
+    settled once) writes what the conversion of plane tensors writes, on its own stream."""
+    from asyncdecode._backends import _cuda_color as cc
+    from asyncdecode._output import ColorParams
+
+    rng = np.random.default_rng(bits)
+    h, w = 90, 166
+    if bits == 8:
+        dtype, shift, pix_fmt = torch.uint8, 0, "yuv420p"
+        luma = torch.tensor(rng.integers(0, 256, (h, w + 26)), dtype=dtype, device="cuda")[:, :w]  # padded rows
+        chroma = torch.tensor(rng.integers(0, 256, (h // 2, w // 2, 2)), dtype=dtype, device="cuda")
+    else:  # P016: 10-bit samples in the high bits of 16
+        dtype, shift, pix_fmt = torch.int16, 6, "yuv420p10le"
+        luma = torch.tensor(rng.integers(0, 1024, (h, w)) << 6, dtype=torch.int32, device="cuda").to(dtype)
+        chroma = torch.tensor(rng.integers(0, 1024, (h // 2, w // 2, 2)) << 6, dtype=torch.int32,
+                              device="cuda").to(dtype)
+    params = ColorParams.resolve("bt709", "limited", pix_fmt)
+    side = torch.cuda.Stream()
+    convert = cc.FrameConverter(params, spec, h, w, luma.device, dtype, shift=shift, stream=side.cuda_stream)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = [convert(luma.data_ptr(), chroma.data_ptr(), luma.stride(0), chroma.stride(0)) for _ in range(2)]
+    side.synchronize()
+    want = cc.nv12_to_output(luma, chroma, params, spec, shift=shift)
+    for g in got:
+        assert g.shape == want.shape and g.dtype == want.dtype
+        assert torch.equal(g, want)
+
+
 @pytest.mark.parametrize("name", ["h264_nob", "bt709_full"])
 def test_in_order_gops_decode_without_flush(nv_assets, backend, name):
     """GOPs without reordering: a low-latency decoder gives each frame on its own packet, so a job feeds

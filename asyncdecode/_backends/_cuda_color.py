@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -139,6 +140,36 @@ class _Launcher:
                 self._hooks = None
         _nv12_to_rgb[grid](*args, **consts)
 
+    def prepare(self, grid: tuple[int, int], dtypes: tuple[torch.dtype, torch.dtype, torch.dtype],
+                tail: tuple[Any, ...], consts: dict[str, Any], stream: int) -> Callable[..., None] | None:
+        """A launch with everything but the first seven arguments settled (planes, output, sizes and
+        strides, given as plain integers): ``None`` where launches cannot go the direct way, or launch
+        hooks (a profiler) want their metadata per launch."""
+        hooks = self._hooks
+        if hooks is None or hooks.launch_enter_hook is not None or hooks.launch_exit_hook is not None:
+            return None
+        key = (*dtypes, *consts.values())
+        kernel = self.kernels.get(key)
+        if kernel is None:
+            args = (*(DevicePointer(0, d) for d in dtypes), 1, 1, 1, 1, *tail)
+            try:
+                kernel = _nv12_to_rgb.warmup(*args, grid=grid, **consts)
+                kernel._init_handles()
+            except Exception as exc:
+                self.reason = f"{type(exc).__name__}: {exc}"
+                log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
+                self._hooks = None
+                return None
+            self.kernels[key] = kernel
+        run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
+        rows, cols = grid
+        rest = (*tail, *consts.values())
+
+        def launch(*head: int) -> None:
+            run(rows, cols, 1, stream, function, packed, None, None, None, *head, *rest)
+
+        return launch
+
     @property
     def available(self) -> bool:
         """Whether launches go the direct way (the JIT call takes only addresses of CUDA allocations)."""
@@ -180,6 +211,37 @@ def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | De
     if not plan.resize:
         return out
     return finish_output(out, spec)
+
+
+class FrameConverter:
+    """Converts frames of one size and sample type into one output kind on one stream, by address.
+
+    Everything that does not change from frame to frame (the plan, the compiled kernel and its fixed
+    arguments) is settled once: per frame there is the output allocation and one launch. For decoder
+    threads converting thousands of frames a second, where the Python per frame is time under the GIL.
+    """
+
+    def __init__(self, params: ColorParams, spec: OutputSpec, height: int, width: int, device: torch.device,
+                 sample: torch.dtype, *, shift: int, stream: int) -> None:
+        self.height, self.width = height, width
+        self._params, self._spec, self._device, self._sample, self._shift = params, spec, device, sample, shift
+        self._stream = stream
+        plan = self._plan = _plan(params, spec, height, width)
+        self._shape, self._dtype = plan.shape, plan.dtype
+        consts = plan.consts if not shift else {**plan.consts, "SHIFT": shift}
+        self._launch = None if plan.resize else _launch.prepare(plan.grid, (sample, sample, plan.dtype), plan.args,
+                                                                   consts, stream)
+
+    def __call__(self, luma: int, chroma: int, luma_stride: int, chroma_stride: int) -> torch.Tensor:
+        """The output for planes at these device addresses (row strides in samples)."""
+        launch = self._launch
+        if launch is None:  # resizing, or no direct launch: the general path
+            return convert_planes(DevicePointer(luma, self._sample), DevicePointer(chroma, self._sample), self.height,
+                                  self.width, luma_stride, chroma_stride, self._device, self._params, self._spec,
+                                  shift=self._shift, stream=self._stream)
+        out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
+        launch(luma, chroma, out.data_ptr(), self.height, self.width, luma_stride, chroma_stride)
+        return out
 
 
 class _Plan(NamedTuple):

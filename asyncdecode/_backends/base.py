@@ -184,6 +184,7 @@ class PacketSession(Session):
                 return result
         fid_of = bundle.frame_of_pts
         table = bundle.packets
+        rows = bundle.rows
         furthest = max(remaining)
         soon = False  # a job for frames further on in this GOP is waiting
 
@@ -215,7 +216,7 @@ class PacketSession(Session):
                     raise DecodeCancelled
                 result.fed += 1
                 pos.last = i
-                pos.pending.add(int(table["frame_id"][i]))
+                pos.pending.add(rows[i][3])
                 out = self._send(pos.decoder, bundle, i)
                 if lag:
                     shown = held + out

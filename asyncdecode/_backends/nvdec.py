@@ -188,10 +188,12 @@ class NvdecSession(PacketSession):
         self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
         self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
-        from ._cuda_color import DevicePointer, convert_planes  # Triton: imported once
+        from ._cuda_color import FrameConverter, convert_planes  # Triton: imported once
 
         self._convert_planes = convert_planes
-        self._ptr = DevicePointer
+        self._frame_converter = FrameConverter
+        self._converters: dict[tuple[Any, ...], Any] = {}
+        self._last: tuple[tuple[Any, ...], Any] = ((), None)  # the converter the last frame used, by key
 
     def _key(self, bundle: GopBundle) -> tuple[str, int, int, int, bool]:
         return bundle.codec, bundle.bit_depth, bundle.width, bundle.height, bundle.in_display_order
@@ -215,6 +217,24 @@ class NvdecSession(PacketSession):
         """Convert planes given by address on the session's stream, for the caller's stream to use."""
         out = self._convert_planes(luma, chroma, height, width, luma_stride, chroma_stride, self._device, params,
                                    output, shift=shift, stream=self._handle)
+        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
+        return out
+
+    def _output_at(self, luma: int, chroma: int, height: int, width: int, luma_stride: int, chroma_stride: int,
+                   sample: torch.dtype, params: ColorParams, output: OutputSpec, shift: int = 0) -> torch.Tensor:
+        """:meth:`_output` for planes at device addresses, through a converter kept per frame kind (the
+        frames of a job, and mostly of a whole clip, share one: found by an identity check)."""
+        key = (params, output, height, width, sample, shift)
+        last_key, convert = self._last
+        if key != last_key:
+            convert = self._converters.get(key)
+            if convert is None:
+                if len(self._converters) >= 64:  # kinds seen long ago go
+                    self._converters.clear()
+                convert = self._converters[key] = self._frame_converter(
+                    params, output, height, width, self._device, sample, shift=shift, stream=self._handle)
+            self._last = (key, convert)
+        out = convert(luma, chroma, luma_stride, chroma_stride)
         out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
         return out
 
@@ -273,8 +293,8 @@ class CuvidSession(NvdecSession):
         decoder.close()
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
-        row = bundle.packets[i]
-        return decoder.feed(self._base + int(row["offset"]), int(row["size"]), int(row["pts"]))
+        offset, size, pts, _ = bundle.rows[i]
+        return decoder.feed(self._base + offset, size, pts)
 
     def _drain(self, decoder: Any) -> list[Any]:
         return decoder.flush()
@@ -307,8 +327,7 @@ class CuvidSession(NvdecSession):
         dtype, stride = (torch.int16, pitch // 2) if wide else (torch.uint8, pitch)
         shift = 16 - params.bits if wide else 0
         if output is not None and self._direct.available:  # the kernel reads the mapped surface
-            return self._output(self._ptr(luma, dtype), self._ptr(chroma, dtype), height, width, stride, stride,
-                                params, output, shift)
+            return self._output_at(luma, chroma, height, width, stride, stride, dtype, params, output, shift)
         # Copies out of the surface (on this stream, before it is unmapped): native planes for comparisons,
         # or planes the JIT-launched kernel can take.
         y = _surface(luma, (height, width), stride, dtype, self._device)
@@ -372,11 +391,11 @@ class NvcSession(NvdecSession):
                                  cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
-        row = bundle.packets[i]
+        offset, size, pts, _ = bundle.rows[i]
         packet = self._nvc.PacketData()
-        packet.bsl_data = self._base + int(row["offset"])
-        packet.bsl = int(row["size"])
-        packet.pts = int(row["pts"])
+        packet.bsl_data = self._base + offset
+        packet.bsl = size
+        packet.pts = pts
         if bundle.in_display_order:  # a low-latency decoder: the packet is one whole picture
             packet.decode_flag = self._end_of_picture
         return decoder.Decode(packet)
@@ -390,8 +409,8 @@ class NvcSession(NvdecSession):
     def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
         if output is not None and params.bits == 8:  # the common case, straight from the addresses
             y, uv = (c.__cuda_array_interface__ for c in frame.cuda()[:2])
-            return self._output(self._ptr(y["data"][0], torch.uint8), self._ptr(uv["data"][0], torch.uint8),
-                                y["shape"][0], y["shape"][1], _row_stride(y), _row_stride(uv), params, output)
+            return self._output_at(y["data"][0], uv["data"][0], y["shape"][0], y["shape"][1], _row_stride(y),
+                                   _row_stride(uv), torch.uint8, params, output)
         luma, chroma = _planes(frame, self._device)
         shift = 16 - params.bits if luma.dtype != torch.uint8 else 0  # P016: samples in the high bits
         if output is None:  # native planes, for comparisons: copies, the surface is reused
