@@ -72,6 +72,28 @@ async def test_damaged_and_missing_bundles_fail_their_requests_only(store_set):
         assert torch.equal(got[0], (await ref.decode(paths[1], [17]))[0])
 
 
+async def test_a_bundle_checksum_is_checked_once_per_file_version(store_set):
+    """Reading a bundle file again (the GOP cache off) skips the CRC pass, unless the file was rewritten
+    since: damage written into a file after a first good read still fails its requests."""
+    store, paths = store_set
+    path = store.bundle_path(paths[0], 1)
+    async with Engine(device="cpu", gop_store=store, config=EngineConfig(gop_cache_bytes=0)) as eng:
+        first = await eng.decode(paths[0], [9])
+        assert eng.stats()["store_checksums"] == 1
+        assert torch.equal((await eng.decode(paths[0], [9]))[0], first[0])
+        s = eng.stats()
+        assert s["store_reads"] == 2 and s["store_checksums"] == 1
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size ...
+        path.write_bytes(bytes(data))
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # ... a later modification time
+        with pytest.raises(CorruptDataError, match=path.name):
+            await eng.decode(paths[0], [9])
+        assert eng.stats()["store_checksums"] == 2
+        assert len(await eng.decode(paths[0], [0])) == 1  # the engine goes on
+
+
 async def test_a_changed_video_is_reported_or_demuxed(store_set, caplog):
     store, paths = store_set
     changed = paths[2]

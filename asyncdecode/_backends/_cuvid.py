@@ -185,6 +185,11 @@ class Library:
             fn.argtypes = argtypes
             fn.restype = C.c_int
             setattr(self, name, fn)
+        # Unmapping only gives a surface back (a few microseconds, never waits for the GPU): called with
+        # the GIL held, it spares the decoder thread a wait to take the GIL back among ten others.
+        self.unmap_holding_gil = C.PyDLL("libnvcuvid.so.1").cuvidUnmapVideoFrame64
+        self.unmap_holding_gil.argtypes = (vp, C.c_ulonglong)
+        self.unmap_holding_gil.restype = C.c_int
 
     def check(self, call: str, code: int) -> None:
         if code:
@@ -251,7 +256,7 @@ class CuvidDecoder:
         self._decode_picture = lib.cuvidDecodePicture
         self._parse = lib.cuvidParseVideoData
         self._map = lib.cuvidMapVideoFrame64
-        self._unmap = lib.cuvidUnmapVideoFrame64
+        self._unmap = lib.unmap_holding_gil
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
