@@ -104,7 +104,8 @@ class _Launcher:
     def __init__(self) -> None:
         self.kernels: dict[tuple[Any, ...], Any] = {}
         self.direct = 0
-        """Launches that went the direct way (tests check that the fast path is the one taken)."""
+        """Calls that launched the direct way (tests check that the fast path is the one taken); launches
+        :meth:`prepare` made are not counted (nothing is added per frame there)."""
         self.reason = ""
         try:
             from triton import knobs
@@ -118,13 +119,8 @@ class _Launcher:
                  stream: int | None) -> None:
         hooks = self._hooks
         if hooks is not None and stream is not None:
-            key = (args[0].dtype, args[1].dtype, args[2].dtype, *consts.values())
-            kernel = self.kernels.get(key)
             try:
-                if kernel is None:
-                    kernel = _nv12_to_rgb.warmup(*args, grid=grid, **consts)
-                    kernel._init_handles()
-                    self.kernels[key] = kernel
+                kernel = self._kernel((args[0].dtype, args[1].dtype, args[2].dtype), args, grid, consts)
                 enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
                 # Addresses go in as plain integers: the launcher then skips its check that each one
                 # belongs to a CUDA allocation, which a mapped decoder surface does not.
@@ -135,10 +131,25 @@ class _Launcher:
                 self.direct += 1
                 return
             except Exception as exc:
-                self.reason = f"{type(exc).__name__}: {exc}"
-                log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
-                self._hooks = None
+                self._give_up(exc)
         _nv12_to_rgb[grid](*args, **consts)
+
+    def _kernel(self, dtypes: tuple[torch.dtype, ...], args: tuple[Any, ...], grid: tuple[int, int],
+                consts: dict[str, Any]) -> Any:
+        """The compiled kernel for these pointer dtypes and constants, compiled from ``args`` the first time."""
+        key = (*dtypes, *consts.values())
+        kernel = self.kernels.get(key)
+        if kernel is None:
+            kernel = _nv12_to_rgb.warmup(*args, grid=grid, **consts)
+            kernel._init_handles()
+            self.kernels[key] = kernel
+        return kernel
+
+    def _give_up(self, exc: Exception) -> None:
+        """The direct way failed: the JIT call from now on, and ``reason`` says why."""
+        self.reason = f"{type(exc).__name__}: {exc}"
+        log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
+        self._hooks = None
 
     def prepare(self, grid: tuple[int, int], dtypes: tuple[torch.dtype, torch.dtype, torch.dtype],
                 tail: tuple[Any, ...], consts: dict[str, Any], stream: int) -> Callable[..., None] | None:
@@ -148,19 +159,11 @@ class _Launcher:
         hooks = self._hooks
         if hooks is None or hooks.launch_enter_hook is not None or hooks.launch_exit_hook is not None:
             return None
-        key = (*dtypes, *consts.values())
-        kernel = self.kernels.get(key)
-        if kernel is None:
-            args = (*(DevicePointer(0, d) for d in dtypes), 1, 1, 1, 1, *tail)
-            try:
-                kernel = _nv12_to_rgb.warmup(*args, grid=grid, **consts)
-                kernel._init_handles()
-            except Exception as exc:
-                self.reason = f"{type(exc).__name__}: {exc}"
-                log.warning("asyncdecode: direct Triton launch unavailable (%s); using the JIT call", self.reason)
-                self._hooks = None
-                return None
-            self.kernels[key] = kernel
+        try:  # sizes and addresses are not specialized on: placeholders compile the same kernel
+            kernel = self._kernel(dtypes, (*(DevicePointer(0, d) for d in dtypes), 1, 1, 1, 1, *tail), grid, consts)
+        except Exception as exc:
+            self._give_up(exc)
+            return None
         run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
         rows, cols = grid
         rest = (*tail, *consts.values())
@@ -207,7 +210,7 @@ def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | De
     plan = _plan(params, spec, height, width)
     out = torch.empty(plan.shape, dtype=plan.dtype, device=device)
     _launch(plan.grid, (luma, chroma, out, height, width, int(luma_stride), int(chroma_stride), *plan.args),
-            plan.consts if not shift else {**plan.consts, "SHIFT": shift}, stream)
+            plan.consts_for(shift), stream)
     if not plan.resize:
         return out
     return finish_output(out, spec)
@@ -228,9 +231,8 @@ class FrameConverter:
         self._stream = stream
         plan = self._plan = _plan(params, spec, height, width)
         self._shape, self._dtype = plan.shape, plan.dtype
-        consts = plan.consts if not shift else {**plan.consts, "SHIFT": shift}
         self._launch = None if plan.resize else _launch.prepare(plan.grid, (sample, sample, plan.dtype), plan.args,
-                                                                   consts, stream)
+                                                                   plan.consts_for(shift), stream)
 
     def __call__(self, luma: int, chroma: int, luma_stride: int, chroma_stride: int) -> torch.Tensor:
         """The output for planes at these device addresses (row strides in samples)."""
@@ -254,6 +256,10 @@ class _Plan(NamedTuple):
     """The kernel's arguments after the planes, the output and the sizes: output strides, then floats."""
     consts: dict[str, Any]
     resize: bool
+
+    def consts_for(self, shift: int) -> dict[str, Any]:
+        """The kernel's constants for samples shifted right by ``shift`` (P016), else as planned."""
+        return self.consts if not shift else {**self.consts, "SHIFT": shift}
 
 
 @functools.lru_cache(maxsize=256)
