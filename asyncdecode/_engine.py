@@ -7,6 +7,7 @@ import concurrent.futures
 import enum
 import logging
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict, deque
@@ -894,6 +895,7 @@ class _Checked:
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()  # reads run in several of aiofiles' threads at once
         self.checked = 0
         """Bundle reads that checked the checksum (a damaged file is checked again on every read)."""
 
@@ -903,11 +905,13 @@ class _Checked:
             st = os.fstat(f.fileno())
             data = f.read()
         key = (str(path), st.st_size, st.st_mtime_ns)
-        verify = key not in self._seen
-        self.checked += verify
+        with self._lock:
+            verify = key not in self._seen
+            self.checked += verify
         bundle = GopBundle.from_buffer(data, verify=verify)
         if verify:
-            if len(self._seen) >= self._MAX:
-                self._seen.clear()
-            self._seen.add(key)
+            with self._lock:
+                if len(self._seen) >= self._MAX:
+                    self._seen.clear()
+                self._seen.add(key)
         return bundle, len(data)
