@@ -314,6 +314,8 @@ def test_frame_converter_equals_conversion_by_tensor(spec, bits):
     params = ColorParams.resolve("bt709", "limited", pix_fmt)
     side = torch.cuda.Stream()
     convert = cc.FrameConverter(params, spec, h, w, luma.device, dtype, shift=shift, stream=side.cuda_stream)
+    if spec.size is None:  # the per-frame path decoder threads take: a driver launch with the GIL held
+        assert isinstance(convert._launch, cc._DriverLaunch), cc._launch.driver_reason
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         got = [convert(luma.data_ptr(), chroma.data_ptr(), luma.stride(0), chroma.stride(0)) for _ in range(2)]

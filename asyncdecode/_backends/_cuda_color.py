@@ -9,8 +9,10 @@ for, is a second pass (torch's bilinear interpolation on the float result).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -107,6 +109,8 @@ class _Launcher:
         """Calls that launched the direct way (tests check that the fast path is the one taken); launches
         :meth:`prepare` made are not counted (nothing is added per frame there)."""
         self.reason = ""
+        self.driver_reason = ""
+        """Why :meth:`prepare` last fell back from the driver launch to Triton's launcher ("" if it did not)."""
         try:
             from triton import knobs
 
@@ -122,6 +126,8 @@ class _Launcher:
             try:
                 kernel = self._kernel((args[0].dtype, args[1].dtype, args[2].dtype), args, grid, consts)
                 enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
+                if not (_hooked(enter) or _hooked(leave)):
+                    enter = leave = None
                 # Addresses go in as plain integers: the launcher then skips its check that each one
                 # belongs to a CUDA allocation, which a mapped decoder surface does not.
                 every = (args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(), *args[3:], *consts.values())
@@ -157,13 +163,19 @@ class _Launcher:
         strides, given as plain integers): ``None`` where launches cannot go the direct way, or launch
         hooks (a profiler) want their metadata per launch."""
         hooks = self._hooks
-        if hooks is None or hooks.launch_enter_hook is not None or hooks.launch_exit_hook is not None:
+        if hooks is None or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
             return None
         try:  # sizes and addresses are not specialized on: placeholders compile the same kernel
             kernel = self._kernel(dtypes, (*(DevicePointer(0, d) for d in dtypes), 1, 1, 1, 1, *tail), grid, consts)
         except Exception as exc:
             self._give_up(exc)
             return None
+        if DRIVER_LAUNCH:
+            try:
+                return _DriverLaunch(kernel, grid, tail, stream)
+            except Exception as exc:  # a kernel or driver this way does not fit: Triton's launcher
+                self.driver_reason = f"{type(exc).__name__}: {exc}"
+                log.debug("asyncdecode: conversion launched through Triton's launcher (%s)", exc)
         run, function, packed = kernel.run, kernel.function, kernel.packed_metadata
         rows, cols = grid
         rest = (*tail, *consts.values())
@@ -179,7 +191,89 @@ class _Launcher:
         return self._hooks is not None
 
 
+def _hooked(hook: Any) -> bool:
+    """Whether a Triton launch hook is set: ``None``, or (Triton 3.5 on) a chain with nothing in it, is not."""
+    if hook is None:
+        return False
+    calls = getattr(hook, "calls", None)
+    return calls is None or bool(calls)
+
+
 _launch = _Launcher()
+
+DRIVER_LAUNCH = True
+"""Let :meth:`_Launcher.prepare` launch through the CUDA driver with the GIL held (:class:`_DriverLaunch`)."""
+
+_HEAD = struct.Struct("<QQQiiii")
+"""The per-frame arguments as the kernel takes them: three addresses, then sizes and row strides (int32)."""
+
+
+@functools.cache
+def _driver() -> Any:
+    """``cuLaunchKernel`` and ``cuFuncGetParamInfo`` of the CUDA driver, called with the GIL held."""
+    cuda = ctypes.PyDLL("libcuda.so.1")
+    vp, u = ctypes.c_void_p, ctypes.c_uint
+    cuda.cuLaunchKernel.argtypes = (vp, u, u, u, u, u, u, u, vp, vp, vp)
+    cuda.cuLaunchKernel.restype = ctypes.c_int
+    cuda.cuFuncGetParamInfo.argtypes = (vp, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
+                                        ctypes.POINTER(ctypes.c_size_t))
+    cuda.cuFuncGetParamInfo.restype = ctypes.c_int
+    return cuda
+
+
+class _DriverLaunch:
+    """One compiled kernel launched by ``cuLaunchKernel`` on a kernel-parameter buffer kept between frames.
+
+    Triton's launcher lets the GIL go around the launch (a few microseconds), and the decoder thread
+    then waits to take it back among the others. Here the parameter buffer is laid out once from the
+    kernel's own parameter table (``cuFuncGetParamInfo``), the fixed arguments are written once, and
+    per frame the seven that change are packed in and the kernel is launched with the GIL held.
+    Refused (``ValueError``) for kernels that need more than a plain launch: several CTAs per cluster,
+    cooperative or programmatic-dependent launches, scratch memory, or parameters other than expected.
+    """
+
+    def __init__(self, kernel: Any, grid: tuple[int, int], tail: tuple[Any, ...], stream: int) -> None:
+        meta = kernel.metadata
+        for name in ("launch_cooperative_grid", "launch_pdl", "global_scratch_size", "profile_scratch_size"):
+            if getattr(meta, name, 0):
+                raise ValueError(f"kernel needs {name}")
+        if getattr(meta, "num_ctas", 1) != 1:
+            raise ValueError("kernel needs clusters")
+        signature = getattr(getattr(kernel, "src", None), "signature", None)
+        if not isinstance(signature, dict):
+            raise ValueError("kernel signature unknown")
+        types = [t for t in signature.values() if t != "constexpr"]
+        ints, floats = tail[:3], tail[3:]
+        want = [types[0][:1], types[1][:1], types[2][:1]] + ["i32"] * (4 + len(ints)) + ["fp32"] * len(floats)
+        if [t[:1] if t.startswith("*") else t for t in types] != want:
+            raise ValueError(f"kernel parameters {types}")
+        cuda = _driver()
+        offsets = []
+        for i in range(64):
+            off, size = ctypes.c_size_t(), ctypes.c_size_t()
+            if cuda.cuFuncGetParamInfo(kernel.function, i, ctypes.byref(off), ctypes.byref(size)):
+                break
+            offsets.append((off.value, size.value))
+        sizes = [8, 8, 8] + [4] * (4 + len(ints)) + [4] * len(floats)
+        extra = offsets[len(sizes):]  # pointers Triton adds (scratch memory), null when none is used
+        if [z for _, z in offsets[:len(sizes)]] != sizes or any(z != 8 for _, z in extra):
+            raise ValueError(f"kernel parameter table {offsets}")
+        if [o for o, _ in offsets[:7]] != [0, 8, 16, 24, 28, 32, 36]:  # where _HEAD writes them
+            raise ValueError(f"kernel parameter offsets {offsets[:7]}")
+        self._buf = ctypes.create_string_buffer(max(o + z for o, z in offsets))  # zeros: null scratch pointers
+        for (offset, _), fmt, value in zip(offsets[7:], "i" * len(ints) + "f" * len(floats), tail):
+            struct.pack_into("<" + fmt, self._buf, offset, value)
+        base = ctypes.addressof(self._buf)
+        self._params = (ctypes.c_void_p * len(offsets))(*(base + o for o, _ in offsets))
+        self._call = cuda.cuLaunchKernel
+        self._fixed = (kernel.function, grid[0], grid[1], 1, 32 * meta.num_warps, 1, 1, meta.shared, stream,
+                       self._params, None)
+
+    def __call__(self, *head: int) -> None:
+        _HEAD.pack_into(self._buf, 0, *head)
+        code = self._call(*self._fixed)
+        if code:
+            raise RuntimeError(f"cuLaunchKernel failed ({code})")
 
 
 def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams, spec: OutputSpec,
