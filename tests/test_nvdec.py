@@ -326,6 +326,49 @@ def test_frame_converter_equals_conversion_by_tensor(spec, bits):
         assert torch.equal(g, want)
 
 
+def test_launch_hooks_and_the_driver_switch_choose_the_converter_launch(monkeypatch):
+    """Decoder threads launch through the driver unless Triton launch hooks are set (a profiler then
+    gets its per-launch metadata through the JIT path) or the driver launch is switched off (Triton's
+    launcher); each way writes the same frame."""
+    from triton import knobs
+
+    from asyncdecode._backends import _cuda_color as cc
+    from asyncdecode._output import ColorParams
+
+    if not hasattr(knobs.runtime.launch_enter_hook, "add"):
+        pytest.skip("this Triton has no launch hook chains")
+    rng = np.random.default_rng(3)
+    luma = torch.tensor(rng.integers(0, 256, (64, 160)), dtype=torch.uint8, device="cuda")
+    chroma = torch.tensor(rng.integers(0, 256, (32, 80, 2)), dtype=torch.uint8, device="cuda")
+    params = ColorParams.resolve("bt601", "limited", "yuv420p")
+    stream = torch.cuda.current_stream().cuda_stream
+
+    def converter():
+        return cc.FrameConverter(params, OutputSpec(), 64, 160, luma.device, torch.uint8, shift=0, stream=stream)
+
+    def run(convert):
+        return convert(luma.data_ptr(), chroma.data_ptr(), luma.stride(0), chroma.stride(0))
+
+    driver = converter()
+    assert isinstance(driver._launch, cc._DriverLaunch), cc._launch.driver_reason
+    want = run(driver)
+    seen = []
+    hook = seen.append
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        hooked = converter()
+        assert hooked._launch is None  # the general path: hooks see every launch
+        got = run(hooked)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert seen and torch.equal(got, want)
+    monkeypatch.setattr(cc, "DRIVER_LAUNCH", False)
+    triton_launch = converter()
+    assert triton_launch._launch is not None and not isinstance(triton_launch._launch, cc._DriverLaunch)
+    assert torch.equal(run(triton_launch), want)
+    torch.cuda.synchronize()
+
+
 @pytest.mark.parametrize("name", ["h264_nob", "bt709_full"])
 def test_in_order_gops_decode_without_flush(nv_assets, backend, name):
     """GOPs without reordering: a low-latency decoder gives each frame on its own packet, so a job feeds
