@@ -230,6 +230,7 @@ class _DriverLaunch:
     per frame the seven that change are packed in and the kernel is launched with the GIL held.
     Refused (``ValueError``) for kernels that need more than a plain launch: several CTAs per cluster,
     cooperative or programmatic-dependent launches, scratch memory, or parameters other than expected.
+    One thread launches through it (the buffer is rewritten per launch): each decoder session has its own.
     """
 
     def __init__(self, kernel: Any, grid: tuple[int, int], tail: tuple[Any, ...], stream: int) -> None:
