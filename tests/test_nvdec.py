@@ -441,7 +441,6 @@ def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets
                 session._release(pos)
             used = session._free[-1][1]
             assert used.display_delay == delay
-            assert used.native_callbacks  # the parser calls back into C (a compiler is there: Triton needs one)
             assert decoder is None or used is decoder
             decoder = used
             for fid, planes in r.frames.items():
@@ -450,32 +449,3 @@ def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets
         assert session.created == 1
     finally:
         session.close()
-
-
-@pytest.mark.parametrize("name", ["h264_bframes", "hevc_open", "hevc_10bit", "h264_vfr"])
-def test_native_parser_callbacks_show_what_python_callbacks_show(nv_assets, name):
-    """The C parser callbacks hand the same pictures to NVDEC and show the same ones, in the same order,
-    as the Python callbacks: GOPs fed back to back, each flushed (B-frames come out at the flush)."""
-    from asyncdecode._backends import _cuvid, _native
-
-    assert _native.callbacks() is not None, _native.reason
-    path = nv_assets[name]
-    bundles = extract_gops(path, list(probe(path).keyframes))
-    torch.zeros(1, device="cuda")  # the CUDA context the decoder is made on
-    stream = torch.cuda.current_stream().cuda_stream
-    shown = {}
-    for native in (True, False):
-        decoder = _cuvid.CuvidDecoder(bundles[0].codec, display_delay=0, stream=stream, native_callbacks=native)
-        assert decoder.native_callbacks is native
-        seen = []
-        try:
-            for bundle in bundles:
-                base = np.frombuffer(bundle.payload, np.uint8).ctypes.data
-                for offset, size, pts, _ in bundle.rows:
-                    seen += [(p.pts, p.index, p.progressive) for p in decoder.feed(base + offset, size, pts)]
-                seen += [(p.pts, p.index, p.progressive) for p in decoder.flush()]
-        finally:
-            decoder.close()
-        shown[native] = seen
-    assert shown[True] == shown[False]
-    assert len({pts for pts, _, _ in shown[True]}) >= sum(len(b.frame_ids) for b in bundles) - 2 * len(bundles)

@@ -20,8 +20,6 @@ import ctypes as C
 import functools
 from typing import Any
 
-from . import _native
-
 _ulong = C.c_ulong  # the headers' "unsigned long": 8 bytes on 64-bit Linux
 
 PKT_END_OF_STREAM = 0x01
@@ -250,12 +248,9 @@ class CuvidDecoder:
         stream: Raw CUDA stream handle mapped pictures are made ready on.
         extra_surfaces: Decode surfaces beyond the stream's minimum and :data:`MAX_DISPLAY_DELAY`
             (more pictures in flight).
-        native_callbacks: Let the parser call back into C where :mod:`._native` can provide it
-            (``False``: Python callbacks, for comparison).
     """
 
-    def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4,
-                 native_callbacks: bool = True) -> None:
+    def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4) -> None:
         self._lib = lib = library()
         self._ctx = lib.current_context()
         self._codec = CODECS[codec]
@@ -280,30 +275,15 @@ class CuvidDecoder:
         self._proc_ref = C.byref(self._proc)
         self._ptr, self._pitch = C.c_ulonglong(), C.c_uint()
         self._ptr_ref, self._pitch_ref = C.byref(self._ptr), C.byref(self._pitch)
-        # The callbacks must outlive the parser: kept on the object. Pictures go to the hardware and
-        # are recorded as shown by C callbacks where they could be built (see _native), else by these.
-        native = _native.callbacks() if native_callbacks else None
-        self._shown: _native.Shown | None = None
-        self._user: int | None = None
-        if native is None:
-            self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
-        else:
-            self._shown = _native.Shown(decode=C.cast(lib.cuvidDecodePicture, C.c_void_p).value,
-                                        capacity=_native.CAPACITY)
-            self._user = C.addressof(self._shown)
-            self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(native.decode), _DISPLAY(native.display))
+        # The callbacks must outlive the parser: kept on the object.
+        self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
         self._parser: int | None = self._create_parser(display_delay)
-
-    @property
-    def native_callbacks(self) -> bool:
-        """Whether the parser calls back into C (see :mod:`._native`) rather than into Python."""
-        return self._shown is not None
 
     def _create_parser(self, delay: int) -> int:
         if not 0 <= delay <= MAX_DISPLAY_DELAY:
             raise ValueError(f"display delay must be 0..{MAX_DISPLAY_DELAY}, not {delay}")
         params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0, max_display_delay=delay,
-                              user_data=self._user, on_sequence=self._callbacks[0], on_decode=self._callbacks[1],
+                              on_sequence=self._callbacks[0], on_decode=self._callbacks[1],
                               on_display=self._callbacks[2])
         parser = C.c_void_p()
         self._lib.check("cuvidCreateVideoParser", self._lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
@@ -342,21 +322,11 @@ class CuvidDecoder:
         return self._run("cuvidParseVideoData (end of stream)")
 
     def _run(self, call: str) -> list[Picture]:
-        shown = self._shown
-        if shown is None:
-            self._out = out = []
-        else:
-            shown.count = shown.error = 0
+        self._out = out = []
         code = self._parse(self._parser, self._packet_ref)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        if shown is not None:
-            if shown.error:
-                if shown.error < 0:
-                    raise CuvidError(f"{call}: more than {_native.CAPACITY} pictures shown by one call", 999)
-                raise CuvidError("cuvidDecodePicture", shown.error)
-            out = [Picture(p.pts, p.index, p.progressive, p.top_first, self) for p in shown.shown[:shown.count]]
         if code:
             raise CuvidError(call, code)
         return out
@@ -449,8 +419,6 @@ class CuvidDecoder:
             raise CuvidUnsupported(f"NVDEC on this GPU cannot create a decoder for {what}")
         lib.check("cuvidCreateDecoder", code)
         self.handle = handle.value
-        if self._shown is not None:
-            self._shown.decoder = self.handle
         self.shape = shape
         self.width, self.height, self.surface_height, self.bits = width, height, height, bits
         self._surfaces = surfaces
@@ -463,8 +431,6 @@ class CuvidDecoder:
         if self.handle is None:
             return
         handle, self.handle = self.handle, None
-        if self._shown is not None:
-            self._shown.decoder = None
         self.mapped.clear()  # the decoder's surfaces go with it
         self._lib.check("cuvidDestroyDecoder", self._lib.cuvidDestroyDecoder(handle))
 

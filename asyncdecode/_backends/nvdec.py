@@ -79,16 +79,12 @@ def _import_nvc() -> Any:
 
 
 def _load_cuvid() -> Any:
-    from . import _cuvid, _native
+    from . import _cuvid
 
     try:
         _cuvid.library()
     except OSError as exc:
         raise BackendUnavailableError(f"libnvcuvid cannot be loaded ({exc})") from exc
-    if _native.callbacks() is None:  # built here, once, rather than by the first decoder threads at once
-        chosen = os.environ.get("ASYNCDECODE_NATIVE_CALLBACKS") == "0"
-        log.log(logging.INFO if chosen else logging.WARNING, "asyncdecode: libnvcuvid parser callbacks run in "
-                "Python, which costs sequential reading much of its speed (%s)", _native.reason)
     return _cuvid
 
 
