@@ -54,6 +54,7 @@ import asyncdecode
 import asyncdecode.testing
 from asyncdecode import Engine
 from asyncdecode.testing import VideoSpec, make_video
+from _machine import busy_cpu_s, wait_quiet  # this folder (scripts run from it)
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -179,16 +180,6 @@ class PlainPyAV:
             c.close()
 
 
-def _busy_cpu_s() -> float:
-    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return float("nan")
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclasses.dataclass
 class Timing:
     wall_s: float
@@ -211,32 +202,17 @@ class Timer:
     """
 
     def __enter__(self) -> Timer:
-        self.busy0 = _busy_cpu_s()
+        self.busy0 = busy_cpu_s()
         self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self.wall0
         self.cpu_s = time.process_time() - self.cpu0
-        self.other_cpu_s = _busy_cpu_s() - self.busy0 - self.cpu_s
+        self.other_cpu_s = busy_cpu_s() - self.busy0 - self.cpu_s
 
     def timing(self, frames: int) -> Timing:
         return Timing(self.wall_s, self.cpu_s, self.other_cpu_s, frames)
-
-
-def wait_quiet(max_wait_s: float, threshold_cores: float = 0.1, window_s: float = 1.0) -> float:
-    """Wait (up to ``max_wait_s``) until the machine's other processes use < ``threshold_cores``.
-
-    Returns the seconds waited. This process is idle meanwhile, so the machine's busy time is theirs.
-    """
-    t0 = time.perf_counter()
-    while True:
-        b0, c0 = _busy_cpu_s(), time.process_time()
-        time.sleep(window_s)
-        load = (_busy_cpu_s() - b0 - (time.process_time() - c0)) / window_s
-        waited = time.perf_counter() - t0
-        if load < threshold_cores or waited >= max_wait_s:
-            return waited
 
 
 def run_plain_pyav(paths: Sequence[pathlib.Path], steps: Sequence[Step]) -> dict[str, Any]:
@@ -468,7 +444,7 @@ def measure(fn: Callable[[Sequence[pathlib.Path], Sequence[Step]], dict[str, Any
     """Run one contender once the machine is quiet; again if another program loaded it meanwhile."""
     waited = 0.0
     for attempt in range(1, args.max_retries + 2):
-        waited += wait_quiet(args.quiet_timeout)
+        waited += wait_quiet(args.quiet_timeout, window_s=1.0)
         res = fn(paths, steps)
         load = max(res[k]["other_load_cores"] for k in ("cold", "warm") if k in res)
         if load <= args.max_other_load or attempt > args.max_retries:

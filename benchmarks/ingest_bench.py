@@ -40,6 +40,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from _machine import busy_cpu_s, wait_quiet  # this folder (scripts run from it)
+
 HERE = Path(__file__).resolve().parent
 FORMATS = ("ts", "fmp4", "annexb")
 SAMPLE_EVERY = 37  # frames compared between contenders
@@ -95,27 +97,6 @@ async def paced(data: bytes, seconds: float, piece: int = 4096):
 # -- passes -------------------------------------------------------------------------------------------
 
 
-def _busy_cpu_s() -> float:
-    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return float("nan")
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(max_wait_s: float, threshold_cores: float = 0.1, window_s: float = 0.5) -> float:
-    """Wait (up to ``max_wait_s``) until other processes use fewer than ``threshold_cores``; seconds waited."""
-    t0 = time.perf_counter()
-    while True:
-        b0, c0 = _busy_cpu_s(), time.process_time()
-        time.sleep(window_s)
-        load = (_busy_cpu_s() - b0 - (time.process_time() - c0)) / window_s
-        if not load >= threshold_cores or time.perf_counter() - t0 >= max_wait_s:  # (nan: no /proc/stat)
-            return time.perf_counter() - t0
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -135,7 +116,7 @@ async def one_pass(kind: str, args: argparse.Namespace, paths: dict[str, Path], 
         got = {}
         n, first = 0, None
         stream = None
-        busy0, c0, t0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+        busy0, c0, t0 = busy_cpu_s(), time.process_time(), time.perf_counter()
         if kind == "by id: frames()":
             frames = eng.frames(paths["mp4"])
         elif kind == "by id: decode() per GOP":
@@ -160,7 +141,7 @@ async def one_pass(kind: str, args: argparse.Namespace, paths: dict[str, Path], 
             n += 1
         _sync(device)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        other = max(0.0, (_busy_cpu_s() - busy0 - cpu) / wall)
+        other = max(0.0, (busy_cpu_s() - busy0 - cpu) / wall)
         after = eng.stats()
     if stream is not None:
         first = stream.stats()["first_frame_s"]
