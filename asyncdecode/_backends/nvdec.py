@@ -223,7 +223,7 @@ class NvdecSession(PacketSession):
     def _output_at(self, luma: int, chroma: int, height: int, width: int, luma_stride: int, chroma_stride: int,
                    sample: torch.dtype, params: ColorParams, output: OutputSpec, shift: int = 0) -> torch.Tensor:
         """:meth:`_output` for planes at device addresses, through a converter kept per frame kind (the
-        frames of a job, and mostly of a whole clip, share one: found by an identity check)."""
+        frames of a job, and mostly of a whole clip, share one: the last one used is checked first)."""
         key = (params, output, height, width, sample, shift)
         last_key, convert = self._last
         if key != last_key:
