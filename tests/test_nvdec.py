@@ -449,3 +449,40 @@ def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets
         assert session.created == 1
     finally:
         session.close()
+
+
+async def test_the_c_decode_loop_gives_the_frames_python_gives(nv_assets, monkeypatch):
+    """The libnvcuvid decode loop in C (see _native) against Python feeding, on the same requests:
+    random frames, runs read on, B-frames, open GOPs, 10-bit, other output kinds; frame for frame equal."""
+    from asyncdecode._backends import _native
+    from asyncdecode._backends.nvdec import _CuvidRun
+
+    if _native.library() is None:
+        pytest.skip(f"no C decode loop here: {_native.reason}")
+    paths = [nv_assets[n] for n in ("hevc_closed", "h264_bframes", "hevc_10bit", "hevc_open", "h264_nob")]
+    rng = random.Random(5)
+    asks = [(p, sorted(rng.sample(range(probe(p).num_frames), 4))) for p in paths]
+    asks += [(p, list(range(lo, min(lo + 7, probe(p).num_frames)))) for p in paths for lo in (0, 7, 14, 21)
+             if lo < probe(p).num_frames]
+    asks += [(p, [t]) for p in paths[:2] for t in (0, 0, 5, 6, 1, 2, 3, 13, 14)]  # single frames going on
+    specs = [OutputSpec(), OutputSpec(format="bgr", layout="chw", dtype=torch.float16,
+                                       normalize=((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)))]
+    got = {}
+    for mode in ("c", "python"):
+        if mode == "python":
+            monkeypatch.setattr(_native, "library", lambda: None)
+        before = _CuvidRun.made
+        config = EngineConfig(nvdec_library="libnvcuvid", decoder_threads=3)  # GOP cache on: jobs go on
+        async with Engine(device="cuda", config=config) as eng:
+            got[mode] = []
+            for spec in specs:
+                got[mode] += [await eng.decode(p, ids, output=spec) for p, ids in asks]
+                async for frames in eng.stream(asks[len(paths):], depth=6, output=spec):  # merged, in flight
+                    got[mode].append(frames)
+        runs = _CuvidRun.made - before
+        assert runs > 0 if mode == "c" else runs == 0, (mode, runs)
+    assert len(got["c"]) == len(got["python"])
+    for a, b in zip(got["c"], got["python"]):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)

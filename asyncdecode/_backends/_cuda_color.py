@@ -270,6 +270,13 @@ class _DriverLaunch:
         self._fixed = (kernel.function, grid[0], grid[1], 1, 32 * meta.num_warps, 1, 1, meta.shared, stream,
                        self._params, None)
 
+    @property
+    def native(self) -> tuple[int, ...]:
+        """``(function, grid x, grid y, block x, shared bytes, parameter buffer, parameter pointers)``
+        for a launch from C (:mod:`._native`), which writes the seven per-frame values at the buffer's start."""
+        function, gx, gy, _, bx, _, _, shared, _, params, _ = self._fixed
+        return function, gx, gy, bx, shared, ctypes.addressof(self._buf), ctypes.addressof(params)
+
     def __call__(self, *head: int) -> None:
         _HEAD.pack_into(self._buf, 0, *head)
         code = self._call(*self._fixed)
@@ -328,6 +335,24 @@ class FrameConverter:
         self._shape, self._dtype = plan.shape, plan.dtype
         self._launch = None if plan.resize else _launch.prepare(plan.grid, (sample, sample, plan.dtype), plan.args,
                                                                    plan.consts_for(shift), stream)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    def driver_launch(self) -> _DriverLaunch | None:
+        """The driver launch this converter uses, while no launch hook (a profiler) is set; else ``None``."""
+        launch = self._launch
+        if not isinstance(launch, _DriverLaunch):
+            return None
+        hooks = _launch._hooks
+        if hooks is None or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
+            return None
+        return launch
 
     def __call__(self, luma: int, chroma: int, luma_stride: int, chroma_stride: int) -> torch.Tensor:
         """The output for planes at these device addresses (row strides in samples)."""

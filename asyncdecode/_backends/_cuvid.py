@@ -20,6 +20,8 @@ import ctypes as C
 import functools
 from typing import Any
 
+from . import _native
+
 _ulong = C.c_ulong  # the headers' "unsigned long": 8 bytes on 64-bit Linux
 
 PKT_END_OF_STREAM = 0x01
@@ -248,9 +250,15 @@ class CuvidDecoder:
         stream: Raw CUDA stream handle mapped pictures are made ready on.
         extra_surfaces: Decode surfaces beyond the stream's minimum and :data:`MAX_DISPLAY_DELAY`
             (more pictures in flight).
+        native: Let the parser call back into C, and runs of packets go through the C loop, where
+            :mod:`._native` can be built (``False``: Python callbacks and feeding, for comparison).
     """
 
-    def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4) -> None:
+    output_surfaces = _OUTPUT_SURFACES
+    """Pictures mapped at once, at most."""
+
+    def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4,
+                 native: bool = True) -> None:
         self._lib = lib = library()
         self._ctx = lib.current_context()
         self._codec = CODECS[codec]
@@ -264,8 +272,11 @@ class CuvidDecoder:
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
         self.created = 0
-        self.mapped: list[int] = []
-        """Addresses of pictures mapped and not yet unmapped (at most :data:`_OUTPUT_SURFACES`)."""
+        # Callback state and mapped pictures, shared with the C loop (also kept when Python drives).
+        self.state = _native.DecoderState(decode=C.cast(lib.cuvidDecodePicture, C.c_void_p).value)
+        self._state_ref = C.byref(self.state)
+        self.native = _native.library() if native else None
+        """The compiled decode loop (:mod:`._native`) this decoder's parser calls back into, or ``None``."""
         self._out: list[Picture] = []
         self._error: BaseException | None = None
         self._packet = SourcePacket()
@@ -275,15 +286,20 @@ class CuvidDecoder:
         self._proc_ref = C.byref(self._proc)
         self._ptr, self._pitch = C.c_ulonglong(), C.c_uint()
         self._ptr_ref, self._pitch_ref = C.byref(self._ptr), C.byref(self._pitch)
-        # The callbacks must outlive the parser: kept on the object.
-        self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
+        # The callbacks must outlive the parser: kept on the object. Pictures go to the hardware and are
+        # recorded as shown by the C callbacks where they were built, else by these.
+        if self.native is None:
+            self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(self._on_decode), _DISPLAY(self._on_display))
+        else:
+            self._callbacks = (_SEQUENCE(self._on_sequence), _DECODE(C.cast(self.native.ad_on_decode, C.c_void_p).value),
+                               _DISPLAY(C.cast(self.native.ad_on_display, C.c_void_p).value))
         self._parser: int | None = self._create_parser(display_delay)
 
     def _create_parser(self, delay: int) -> int:
         if not 0 <= delay <= MAX_DISPLAY_DELAY:
             raise ValueError(f"display delay must be 0..{MAX_DISPLAY_DELAY}, not {delay}")
         params = ParserParams(codec=self._codec, max_decode_surfaces=1, error_threshold=0, max_display_delay=delay,
-                              on_sequence=self._callbacks[0], on_decode=self._callbacks[1],
+                              user_data=C.addressof(self.state), on_sequence=self._callbacks[0], on_decode=self._callbacks[1],
                               on_display=self._callbacks[2])
         parser = C.c_void_p()
         self._lib.check("cuvidCreateVideoParser", self._lib.cuvidCreateVideoParser(C.byref(parser), C.byref(params)))
@@ -322,14 +338,31 @@ class CuvidDecoder:
         return self._run("cuvidParseVideoData (end of stream)")
 
     def _run(self, call: str) -> list[Picture]:
+        state = self.state
         self._out = out = []
+        state.count = state.error = 0
         code = self._parse(self._parser, self._packet_ref)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        if self.native is not None:
+            if state.error:
+                if state.error < 0:
+                    raise CuvidError(f"{call}: more than {_native.SHOWN} pictures shown by one call", 999)
+                raise CuvidError("cuvidDecodePicture", state.error)
+            out = [Picture(p.pts, p.index, p.progressive, p.top_first, self) for p in state.shown[:state.count]]
         if code:
             raise CuvidError(call, code)
         return out
+
+    def feed_run(self, run: _native.Run) -> None:
+        """Go on with a run of packets in C (:func:`ad_feed`, without the GIL); see :class:`NativeRun`.
+
+        Raises:
+            CuvidError: a call failed (the run's ``error`` and ``error_call`` say which).
+        """
+        if self.native.ad_feed(self._state_ref, C.byref(run)):
+            raise CuvidError(_native.CALLS.get(run.error_call, "decode loop"), run.error)
 
     # -- mapping --------------------------------------------------------------------------------
 
@@ -346,21 +379,30 @@ class CuvidDecoder:
         if code:
             raise CuvidError("cuvidMapVideoFrame64", code)
         ptr = self._ptr.value
-        self.mapped.append(ptr)
+        state = self.state
+        state.mapped[state.nmapped] = ptr
+        state.nmapped += 1
         return ptr, self._pitch.value
+
+    @property
+    def mapped(self) -> list[int]:
+        """Addresses of pictures mapped and not yet unmapped (at most :data:`_OUTPUT_SURFACES`)."""
+        return list(self.state.mapped[:self.state.nmapped])
 
     @property
     def full(self) -> bool:
         """Whether as many pictures are mapped as the decoder has output surfaces."""
-        return len(self.mapped) >= _OUTPUT_SURFACES
+        return self.state.nmapped >= _OUTPUT_SURFACES
 
     def chroma_offset(self, pitch: int) -> int:
         return pitch * ((self.surface_height + 1) & ~1)
 
     def unmap_all(self) -> None:
         """Unmap every mapped picture (their readers must be done)."""
-        while self.mapped:
-            self._lib.check("cuvidUnmapVideoFrame64", self._unmap(self.handle, self.mapped.pop()))
+        state = self.state
+        while state.nmapped:
+            state.nmapped -= 1
+            self._lib.check("cuvidUnmapVideoFrame64", self._unmap(self.handle, state.mapped[state.nmapped]))
 
     # -- parser callbacks (on the feeding thread, inside cuvidParseVideoData) ---------------------
 
@@ -419,6 +461,8 @@ class CuvidDecoder:
             raise CuvidUnsupported(f"NVDEC on this GPU cannot create a decoder for {what}")
         lib.check("cuvidCreateDecoder", code)
         self.handle = handle.value
+        self.state.decoder = self.handle
+        self.state.generation += 1  # a run going on stops here (its conversion was set for the old format)
         self.shape = shape
         self.width, self.height, self.surface_height, self.bits = width, height, height, bits
         self._surfaces = surfaces
@@ -431,7 +475,8 @@ class CuvidDecoder:
         if self.handle is None:
             return
         handle, self.handle = self.handle, None
-        self.mapped.clear()  # the decoder's surfaces go with it
+        self.state.decoder = None
+        self.state.nmapped = 0  # the decoder's surfaces go with it
         self._lib.check("cuvidDestroyDecoder", self._lib.cuvidDestroyDecoder(handle))
 
     def close(self) -> None:
@@ -444,9 +489,10 @@ class CuvidDecoder:
             parser, self._parser = self._parser, None
             lib.cuvidDestroyVideoParser(parser)
             if self.handle is not None:
-                if self.mapped:  # readers of mapped pictures finish before the surfaces go
+                mapped = self.mapped
+                if mapped:  # readers of mapped pictures finish before the surfaces go
                     lib.cuStreamSynchronize(self._stream)
-                for ptr in self.mapped:
+                for ptr in mapped:
                     self._unmap(self.handle, ptr)
                 self._destroy_decoder()
         finally:

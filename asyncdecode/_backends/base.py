@@ -46,6 +46,39 @@ def feed_plan(table: Any, wanted: Collection[int], after: int = -1) -> list[int]
     return np.flatnonzero(keep).tolist()
 
 
+@dataclass
+class NativeStep:
+    """What one call into a native decode loop did (see :class:`NativeRun`)."""
+
+    fed: list[int]
+    """Decode-order indices of the packets fed, in order."""
+    frames: list[tuple[int, Any]]
+    """``(frame id, output or None)`` of each picture shown and dealt with: converted (wanted), or dropped."""
+    for_python: list[Any]
+    """Pictures shown that Python takes (kept for later jobs, or not in the bundle)."""
+    more: bool
+    """Call again: packets are left and wanted frames are not all out."""
+    left: list[int] | None = None
+    """Packets Python feeds instead: the loop gave up (the stream's format changed)."""
+
+
+class NativeRun(abc.ABC):
+    """One job's packets fed by a loop outside Python, which converts the wanted frames itself."""
+
+    @abc.abstractmethod
+    def start(self, indices: list[int], lag: bool) -> None:
+        """Feed these packets next (decode-order indices), the pictures of each taken once the next is
+        in when ``lag``."""
+
+    @abc.abstractmethod
+    def step(self) -> NativeStep:
+        """Feed some of the packets (a bounded number: the caller checks for cancellation in between)."""
+
+    @abc.abstractmethod
+    def flush(self) -> NativeStep:
+        """End of stream: the pictures held back."""
+
+
 class DecodeCancelled(Exception):
     """Raised inside a session when the job's request was cancelled mid-GOP."""
 
@@ -187,6 +220,7 @@ class PacketSession(Session):
         rows = bundle.rows
         furthest = max(remaining)
         soon = False  # a job for frames further on in this GOP is waiting
+        native: Any = None  # the job's run through a native loop (made at the first feed), False: none
 
         def take(frames: list[Any]) -> None:
             nonlocal t_conv
@@ -208,7 +242,38 @@ class PacketSession(Session):
                         result.extra[fid] = self._convert(frame, bundle, params, output)
                     t_conv += time.perf_counter() - tc
 
+        def absorb(step: NativeStep) -> None:
+            """Account for what a native run fed and showed; Python takes the pictures left to it."""
+            if step.fed:
+                result.fed += len(step.fed)
+                pos.last = step.fed[-1]
+                pos.pending.update(rows[i][3] for i in step.fed)
+            for fid, frame in step.frames:
+                result.decoded += 1
+                pos.pending.discard(fid)
+                if frame is not None:
+                    result.frames[fid] = frame
+                    remaining.discard(fid)
+            take(step.for_python)
+
         def feed(indices: Iterable[int]) -> None:
+            nonlocal native
+            if native is None and remaining:
+                native = (not collect and self._native_run(pos.decoder, bundle, params, output, remaining,
+                                                           furthest)) or False
+            if native:
+                native.start(list(indices), self._lag(pos.decoder, bundle))
+                while True:
+                    if cancelled():
+                        raise DecodeCancelled
+                    step = native.step()
+                    absorb(step)
+                    if not step.more:
+                        break
+                if step.left is None:
+                    return
+                native = False  # the stream's format changed: Python feeds what is left
+                indices = step.left
             lag = self._lag(pos.decoder, bundle)
             held: list[Any] = []  # with lag: the last packet's pictures, taken once the next one is in
             for i in indices:
@@ -243,7 +308,10 @@ class PacketSession(Session):
                     if soon:
                         feed(range(pos.last + 1, len(table)))
                 if remaining:
-                    take(self._drain(pos.decoder))
+                    if native:
+                        absorb(native.flush())
+                    else:
+                        take(self._drain(pos.decoder))
                     pos.drained = True
                     if not pos.ahead:
                         self._release(pos)
@@ -342,6 +410,12 @@ class PacketSession(Session):
     @abc.abstractmethod
     def _drain(self, decoder: Any) -> list[Any]:
         """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
+
+    def _native_run(self, decoder: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
+                    wanted: Collection[int], furthest: int) -> NativeRun | None:
+        """A run of this job's packets through a native loop that converts the wanted frames itself
+        (made once per job, at its first feed); ``None`` (default): Python feeds and takes every picture."""
+        return None
 
     def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
         """Whether the pictures a packet shows may be converted after the next packet is sent (so the

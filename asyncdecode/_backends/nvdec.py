@@ -18,6 +18,7 @@ surface can be reused.
 
 from __future__ import annotations
 
+import ctypes as C
 import logging
 import os
 from typing import Any
@@ -27,9 +28,9 @@ import torch
 
 from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
-from ..gop import GopBundle
+from ..gop import PACKET_DTYPE, GopBundle
 from ._cuvid import MAX_DISPLAY_DELAY
-from .base import NVDEC_LIBRARIES, Backend, PacketSession, Session
+from .base import NVDEC_LIBRARIES, Backend, NativeRun, NativeStep, PacketSession, Session
 
 log = logging.getLogger("asyncdecode")
 
@@ -129,6 +130,8 @@ class NvdecBackend(Backend):
             raise BackendUnavailableError(f"{device}: GPU color conversion unavailable ({exc})",
                                           device=device) from exc
         self._sessions = sessions or DEFAULT_SESSIONS
+        self.native_loop = True
+        """libnvcuvid decoders made from now on use the C decode loop where it was built (see ``_native``)."""
         self._refused: dict[tuple[str, int], str] = {}  # (codec, bits) this GPU's NVDEC said no to
 
     def refuse(self, bundle: GopBundle, reason: Any) -> None:
@@ -222,8 +225,15 @@ class NvdecSession(PacketSession):
 
     def _output_at(self, luma: int, chroma: int, height: int, width: int, luma_stride: int, chroma_stride: int,
                    sample: torch.dtype, params: ColorParams, output: OutputSpec, shift: int = 0) -> torch.Tensor:
-        """:meth:`_output` for planes at device addresses, through a converter kept per frame kind (the
-        frames of a job, and mostly of a whole clip, share one: the last one used is checked first)."""
+        """:meth:`_output` for planes at device addresses, through a converter kept per frame kind."""
+        out = self._converter(height, width, sample, params, output, shift)(luma, chroma, luma_stride, chroma_stride)
+        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
+        return out
+
+    def _converter(self, height: int, width: int, sample: torch.dtype, params: ColorParams, output: OutputSpec,
+                   shift: int) -> Any:
+        """The converter for a frame kind (the frames of a job, and mostly of a whole clip, share one:
+        the last one used is checked first)."""
         key = (params, output, height, width, sample, shift)
         last_key, convert = self._last
         if key != last_key:
@@ -234,9 +244,7 @@ class NvdecSession(PacketSession):
                 convert = self._converters[key] = self._frame_converter(
                     params, output, height, width, self._device, sample, shift=shift, stream=self._handle)
             self._last = (key, convert)
-        out = convert(luma, chroma, luma_stride, chroma_stride)
-        out.record_stream(self._consumer)  # the caller's default stream may use it after we are done
-        return out
+        return convert
 
     def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException:
         if self._unsupported(exc):
@@ -282,7 +290,8 @@ class CuvidSession(NvdecSession):
 
     def _create(self, bundle: GopBundle) -> Any:
         self.created += 1
-        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=0, stream=self._handle)
+        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=0, stream=self._handle,
+                                        native=self._backend.native_loop)
 
     def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
         decoder.set_display_delay(self._delay(bundle, reads_on))
@@ -298,6 +307,23 @@ class CuvidSession(NvdecSession):
 
     def _drain(self, decoder: Any) -> list[Any]:
         return decoder.flush()
+
+    def _native_run(self, decoder: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
+                    wanted: Any, furthest: int) -> NativeRun | None:
+        # The C loop (see _native) when it was built, the decoder has its hardware decoder for this
+        # stream already (its first GOP goes through Python, which makes it) and the frames convert
+        # by a plain driver launch (no resize, no profiler hooks).
+        if output is None or decoder.native is None or decoder.handle is None or not self._direct.available:
+            return None
+        if (decoder.width, decoder.height, decoder.bits) != (bundle.width, bundle.height, bundle.bit_depth):
+            return None
+        wide = decoder.bits > 8
+        convert = self._converter(decoder.height, decoder.width, torch.int16 if wide else torch.uint8, params, output,
+                                  16 - params.bits if wide else 0)
+        launch = convert.driver_launch()
+        if launch is None:
+            return None
+        return _CuvidRun(self, decoder, bundle, convert, launch, sorted(wanted), furthest)
 
     def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
         # In a GOP without reordering, on a decoder without display delay, a shown picture is the
@@ -319,8 +345,7 @@ class CuvidSession(NvdecSession):
         if decoder.full:  # every output surface is mapped: let the readers finish, then give them back
             self._unmap()
         luma, pitch = decoder.map(frame)
-        if not self._mapped or self._mapped[-1] is not decoder:
-            self._mapped.append(decoder)
+        self._holding(decoder)
         chroma = luma + decoder.chroma_offset(pitch)
         height, width = decoder.height, decoder.width
         wide = decoder.bits > 8  # P016: 16-bit samples, n-bit values in the high bits
@@ -336,6 +361,12 @@ class CuvidSession(NvdecSession):
             y, uv = y.clone(), uv.clone()
             return self._output(y, uv, height, width, y.stride(0), uv.stride(0), params, output, shift)
         return _native_planes(y, uv, shift)
+
+    def _holding(self, decoder: Any) -> None:
+        """Note that ``decoder`` holds mapped pictures (given back by :meth:`_unmap`)."""
+        if not self._mapped or self._mapped[-1] is not decoder:
+            if decoder not in self._mapped:
+                self._mapped.append(decoder)
 
     def _sync(self) -> None:
         """Wait for everything queued on the session's stream."""
@@ -426,6 +457,118 @@ class NvcSession(NvdecSession):
 
     def _unsupported(self, exc: Exception) -> bool:
         return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
+
+
+_SHOWN_DTYPE = np.dtype([("pts", "<i8"), ("index", "<i4"), ("progressive", "<i4"), ("top_first", "<i4"),
+                         ("status", "<i4")])
+#: Packets the C loop feeds per call: between calls the decoder thread checks whether the job was cancelled.
+_RUN_CHUNK = 16
+
+
+class _CuvidRun(NativeRun):
+    """A job's packets through the C loop of :mod:`._native`: the wanted frames are converted into one
+    output allocated up front (a tensor per frame, views of it), with one trip through the GIL per
+    :data:`_RUN_CHUNK` packets instead of several per picture."""
+
+    made = 0
+    """Runs made in this process (tests check that the C loop is the path taken)."""
+
+    def __init__(self, session: CuvidSession, decoder: Any, bundle: GopBundle, convert: Any, launch: Any,
+                 wanted: list[int], furthest: int) -> None:
+        from . import _native
+
+        _CuvidRun.made += 1
+        self._native = _native
+        self._session, self._decoder, self._bundle = session, decoder, bundle
+        table = bundle.packets
+        index = bundle.decode_index
+        pts = table["pts"][[index[f] for f in wanted]]
+        order = np.argsort(pts, kind="stable")
+        self._fids = [wanted[k] for k in order.tolist()]
+        self._want_pts = np.ascontiguousarray(pts[order], np.int64)
+        n = len(wanted)
+        out = torch.empty((n, *convert.shape), dtype=convert.dtype, device=session._device)
+        out.record_stream(session._consumer)  # the caller's default stream may use it after we are done
+        self._frames = out.unbind(0)
+        self._want_out = np.arange(n, dtype=np.uint64) * np.uint64(out.stride(0) * out.element_size()) + \
+            np.uint64(out.data_ptr())
+        self._done = np.zeros(n, np.uint8)
+        self._cap = len(table) + _native.SHOWN + 1
+        self._out = (_native.Shown * self._cap)()
+        self._shown = np.frombuffer(self._out, _SHOWN_DTYPE)
+        self._seen = 0  # entries of the table already handed back
+        self._feed = np.zeros(0, np.int64)
+        self._fid_of = bundle.frame_of_pts
+        lib, cuda = decoder._lib, decoder._lib.cuda
+        function, grid_x, grid_y, block_x, shared, param_buf, params = launch.native
+        fields = PACKET_DTYPE.fields
+        proc = decoder._proc
+        addr = C.addressof
+        self.run = _native.Run(
+            parse=_address(lib.cuvidParseVideoData), map=_address(lib.cuvidMapVideoFrame64),
+            unmap=_address(lib.cuvidUnmapVideoFrame64), sync=_address(lib.cuStreamSynchronize),
+            launch=_address(cuda.cuLaunchKernel), parser=decoder._parser, stream=session._handle, proc=addr(proc),
+            proc_progressive=type(proc).progressive_frame.offset, proc_top_first=type(proc).top_field_first.offset,
+            output_surfaces=decoder.output_surfaces, table=table.ctypes.data, row_bytes=table.strides[0],
+            col_offset=fields["offset"][1], col_size=fields["size"][1], col_pts=fields["pts"][1],
+            payload=session._base, max_feed=_RUN_CHUNK, generation=decoder.state.generation,
+            want_pts=self._want_pts.ctypes.data, want_out=self._want_out.ctypes.data, done=self._done.ctypes.data,
+            nwant=n, remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
+            function=function, grid_x=grid_x, grid_y=grid_y, block_x=block_x, shared=shared,
+            param_buf=param_buf, params=params, height=decoder.height, width=decoder.width,
+            sample_bytes=2 if decoder.bits > 8 else 1, chroma_rows=(decoder.surface_height + 1) & ~1,
+            out=addr(self._out), out_cap=self._cap)
+
+    def start(self, indices: list[int], lag: bool) -> None:
+        self._feed = np.asarray(indices, np.int64)
+        run = self.run
+        run.feed, run.nfeed, run.next, run.lag = self._feed.ctypes.data, len(self._feed), 0, int(lag)
+
+    def step(self) -> NativeStep:
+        return self._call(False)
+
+    def flush(self) -> NativeStep:
+        return self._call(True)
+
+    def _call(self, flush: bool) -> NativeStep:
+        run, native = self.run, self._native
+        first = run.next
+        if flush:
+            run.nfeed = -1
+        try:
+            self._decoder.feed_run(run)
+        finally:
+            if self._decoder.state.nmapped:
+                self._session._holding(self._decoder)
+        fed = self._feed[first:run.next].tolist() if not flush else []
+        left = None
+        if run.stop == native.STOP_FORMAT:  # Python takes the pictures the new decoder showed, and goes on
+            left = self._feed[run.next:].tolist()
+            run.held = run.nout
+        end = run.held
+        rows = self._shown[self._seen:end]
+        self._seen = end
+        frames, for_python = [], []
+        fid_of, fids, out = self._fid_of, self._fids, self._frames
+        decoder = self._decoder
+        for pts, index, progressive, top_first, status in rows.tolist():
+            if status >= 0:
+                frames.append((fids[status], out[status]))
+            elif status == native.DROPPED:
+                frames.append((fid_of.get(pts), None))
+            else:
+                for_python.append(self._cuvid.Picture(pts, index, progressive, top_first, decoder))
+        more = not flush and left is None and run.remaining > 0 and run.next < run.nfeed
+        return NativeStep(fed, frames, for_python, more, left)
+
+    @property
+    def _cuvid(self) -> Any:
+        return self._session._cuvid
+
+
+def _address(function: Any) -> int:
+    """The address of a ctypes-loaded C function."""
+    return C.cast(function, C.c_void_p).value
 
 
 def _native_planes(luma: torch.Tensor, chroma: torch.Tensor, shift: int) -> tuple[torch.Tensor, ...]:
