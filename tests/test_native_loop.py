@@ -196,7 +196,7 @@ def test_wanted_pictures_are_mapped_converted_and_the_rest_dropped(lib):
 
 
 def test_a_picture_beyond_the_last_wanted_one_goes_to_python_and_ends_the_call(lib):
-    # reordered stream: after packet 3 the parser shows 110 and 140 (beyond the last wanted, 120 ... no: 130)
+    # a reordered stream: packet 3 shows 140 (beyond the last wanted frame, 130) before 120
     d = FakeDriver(lib, 6, {1: [100], 2: [110], 3: [140, 120], 4: [130], 5: [150]})
     r = d.run([120, 130], furthest=130)
     d.feed_from(r, list(range(6)))

@@ -364,9 +364,8 @@ class CuvidSession(NvdecSession):
 
     def _holding(self, decoder: Any) -> None:
         """Note that ``decoder`` holds mapped pictures (given back by :meth:`_unmap`)."""
-        if not self._mapped or self._mapped[-1] is not decoder:
-            if decoder not in self._mapped:
-                self._mapped.append(decoder)
+        if decoder not in self._mapped:  # a session has at most a few decoders
+            self._mapped.append(decoder)
 
     def _sync(self) -> None:
         """Wait for everything queued on the session's stream."""
@@ -499,6 +498,7 @@ class _CuvidRun(NativeRun):
         self._seen = 0  # entries of the table already handed back
         self._feed = np.zeros(0, np.int64)
         self._fid_of = bundle.frame_of_pts
+        self._picture = session._cuvid.Picture
         lib, cuda = decoder._lib, decoder._lib.cuda
         function, grid_x, grid_y, block_x, shared, param_buf, params = launch.native
         fields = PACKET_DTYPE.fields
@@ -557,13 +557,9 @@ class _CuvidRun(NativeRun):
             elif status == native.DROPPED:
                 frames.append((fid_of.get(pts), None))
             else:
-                for_python.append(self._cuvid.Picture(pts, index, progressive, top_first, decoder))
+                for_python.append(self._picture(pts, index, progressive, top_first, decoder))
         more = not flush and left is None and run.remaining > 0 and run.next < run.nfeed
         return NativeStep(fed, frames, for_python, more, left)
-
-    @property
-    def _cuvid(self) -> Any:
-        return self._session._cuvid
 
 
 def _address(function: Any) -> int:
