@@ -162,8 +162,7 @@ class _Launcher:
         """A launch with everything but the first seven arguments settled (planes, output, sizes and
         strides, given as plain integers): ``None`` where launches cannot go the direct way, or launch
         hooks (a profiler) want their metadata per launch."""
-        hooks = self._hooks
-        if hooks is None or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
+        if not self.plain:
             return None
         try:  # sizes and addresses are not specialized on: placeholders compile the same kernel
             kernel = self._kernel(dtypes, (*(DevicePointer(0, d) for d in dtypes), 1, 1, 1, 1, *tail), grid, consts)
@@ -184,6 +183,12 @@ class _Launcher:
             run(rows, cols, 1, stream, function, packed, None, None, None, *head, *rest)
 
         return launch
+
+    @property
+    def plain(self) -> bool:
+        """Whether launches may go the direct way with nothing per launch: no launch hook (a profiler) is set."""
+        hooks = self._hooks
+        return hooks is not None and not (_hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook))
 
     @property
     def available(self) -> bool:
@@ -347,12 +352,7 @@ class FrameConverter:
     def driver_launch(self) -> _DriverLaunch | None:
         """The driver launch this converter uses, while no launch hook (a profiler) is set; else ``None``."""
         launch = self._launch
-        if not isinstance(launch, _DriverLaunch):
-            return None
-        hooks = _launch._hooks
-        if hooks is None or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
-            return None
-        return launch
+        return launch if isinstance(launch, _DriverLaunch) and _launch.plain else None
 
     def __call__(self, luma: int, chroma: int, luma_stride: int, chroma_stride: int) -> torch.Tensor:
         """The output for planes at these device addresses (row strides in samples)."""

@@ -394,8 +394,13 @@ class CuvidDecoder:
         """Whether as many pictures are mapped as the decoder has output surfaces."""
         return self.state.nmapped >= _OUTPUT_SURFACES
 
+    @property
+    def chroma_rows(self) -> int:
+        """Rows of pitch from a mapped picture's luma to its chroma (the surface height, even)."""
+        return (self.surface_height + 1) & ~1
+
     def chroma_offset(self, pitch: int) -> int:
-        return pitch * ((self.surface_height + 1) & ~1)
+        return pitch * self.chroma_rows
 
     def unmap_all(self) -> None:
         """Unmap every mapped picture (their readers must be done)."""

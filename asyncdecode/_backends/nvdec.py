@@ -317,13 +317,12 @@ class CuvidSession(NvdecSession):
             return None
         if (decoder.width, decoder.height, decoder.bits) != (bundle.width, bundle.height, bundle.bit_depth):
             return None
-        wide = decoder.bits > 8
-        convert = self._converter(decoder.height, decoder.width, torch.int16 if wide else torch.uint8, params, output,
-                                  16 - params.bits if wide else 0)
+        sample, shift = _samples(decoder, params)
+        convert = self._converter(decoder.height, decoder.width, sample, params, output, shift)
         launch = convert.driver_launch()
         if launch is None:
             return None
-        return _CuvidRun(self, decoder, bundle, convert, launch, sorted(wanted), furthest)
+        return _CuvidRun(self, decoder, bundle, convert, launch, sample.itemsize, sorted(wanted), furthest)
 
     def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
         # In a GOP without reordering, on a decoder without display delay, a shown picture is the
@@ -348,9 +347,8 @@ class CuvidSession(NvdecSession):
         self._holding(decoder)
         chroma = luma + decoder.chroma_offset(pitch)
         height, width = decoder.height, decoder.width
-        wide = decoder.bits > 8  # P016: 16-bit samples, n-bit values in the high bits
-        dtype, stride = (torch.int16, pitch // 2) if wide else (torch.uint8, pitch)
-        shift = 16 - params.bits if wide else 0
+        dtype, shift = _samples(decoder, params)
+        stride = pitch // dtype.itemsize
         if output is not None and self._direct.available:  # the kernel reads the mapped surface
             return self._output_at(luma, chroma, height, width, stride, stride, dtype, params, output, shift)
         # Copies out of the surface (on this stream, before it is unmapped): native planes for comparisons,
@@ -458,6 +456,12 @@ class NvcSession(NvdecSession):
         return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
 
 
+def _samples(decoder: Any, params: ColorParams) -> tuple[torch.dtype, int]:
+    """Sample type of a libnvcuvid decoder's mapped pictures, and the right shift to ``params.bits``
+    (P016: 16-bit samples, n-bit values in the high bits)."""
+    return (torch.int16, 16 - params.bits) if decoder.bits > 8 else (torch.uint8, 0)
+
+
 _SHOWN_DTYPE = np.dtype([("pts", "<i8"), ("index", "<i4"), ("progressive", "<i4"), ("top_first", "<i4"),
                          ("status", "<i4")])
 #: Packets the C loop feeds per call: between calls the decoder thread checks whether the job was cancelled.
@@ -473,12 +477,12 @@ class _CuvidRun(NativeRun):
     """Runs made in this process (tests check that the C loop is the path taken)."""
 
     def __init__(self, session: CuvidSession, decoder: Any, bundle: GopBundle, convert: Any, launch: Any,
-                 wanted: list[int], furthest: int) -> None:
+                 sample_bytes: int, wanted: list[int], furthest: int) -> None:
         from . import _native
 
         _CuvidRun.made += 1
         self._native = _native
-        self._session, self._decoder, self._bundle = session, decoder, bundle
+        self._session, self._decoder = session, decoder
         table = bundle.packets
         index = bundle.decode_index
         pts = table["pts"][[index[f] for f in wanted]]
@@ -516,7 +520,7 @@ class _CuvidRun(NativeRun):
             nwant=n, remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
             function=function, grid_x=grid_x, grid_y=grid_y, block_x=block_x, shared=shared,
             param_buf=param_buf, params=params, height=decoder.height, width=decoder.width,
-            sample_bytes=2 if decoder.bits > 8 else 1, chroma_rows=(decoder.surface_height + 1) & ~1,
+            sample_bytes=sample_bytes, chroma_rows=decoder.chroma_rows,
             out=addr(self._out), out_cap=self._cap)
 
     def start(self, indices: list[int], lag: bool) -> None:
