@@ -126,6 +126,16 @@ class DecoderPool:
     def queue_depth(self) -> int:
         return len(self._jobs)
 
+    @property
+    def decoders_created(self) -> int:
+        """Decoders the threads' sessions made so far."""
+        return sum(w.session.counts.created for w in self._workers if w.session is not None)
+
+    @property
+    def decoders_reconfigured(self) -> int:
+        """Times a session switched a decoder to another stream shape in place."""
+        return sum(w.session.counts.reconfigured for w in self._workers if w.session is not None)
+
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                      collect: bool = False) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
@@ -193,9 +203,21 @@ class DecoderPool:
     def _wake_for(self, job: DecodeJob) -> None:
         owner = self._owner(job)
         if owner is None and self._idle:
-            owner = next(iter(self._idle))
+            owner = self._readiest(job)
         if owner is not None and self._idle.pop(owner, False) is None:
             owner.wake.notify()
+
+    def _readiest(self, job: DecodeJob) -> _Worker:
+        """The idle thread whose session is readiest for the job's stream (a free decoder of its shape,
+        or one that switches to it in place), the one idle longest of equals: a set of many shapes
+        then makes decoders only where no session has one to spare."""
+        best, best_fit = None, -1
+        for w in self._idle:
+            fit = w.session.fits(job.bundle) if w.session is not None else 0
+            if fit > best_fit:
+                best, best_fit = w, fit
+        assert best is not None
+        return best
 
     def _hold(self, me: _Worker, job: DecodeJob) -> None:
         key = id(job.bundle)

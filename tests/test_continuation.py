@@ -250,6 +250,7 @@ def test_decoders_given_up_are_closed_at_once(assets):
 
     class Closing(CpuSession):
         max_positions = 1
+        max_spares = 1
 
         def _close_decoder(self, decoder):
             closed.append(decoder)

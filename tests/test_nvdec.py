@@ -446,7 +446,7 @@ def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets
             for fid, planes in r.frames.items():
                 for got, exp in zip(planes, want[fid].planes):
                     np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), exp.astype(np.int64))
-        assert session.created == 1
+        assert session.counts.created == 1
     finally:
         session.close()
 
@@ -486,3 +486,87 @@ async def test_the_c_decode_loop_gives_the_frames_python_gives(nv_assets, monkey
         assert len(a) == len(b)
         for x, y in zip(a, b):
             assert torch.equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def shape_mix(tmp_path_factory):
+    """Files that differ in size, codec, bit depth and B-frame layout (all NVDEC can decode)."""
+    from asyncdecode.testing import VideoSpec, make_video
+
+    root = tmp_path_factory.mktemp("shape_mix")
+    specs = {
+        "hevc_352": VideoSpec("hevc", 352, 288, num_frames=24, gop=12),
+        "hevc_208_b": VideoSpec("hevc", 208, 160, num_frames=24, gop=12, bframes=2, seed=1),
+        "h264_320_b": VideoSpec("h264", 320, 240, num_frames=24, gop=12, bframes=3, seed=2),
+        "hevc_480": VideoSpec("hevc", 480, 272, num_frames=24, gop=12, seed=3),
+        "hevc_10bit": VideoSpec("hevc", 256, 176, num_frames=24, gop=12, pix_fmt="yuv420p10le", seed=4),
+        "h264_176": VideoSpec("h264", 176, 144, num_frames=24, gop=12, seed=5),
+        "hevc_640_open": VideoSpec("hevc", 640, 360, num_frames=24, gop=12, bframes=3, open_gop=True, seed=6),
+    }
+    return {name: str(make_video(root / f"{name}.mp4", spec)) for name, spec in specs.items()}
+
+
+@pytest.mark.parametrize("library", ["libnvcuvid", "PyNvVideoCodec"])
+def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, library):
+    """One session decodes GOPs of files of every shape in turn (twice round, single frames and runs):
+    every frame equals FFmpeg's, and after the first round no decoder is made (libnvcuvid: one per
+    codec and bit depth, switched between sizes; PyNvVideoCodec: one per shape)."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    backend = NvdecBackend("cuda:0", library=library)
+    order = ["hevc_352", "h264_320_b", "hevc_208_b", "hevc_10bit", "hevc_480", "h264_176", "hevc_640_open",
+             "hevc_352", "hevc_10bit", "h264_176"]
+    bundles = {n: extract_gops(shape_mix[n], [0, 12]) for n in shape_mix}
+    want = {n: reference_frames(shape_mix[n]) for n in shape_mix}
+    session = backend.new_session()
+    try:
+        made = None
+        for round_ in range(2):
+            for n in order:
+                for bundle, wanted in zip(bundles[n], ([5], [13, 14, 20])):
+                    for b in bundles[n]:  # back and forth: the bundle's check records its size first
+                        backend.check(b)
+                    r = session.decode(bundle, wanted, None, lambda: False)
+                    for pos in list(session.positions.values()):
+                        session._release(pos)
+                    assert sorted(r.frames) == wanted
+                    for fid, planes in r.frames.items():
+                        for got, exp in zip(planes, want[n][fid].planes):
+                            np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64),
+                                                          exp.astype(np.int64), err_msg=f"{n} frame {fid}")
+            if round_ == 0:
+                made = session.counts.created
+        assert session.counts.created == made  # the second round made nothing
+        if library == "libnvcuvid":
+            # h264 8-bit, hevc 8-bit, hevc 10-bit; the hevc 8-bit one made again, larger, at most
+            # twice (sizes come in growing: 352x288, then 480x272, then 640x360)
+            assert made <= 5
+            assert session.counts.reconfigured > 0
+    finally:
+        session.close()
+
+
+async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shape_mix):
+    """Random requests over files of every shape through the engine, twice: the same frames as the CPU
+    backend (within 1) and each pass as the other; decoders made once per class and thread (and grown)."""
+    paths = list(shape_mix.values())
+    counts = [probe(p).num_frames for p in paths]
+    rng = random.Random(11)
+    reqs = [[(i, rng.randrange(counts[i])) for i in rng.sample(range(len(paths)), 3)] for _ in range(40)]
+    config = EngineConfig(nvdec_library="libnvcuvid", decoder_threads=3)
+    async with Engine(device="cuda", config=config) as eng, Engine(device="cpu") as cpu:
+        async def run():
+            return await asyncio.gather(*(eng.decode([paths[i] for i, _ in r], [f for _, f in r]) for r in reqs))
+
+        got = await run()
+        again = await run()
+        stats = eng.stats()
+        exp = await asyncio.gather(*(cpu.decode([paths[i] for i, _ in r], [f for _, f in r]) for r in reqs))
+    assert stats["requests_failed"] == 0 and stats["cpu_fallback_files"] == 0
+    # At most one per class (h264, hevc, hevc 10-bit) and thread, and hevc ones grown twice per thread.
+    assert stats["decoders_created"] <= 5 * 3, stats
+    assert stats["decoders_reconfigured"] > 0
+    for g, a, e in zip(got, again, exp):
+        for x, y, z in zip(g, a, e):
+            assert torch.equal(x, y)
+            assert (x.cpu().int() - z.int()).abs().max() <= 1

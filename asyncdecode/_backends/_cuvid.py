@@ -7,8 +7,12 @@ about 15 pictures per wanted frame at GOP 30), and a wanted picture is mapped on
 place by the caller, and unmapped.
 
 One :class:`CuvidDecoder` is NVIDIA's bitstream parser plus the hardware decoder it feeds, used by a
-single thread (the parser calls back on the thread that feeds it). The decoder is made when the
-parser reports the stream's format; a different format later (size, bit depth) makes a new one.
+single thread (the parser calls back on the thread that feeds it). The hardware decoder is made when
+the parser first reports the stream's format, with room for the largest size its owner expects
+(``max_size``). A later stream of the same codec, chroma format and bit depth (its *class*) that fits
+that room switches the decoder to its size with ``cuvidReconfigureDecoder``, as NVIDIA's samples do
+on a resolution change, in microseconds rather than the tens of milliseconds of a new decoder; only
+a larger stream (or one needing more surfaces) makes a new, larger decoder.
 
 Only the structures and calls used here are declared; their layouts follow NVIDIA's C headers
 (``nvcuvid.h``, ``cuviddec.h``) for 64-bit Linux and are checked by ``tests/test_cuvid_layout.py``.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import ctypes as C
 import functools
+import types
+from collections.abc import Callable
 from typing import Any
 
 from . import _native
@@ -130,6 +136,16 @@ class ProcParams(C.Structure):
     ]
 
 
+class ReconfigureInfo(C.Structure):
+    """``CUVIDRECONFIGUREDECODERINFO``: a decoder switched to another size of the same class."""
+
+    _fields_ = [
+        ("width", C.c_uint), ("height", C.c_uint), ("target_width", C.c_uint), ("target_height", C.c_uint),
+        ("decode_surfaces", C.c_uint), ("reserved1", C.c_uint * 12), ("display_area", _ShortRect),
+        ("target_rect", _ShortRect), ("reserved2", C.c_uint * 11),
+    ]
+
+
 class DecodeStatus(C.Structure):
     """``CUVIDGETDECODESTATUS``."""
 
@@ -187,6 +203,12 @@ class Library:
             fn.argtypes = argtypes
             fn.restype = C.c_int
             setattr(self, name, fn)
+        # Drivers before the Video Codec SDK 9 have no reconfigure: decoders are then made per size.
+        self.cuvidReconfigureDecoder = getattr(self.cuvid, "cuvidReconfigureDecoder", None)
+        if self.cuvidReconfigureDecoder is not None:
+            self.cuvidReconfigureDecoder.argtypes = (vp, ref(ReconfigureInfo))
+            self.cuvidReconfigureDecoder.restype = C.c_int
+        self._caps: dict[tuple[int, int, int], DecoderCaps] = {}
         # Unmapping only gives a surface back (a few microseconds, never waits for the GPU): called with
         # the GIL held, it spares the decoder thread a wait to take the GIL back among ten others.
         # (Parsing is not: it calls back into Python per picture and hands pictures to the hardware,
@@ -199,6 +221,16 @@ class Library:
     def check(self, call: str, code: int) -> None:
         if code:
             raise CuvidError(call, code)
+
+    def caps(self, codec: int, chroma_format: int, bit_depth_minus8: int) -> DecoderCaps:
+        """What this GPU's NVDEC decodes for a codec, chroma format and bit depth (asked once)."""
+        key = (codec, chroma_format, bit_depth_minus8)
+        caps = self._caps.get(key)
+        if caps is None:
+            caps = DecoderCaps(codec=codec, chroma_format=chroma_format, bit_depth_minus8=bit_depth_minus8)
+            self.check("cuvidGetDecoderCaps", self.cuvidGetDecoderCaps(C.byref(caps)))
+            self._caps[key] = caps
+        return caps
 
     def current_context(self) -> int:
         ctx = C.c_void_p()
@@ -223,6 +255,29 @@ def _error_name(code: int) -> str:
     if lib.cuGetErrorName(code, C.byref(name)) or not name.value:
         return "CUDA error"
     return name.value.decode()
+
+
+def chroma_rows(height: int) -> int:
+    """Rows of pitch from a mapped picture's luma to its chroma: the output surface's height, even."""
+    return (height + 1) & ~1
+
+
+_layouts: dict[tuple[int, int, int], int] = {}
+
+
+def layout_id(width: int, height: int, bits: int) -> int:
+    """A number per output layout (display size, bit depth) of mapped pictures, the same in every
+    decoder: the C loop is set up for one layout and stops where a decoder's layout differs from it
+    (see ``DecoderState.generation``)."""
+    key = (width, height, bits)
+    found = _layouts.get(key)
+    if found is None:
+        found = _layouts.setdefault(key, len(_layouts) + 1)
+    return found
+
+
+def _round_up(n: int, to: int = 16) -> int:
+    return (n + to - 1) // to * to
 
 
 class Picture:
@@ -252,13 +307,19 @@ class CuvidDecoder:
             (more pictures in flight).
         native: Let the parser call back into C, and runs of packets go through the C loop, where
             :mod:`._native` can be built (``False``: Python callbacks and feeding, for comparison).
+        max_size: The largest coded ``(width, height)`` the owner expects of this decoder's class
+            (asked when a hardware decoder is made: it is made that large, so that streams up to that
+            size are switched to by a reconfigure). ``None``: the stream's own size.
+        counts: Where hardware decoders made and reconfigured are counted, shared by a session's
+            decoders (an object with ``created`` and ``reconfigured``; default: this decoder's own).
     """
 
     output_surfaces = _OUTPUT_SURFACES
     """Pictures mapped at once, at most."""
 
     def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4,
-                 native: bool = True) -> None:
+                 native: bool = True, max_size: Callable[[], tuple[int, int]] | None = None,
+                 counts: Any = None) -> None:
         self._lib = lib = library()
         self._ctx = lib.current_context()
         self._codec = CODECS[codec]
@@ -271,7 +332,13 @@ class CuvidDecoder:
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
+        self.max_width = self.max_height = 0  # the room the hardware decoder was made with
+        self._class: tuple[int, int, int] = (-1, -1, -1)  # codec, chroma format, bit depth of the hardware decoder
+        self._surfaces = 0
+        self._max_size = max_size
+        self.counts = counts if counts is not None else types.SimpleNamespace(created=0, reconfigured=0)
         self.created = 0
+        self.reconfigured = 0
         # Callback state and mapped pictures, shared with the C loop (also kept when Python drives).
         self.state = _native.DecoderState(decode=C.cast(lib.cuvidDecodePicture, C.c_void_p).value)
         self._state_ref = C.byref(self.state)
@@ -396,8 +463,8 @@ class CuvidDecoder:
 
     @property
     def chroma_rows(self) -> int:
-        """Rows of pitch from a mapped picture's luma to its chroma (the surface height, even)."""
-        return (self.surface_height + 1) & ~1
+        """Rows of pitch from a mapped picture's luma to its chroma (see :func:`chroma_rows`)."""
+        return chroma_rows(self.surface_height)
 
     def chroma_offset(self, pitch: int) -> int:
         return pitch * self.chroma_rows
@@ -432,56 +499,126 @@ class CuvidDecoder:
         return 1
 
     def _configure(self, fmt: VideoFormat) -> int:
-        """Make the hardware decoder for the format (again only when it changed); the surface count."""
+        """Set the hardware decoder up for the format (a new one, or the one there switched to the
+        format's size); the decode surface count. Only when the format changed."""
         area = fmt.display_area
         bits = 8 + fmt.bit_depth_luma_minus8
-        surfaces = fmt.min_num_decode_surfaces + self._extra + MAX_DISPLAY_DELAY
+        needed = fmt.min_num_decode_surfaces + self._extra + MAX_DISPLAY_DELAY
         shape = (fmt.codec, fmt.chroma_format, bits, fmt.coded_width, fmt.coded_height,
                  area.left, area.top, area.right, area.bottom)
-        if shape == self.shape and self.handle is not None:
+        if shape == self.shape and self.handle is not None and needed <= self._surfaces:
             return self._surfaces
         lib = self._lib
-        caps = DecoderCaps(codec=fmt.codec, chroma_format=fmt.chroma_format,
-                           bit_depth_minus8=fmt.bit_depth_luma_minus8)
-        lib.check("cuvidGetDecoderCaps", lib.cuvidGetDecoderCaps(C.byref(caps)))
+        caps = lib.caps(fmt.codec, fmt.chroma_format, fmt.bit_depth_luma_minus8)
         what = f"codec {fmt.codec}, chroma format {fmt.chroma_format}, {bits}-bit, {fmt.coded_width}x{fmt.coded_height}"
         if not caps.supported:
             raise CuvidUnsupported(f"NVDEC on this GPU does not decode {what}")
         if fmt.coded_width > caps.max_width or fmt.coded_height > caps.max_height or \
-                fmt.coded_width < caps.min_width or fmt.coded_height < caps.min_height:
+                fmt.coded_width < caps.min_width or fmt.coded_height < caps.min_height or \
+                (caps.max_mb_count and fmt.coded_width * fmt.coded_height > 256 * caps.max_mb_count):
             raise CuvidUnsupported(f"NVDEC on this GPU decodes {caps.min_width}x{caps.min_height} to "
                                    f"{caps.max_width}x{caps.max_height}, not {what}")
-        self._destroy_decoder()
         width, height = area.right - area.left, area.bottom - area.top
+        klass = (fmt.codec, fmt.chroma_format, bits)
+        if not (self.handle is not None and klass == self._class and fmt.coded_width <= self.max_width
+                and fmt.coded_height <= self.max_height and needed <= self._surfaces
+                and self._reconfigure(fmt, width, height)):
+            self._create(fmt, caps, klass, needed, width, height)
+        self.shape = shape
+        self.width, self.height, self.surface_height, self.bits = width, height, height, bits
+        # A run going on in C goes on only where it was set up for this layout (see layout_id).
+        self.state.generation = layout_id(width, height, bits)
+        return self._surfaces
+
+    def _reconfigure(self, fmt: VideoFormat, width: int, height: int) -> bool:
+        """Switch the hardware decoder to the format's size; ``False`` where the driver cannot."""
+        lib = self._lib
+        if lib.cuvidReconfigureDecoder is None:
+            return False
+        self._let_go_of_mapped()
+        area = fmt.display_area
+        info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=width,
+                               target_height=height, decode_surfaces=self._surfaces,
+                               display_area=_ShortRect(area.left, area.top, area.right, area.bottom))
+        code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
+        if code:  # a new decoder instead (the old one is destroyed first)
+            return False
+        self.reconfigured += 1
+        self.counts.reconfigured += 1
+        return True
+
+    def _create(self, fmt: VideoFormat, caps: DecoderCaps, klass: tuple[int, int, int], needed: int,
+                width: int, height: int) -> None:
+        """A new hardware decoder for the format, with room for the largest size expected of its class."""
+        lib = self._lib
+        bits = klass[2]
+        max_w, max_h = fmt.coded_width, fmt.coded_height
+        surfaces = needed
+        if klass == self._class:  # grown: never smaller than before
+            max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
+            surfaces = max(surfaces, self._surfaces)
+        if self._max_size is not None:
+            hint_w, hint_h = self._max_size()
+            max_w, max_h = max(max_w, _round_up(hint_w)), max(max_h, _round_up(hint_h))
+        max_w, max_h = min(max_w, caps.max_width), min(max_h, caps.max_height)
+        if caps.max_mb_count and max_w * max_h > 256 * caps.max_mb_count:
+            max_w, max_h = fmt.coded_width, fmt.coded_height  # no room to spare at this size
+        self._destroy_decoder()
         info = CreateInfo(
             width=fmt.coded_width, height=fmt.coded_height, decode_surfaces=surfaces, codec=fmt.codec,
             chroma_format=fmt.chroma_format, creation_flags=_CREATE_PREFER_CUVID,
-            bit_depth_minus8=fmt.bit_depth_luma_minus8, max_width=fmt.coded_width, max_height=fmt.coded_height,
-            display_area=_ShortRect(area.left, area.top, area.right, area.bottom),
+            bit_depth_minus8=fmt.bit_depth_luma_minus8, max_width=max_w, max_height=max_h,
+            display_area=_ShortRect(fmt.display_area.left, fmt.display_area.top, fmt.display_area.right,
+                                    fmt.display_area.bottom),
             output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016, deinterlace_mode=0,
             target_width=width, target_height=height, output_surfaces=_OUTPUT_SURFACES)
         handle = C.c_void_p()
         code = lib.cuvidCreateDecoder(C.byref(handle), C.byref(info))
         if code == _NOT_SUPPORTED:
-            raise CuvidUnsupported(f"NVDEC on this GPU cannot create a decoder for {what}")
+            raise CuvidUnsupported(f"NVDEC on this GPU cannot create a decoder for codec {fmt.codec}, "
+                                   f"{bits}-bit, {fmt.coded_width}x{fmt.coded_height} (room for {max_w}x{max_h})")
         lib.check("cuvidCreateDecoder", code)
         self.handle = handle.value
         self.state.decoder = self.handle
-        self.state.generation += 1  # a run going on stops here (its conversion was set for the old format)
-        self.shape = shape
-        self.width, self.height, self.surface_height, self.bits = width, height, height, bits
-        self._surfaces = surfaces
+        self._class = klass
+        self.max_width, self.max_height, self._surfaces = max_w, max_h, surfaces
         self.created += 1
-        return surfaces
+        self.counts.created += 1
+
+    @property
+    def nbytes(self) -> int:
+        """GPU memory the hardware decoder's surfaces take, about (0 without one)."""
+        if self.handle is None:
+            return 0
+        sample = 2 if self._class[2] > 8 else 1
+        per_surface = self.max_width * self.max_height * 3 // 2 * sample
+        return per_surface * (self._surfaces + _OUTPUT_SURFACES)
+
+    def fits(self, codec: str, bits: int, width: int, height: int) -> int:
+        """How well this decoder takes a stream: 2 at its current size, 1 by a reconfigure, 0 not."""
+        if self.handle is None or self._class[0] != CODECS.get(codec) or self._class[2] != bits:
+            return 0
+        if (self.width, self.height) == (width, height):
+            return 2
+        return int(width <= self.max_width and height <= self.max_height)
+
+    def _let_go_of_mapped(self) -> None:
+        """Give back mapped pictures before the surfaces change (their readers finish first)."""
+        if self.state.nmapped:
+            self._lib.cuStreamSynchronize(self._stream)
+            while self.state.nmapped:
+                self.state.nmapped -= 1
+                self._unmap(self.handle, self.state.mapped[self.state.nmapped])
 
     # -- teardown -------------------------------------------------------------------------------
 
     def _destroy_decoder(self) -> None:
         if self.handle is None:
             return
+        self._let_go_of_mapped()
         handle, self.handle = self.handle, None
         self.state.decoder = None
-        self.state.nmapped = 0  # the decoder's surfaces go with it
+        self.shape = ()
         self._lib.check("cuvidDestroyDecoder", self._lib.cuvidDestroyDecoder(handle))
 
     def close(self) -> None:
@@ -493,13 +630,7 @@ class CuvidDecoder:
         try:
             parser, self._parser = self._parser, None
             lib.cuvidDestroyVideoParser(parser)
-            if self.handle is not None:
-                mapped = self.mapped
-                if mapped:  # readers of mapped pictures finish before the surfaces go
-                    lib.cuStreamSynchronize(self._stream)
-                for ptr in mapped:
-                    self._unmap(self.handle, ptr)
-                self._destroy_decoder()
+            self._destroy_decoder()  # readers of mapped pictures finish before the surfaces go
         finally:
             if pushed:
                 lib.cuCtxPopCurrent_v2(C.byref(C.c_void_p()))

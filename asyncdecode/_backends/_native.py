@@ -51,7 +51,7 @@ STOP_FED = 0
 STOP_PYTHON = 1
 """Pictures for Python are in the table."""
 STOP_FORMAT = 2
-"""The parser made a new hardware decoder (a format change): Python takes over."""
+"""The decoder was set up for another output layout than the run's (a format change): Python takes over."""
 
 # Which call failed (``Run.error_call``).
 CALLS = {1: "cuvidParseVideoData", 2: "cuvidDecodePicture", 3: "cuvidMapVideoFrame64",
@@ -97,7 +97,7 @@ typedef struct {            /* one decoder: the parser's user data */
     int error;              /* first callback failure: a cuvidDecodePicture code, or -1 (table full) */
     int count;              /* pictures shown since the feeding thread reset it */
     int nmapped;
-    int generation;         /* hardware decoders made so far (Python counts) */
+    int generation;         /* layout of the mapped pictures (size, bit depth), numbered by Python */
     unsigned long long mapped[MAPPED];
     ad_shown shown[SHOWN];
 } ad_decoder;

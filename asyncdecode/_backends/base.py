@@ -137,11 +137,28 @@ def _never() -> bool:
     return False
 
 
+class DecoderCounts:
+    """Decoders a session made, and switched to another stream shape in place (a reconfigure)."""
+
+    __slots__ = ("created", "reconfigured")
+
+    def __init__(self) -> None:
+        self.created = 0
+        self.reconfigured = 0
+
+
 class Session(abc.ABC):
     """Decoders used by one thread."""
 
     positions: dict[int, Position]
     """``id(bundle)`` -> where the session stopped in that GOP (see :meth:`decode`'s ``keep``)."""
+    counts: DecoderCounts
+    """Decoders made and reconfigured so far (written by the session's thread, read by anyone)."""
+
+    def fits(self, bundle: GopBundle) -> int:
+        """How ready the session is for ``bundle`` (0: it would make a decoder; more is readier).
+        Called from other threads: a hint for the scheduler, never a promise."""
+        return 0
 
     @abc.abstractmethod
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
@@ -186,10 +203,19 @@ class PacketSession(Session):
     device: str = "cpu"
     max_positions: int = 4
     """GOPs a session keeps its place in at once (clips read side by side by fewer threads)."""
+    max_spares: int = 4
+    """Free decoders a session keeps for later jobs, at most (least recently used given up first)."""
+    spare_bytes: int = 0
+    """Device memory the free decoders may take together, about (0: no bound but ``max_spares``)."""
 
     def __init__(self) -> None:
         self.positions: OrderedDict[int, Position] = OrderedDict()
-        self._free: list[tuple[Hashable, Any]] = []  # (shape, drained decoder ready for a keyframe), oldest first
+        self._free: list[tuple[Hashable, Any]] = []  # (class, drained decoder ready for a keyframe), oldest first
+        self.counts = DecoderCounts()
+
+    def fits(self, bundle: GopBundle) -> int:
+        key = self._key(bundle)
+        return max((1 + self._fit(d, bundle) for k, d in list(self._free) if k == key), default=0)
 
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,
@@ -343,10 +369,14 @@ class PacketSession(Session):
         while len(self.positions) >= self.max_positions:
             self._release(next(iter(self.positions.values())))
         key = self._key(bundle)
-        for i in range(len(self._free) - 1, -1, -1):
+        best, best_fit = -1, -1
+        for i in range(len(self._free) - 1, -1, -1):  # the best fit, the most recently used of equals
             if self._free[i][0] == key:
-                decoder = self._free.pop(i)[1]
-                break
+                fit = self._fit(self._free[i][1], bundle)
+                if fit > best_fit:
+                    best, best_fit = i, fit
+        if best >= 0:
+            decoder = self._free.pop(best)[1]
         else:
             decoder = self._create(bundle)
         try:
@@ -369,8 +399,14 @@ class PacketSession(Session):
                 self._throw_away(pos.decoder)
                 return
         self._free.append((self._key(pos.bundle), pos.decoder))
-        if len(self._free) > self.max_positions:  # a few spare decoders, not one per shape ever seen
-            self._throw_away(self._free.pop(0)[1])
+        self._trim_spares()
+
+    def _trim_spares(self) -> None:
+        """Give up the least recently used free decoders beyond ``max_spares`` or ``spare_bytes``."""
+        free = self._free
+        while len(free) > self.max_spares or (self.spare_bytes and len(free) > 1 and
+                                              sum(self._decoder_bytes(d) for _, d in free) > self.spare_bytes):
+            self._throw_away(free.pop(0)[1])
 
     def _throw_away(self, decoder: Any) -> None:
         try:
@@ -394,7 +430,15 @@ class PacketSession(Session):
 
     @abc.abstractmethod
     def _create(self, bundle: GopBundle) -> Any:
-        """A new decoder for ``bundle``'s stream."""
+        """A new decoder for ``bundle``'s stream (counted in :attr:`counts` where it is made)."""
+
+    def _fit(self, decoder: Any, bundle: GopBundle) -> int:
+        """How well a free decoder of ``bundle``'s class takes it (higher: less to do). Default: 1."""
+        return 1
+
+    def _decoder_bytes(self, decoder: Any) -> int:
+        """Device memory a free decoder holds, about (for ``spare_bytes``). Default: 0."""
+        return 0
 
     def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
         """Set a decoder, ready for a keyframe, up for the GOP it is about to decode; ``reads_on``: a

@@ -75,6 +75,7 @@ class CpuSession(PacketSession):
         # Report damaged bitstreams as errors instead of concealing them into wrong pixels.
         ctx.options = {"err_detect": "explode"}
         ctx.open()
+        self.counts.created += 1
         return ctx
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:

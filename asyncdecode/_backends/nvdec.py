@@ -9,8 +9,9 @@ Two ways to drive the decoders, chosen per backend (``ASYNCDECODE_NVDEC_LIBRARY`
   cannot be loaded (the import fails on machines without the NVIDIA driver, which must not break
   ``import asyncdecode``).
 
-Each decoder thread owns one session: decoders per stream shape (created on first use, then reused
-across files and GOPs: an end-of-stream flush between GOPs resets one and keeps it usable) and one
+Each decoder thread owns one session: decoders per class of stream (libnvcuvid: codec and bit depth,
+switched between sizes in place; PyNvVideoCodec: per shape), created on first use, then reused across
+files and GOPs (an end-of-stream flush between GOPs resets one and keeps it usable), and one
 CUDA stream. Packets are handed over zero-copy from the GOP bundle's buffer; each wanted frame is
 converted on the session's stream, straight out of the decoder's output surface and before the
 surface can be reused.
@@ -47,6 +48,11 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: 7 sessions reach about 90% of the hardware's rate, 10-14 all of it, and every session beyond that
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
+
+#: GPU memory the free decoders of one session may hold together (their decode surfaces), about. A set
+#: of many shapes keeps one decoder per class (libnvcuvid) or per shape (PyNvVideoCodec) ready while
+#: this allows: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
+SPARE_BYTES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BYTES", str(512 << 20)))
 
 
 def _read_on_delay(default: int = 3, most: int = MAX_DISPLAY_DELAY) -> int:
@@ -133,6 +139,12 @@ class NvdecBackend(Backend):
         self.native_loop = True
         """libnvcuvid decoders made from now on use the C decode loop where it was built (see ``_native``)."""
         self._refused: dict[tuple[str, int], str] = {}  # (codec, bits) this GPU's NVDEC said no to
+        self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
+
+    def largest(self, codec: str, bits: int) -> tuple[int, int]:
+        """The largest ``(width, height)`` of the streams of a codec and bit depth checked so far:
+        decoders are made with room for it, so that switching between sizes is a reconfigure."""
+        return self._largest.get((codec, bits), (0, 0))
 
     def refuse(self, bundle: GopBundle, reason: Any) -> None:
         """Remember that this GPU refused a codec at a bit depth (found out at the first decode)."""
@@ -158,6 +170,10 @@ class NvdecBackend(Backend):
         if layout.bits not in _DEPTHS[bundle.codec]:
             raise UnsupportedStreamError(f"{where} {layout.bits}-bit {bundle.codec} ({bundle.pix_fmt})",
                                          path=bundle.source, device=str(self.device))
+        key = (bundle.codec, layout.bits)
+        w, h = self._largest.get(key, (0, 0))
+        if bundle.width > w or bundle.height > h:  # on the loop thread; sessions read it
+            self._largest[key] = (max(w, bundle.width), max(h, bundle.height))
 
     def new_session(self) -> Session:
         return CuvidSession(self) if self.cuvid is not None else NvcSession(self)
@@ -169,8 +185,9 @@ class NvdecBackend(Backend):
 class NvdecSession(PacketSession):
     """NVDEC decoders (one per GOP the session keeps its place in) and a CUDA stream, owned by one thread.
 
-    Decoders are made per stream shape (codec, bit depth, size, in display order or not) and reused
-    across files and GOPs. GOPs whose decode order is their display order get low-latency decoders:
+    Decoders are made per class of stream (see the subclasses) and reused across files and GOPs; free
+    ones are kept while their surfaces take at most :data:`SPARE_BYTES` of GPU memory together.
+    GOPs whose decode order is their display order get low-latency decoders:
     each packet, marked as a whole picture, shows its picture in the call that fed it, so a job ends
     on its last wanted packet (no flush, nothing fed ahead) and the decoder is ready for the next
     keyframe as it is. Other decoders are flushed (end of stream) between GOPs.
@@ -179,6 +196,8 @@ class NvdecSession(PacketSession):
 
     kind = "NVDEC"
     max_positions = 2  # each position holds an NVDEC decoder and its surfaces in GPU memory
+    max_spares = 32
+    spare_bytes = SPARE_BYTES
 
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__()
@@ -189,7 +208,6 @@ class NvdecSession(PacketSession):
         self._handle = self._stream.cuda_stream
         self._backend = backend
         self._base = 0  # address of the current bundle's payload (the bundle keeps it alive)
-        self.created = 0
         self._consumer = torch.cuda.default_stream(self._device)
         from ._cuda_color import FrameConverter, convert_planes  # Triton: imported once
 
@@ -268,6 +286,12 @@ class NvdecSession(PacketSession):
 class CuvidSession(NvdecSession):
     """Decoders driven through libnvcuvid directly (:mod:`._cuvid`).
 
+    One decoder serves a whole class of streams (codec and bit depth; 4:2:0 only on this path): it is
+    made with room for the largest size of that class seen so far (:meth:`NvdecBackend.largest`) and
+    switched between sizes by a reconfigure; display order against reordering is the parser's display
+    delay, set per GOP. So a set of many sizes, with and without B-frames, runs on one decoder per
+    class and session.
+
     A picture is mapped only when a job wants it (or collects it): the conversion reads the mapped
     surface on the session's stream. Mapped surfaces are given back once that stream has finished
     with them: at the end of each job, or earlier when a decoder has all its output surfaces mapped.
@@ -288,10 +312,21 @@ class CuvidSession(NvdecSession):
             return READ_ON_DELAY
         return 0 if bundle.in_display_order else 1  # a single frame wanted: shown as soon as it is decoded
 
+    def _key(self, bundle: GopBundle) -> tuple[str, int]:
+        return bundle.codec, bundle.bit_depth
+
     def _create(self, bundle: GopBundle) -> Any:
-        self.created += 1
-        return self._cuvid.CuvidDecoder(bundle.codec, display_delay=0, stream=self._handle,
-                                        native=self._backend.native_loop)
+        largest = self._backend.largest
+        codec, bits = bundle.codec, bundle.bit_depth
+        # The hardware decoder itself is made (and counted) when the parser reports the format.
+        return self._cuvid.CuvidDecoder(codec, display_delay=0, stream=self._handle, native=self._backend.native_loop,
+                                        max_size=lambda: largest(codec, bits), counts=self.counts)
+
+    def _fit(self, decoder: Any, bundle: GopBundle) -> int:
+        return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
+
+    def _decoder_bytes(self, decoder: Any) -> int:
+        return decoder.nbytes
 
     def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
         decoder.set_display_delay(self._delay(bundle, reads_on))
@@ -310,15 +345,13 @@ class CuvidSession(NvdecSession):
 
     def _native_run(self, decoder: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
                     wanted: Any, furthest: int) -> NativeRun | None:
-        # The C loop (see _native) when it was built, the decoder has its hardware decoder for this
-        # stream already (its first GOP goes through Python, which makes it) and the frames convert
-        # by a plain driver launch (no resize, no profiler hooks).
-        if output is None or decoder.native is None or decoder.handle is None or not self._direct.available:
+        # The C loop (see _native) when it was built and the frames convert by a plain driver launch
+        # (no resize, no profiler hooks). The run is set up for the bundle's size: where the parser
+        # reports another (the decoder is made or switched at the keyframe), it hands over to Python.
+        if output is None or decoder.native is None or not self._direct.available:
             return None
-        if (decoder.width, decoder.height, decoder.bits) != (bundle.width, bundle.height, bundle.bit_depth):
-            return None
-        sample, shift = _samples(decoder, params)
-        convert = self._converter(decoder.height, decoder.width, sample, params, output, shift)
+        sample, shift = _samples(bundle.bit_depth, params)
+        convert = self._converter(bundle.height, bundle.width, sample, params, output, shift)
         launch = convert.driver_launch()
         if launch is None:
             return None
@@ -347,7 +380,7 @@ class CuvidSession(NvdecSession):
         self._holding(decoder)
         chroma = luma + decoder.chroma_offset(pitch)
         height, width = decoder.height, decoder.width
-        dtype, shift = _samples(decoder, params)
+        dtype, shift = _samples(decoder.bits, params)
         stride = pitch // dtype.itemsize
         if output is not None and self._direct.available:  # the kernel reads the mapped surface
             return self._output_at(luma, chroma, height, width, stride, stride, dtype, params, output, shift)
@@ -399,8 +432,12 @@ class CuvidSession(NvdecSession):
 class NvcSession(NvdecSession):
     """Decoders driven through PyNvVideoCodec.
 
-    NVDEC's in-place reconfigure is not relied on: it was seen failing (CUDA_ERROR_INVALID_VALUE)
-    when switching between sizes.
+    One decoder per stream shape (codec, bit depth, size, display order), kept free for later jobs
+    while the session's free decoders take at most :data:`SPARE_BYTES` of GPU memory. NVDEC's
+    in-place reconfigure is not used on this path: PyNvVideoCodec's decoder reconfigures on a new size
+    only within the size it was made with, and keeps the first stream's output size (pictures of
+    another size come out scaled); switching sizes that way was also seen failing
+    (CUDA_ERROR_INVALID_VALUE). The libnvcuvid path reconfigures (see :class:`CuvidSession`).
     """
 
     def __init__(self, backend: NvdecBackend) -> None:
@@ -408,15 +445,26 @@ class NvcSession(NvdecSession):
         self._nvc = backend.nvc
         self._eos = _end_of_stream(self._nvc)
         self._end_of_picture = self._nvc.VideoPacketFlag.ENDOFPICTURE  # for low-latency decoders' packets
+        self._sizes: dict[int, int] = {}  # id(decoder) -> GPU memory of its surfaces, about
+
+    def _decoder_bytes(self, decoder: Any) -> int:
+        return self._sizes.get(id(decoder), 0)
+
+    def _close_decoder(self, decoder: Any) -> None:
+        self._sizes.pop(id(decoder), None)  # the decoder goes with the garbage collector
 
     def _create(self, bundle: GopBundle) -> Any:
         nvc = self._nvc
-        self.created += 1
+        self.counts.created += 1
         # Low latency verified frame for frame against the default mode on an H200 (PyNvVideoCodec
         # 2.2.4), GOPs fed back to back unflushed.
         latency = nvc.DisplayDecodeLatencyType.LOW if bundle.in_display_order else nvc.DisplayDecodeLatencyType.NATIVE
-        return nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
-                                 cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
+        decoder = nvc.CreateDecoder(gpuid=self._device.index, codec=getattr(nvc.cudaVideoCodec, _CODECS[bundle.codec]),
+                                    cudacontext=0, cudastream=self._handle, usedevicememory=True, latency=latency)
+        # Its surfaces, about: a reordering stream's reference pictures and the decoder's outputs.
+        sample = 2 if bundle.bit_depth > 8 else 1
+        self._sizes[id(decoder)] = _round16(bundle.width) * _round16(bundle.height) * 3 // 2 * sample * 24
+        return decoder
 
     def _send(self, decoder: Any, bundle: GopBundle, i: int) -> list[Any]:
         offset, size, pts, _ = bundle.rows[i]
@@ -456,10 +504,10 @@ class NvcSession(NvdecSession):
         return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
 
 
-def _samples(decoder: Any, params: ColorParams) -> tuple[torch.dtype, int]:
-    """Sample type of a libnvcuvid decoder's mapped pictures, and the right shift to ``params.bits``
-    (P016: 16-bit samples, n-bit values in the high bits)."""
-    return (torch.int16, 16 - params.bits) if decoder.bits > 8 else (torch.uint8, 0)
+def _samples(bits: int, params: ColorParams) -> tuple[torch.dtype, int]:
+    """Sample type of a libnvcuvid decoder's mapped pictures of a ``bits``-deep stream, and the right
+    shift to ``params.bits`` (P016: 16-bit samples, n-bit values in the high bits)."""
+    return (torch.int16, 16 - params.bits) if bits > 8 else (torch.uint8, 0)
 
 
 _SHOWN_DTYPE = np.dtype([("pts", "<i8"), ("index", "<i4"), ("progressive", "<i4"), ("top_first", "<i4"),
@@ -515,12 +563,13 @@ class _CuvidRun(NativeRun):
             proc_progressive=type(proc).progressive_frame.offset, proc_top_first=type(proc).top_field_first.offset,
             output_surfaces=decoder.output_surfaces, table=table.ctypes.data, row_bytes=table.strides[0],
             col_offset=fields["offset"][1], col_size=fields["size"][1], col_pts=fields["pts"][1],
-            payload=session._base, max_feed=_RUN_CHUNK, generation=decoder.state.generation,
+            payload=session._base, max_feed=_RUN_CHUNK,
+            generation=session._cuvid.layout_id(bundle.width, bundle.height, bundle.bit_depth),
             want_pts=self._want_pts.ctypes.data, want_out=self._want_out.ctypes.data, done=self._done.ctypes.data,
             nwant=n, remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
             function=function, grid_x=grid_x, grid_y=grid_y, block_x=block_x, shared=shared,
-            param_buf=param_buf, params=params, height=decoder.height, width=decoder.width,
-            sample_bytes=sample_bytes, chroma_rows=decoder.chroma_rows,
+            param_buf=param_buf, params=params, height=bundle.height, width=bundle.width,
+            sample_bytes=sample_bytes, chroma_rows=session._cuvid.chroma_rows(bundle.height),
             out=addr(self._out), out_cap=self._cap)
 
     def start(self, indices: list[int], lag: bool) -> None:
@@ -564,6 +613,10 @@ class _CuvidRun(NativeRun):
                 for_python.append(self._picture(pts, index, progressive, top_first, decoder))
         more = not flush and left is None and run.remaining > 0 and run.next < run.nfeed
         return NativeStep(fed, frames, for_python, more, left)
+
+
+def _round16(n: int) -> int:
+    return (n + 15) & ~15
 
 
 def _address(function: Any) -> int:

@@ -1,0 +1,251 @@
+"""Decoders that follow the stream's shape, without a GPU: libnvcuvid decoders made with room for the
+largest size of their class and switched between sizes by a reconfigure (against a fake driver),
+free decoders bounded by memory, and jobs sent to the thread readiest for their stream."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes as C
+import threading
+
+import pytest
+
+from asyncdecode import Engine, EngineConfig
+from asyncdecode._backends import _cuvid
+from asyncdecode._backends.cpu import CpuSession
+from asyncdecode._workers import DecoderPool, _Worker
+from asyncdecode.gop import extract_gops
+
+HEVC = _cuvid.CODECS["hevc"]
+H264 = _cuvid.CODECS["h264"]
+
+
+class FakeDriver:
+    """The calls a :class:`~asyncdecode._backends._cuvid.CuvidDecoder` makes, recorded."""
+
+    cuvidDecodePicture = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_void_p)(lambda decoder, picture: 0)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.reconfigure_code = 0
+        self.cuvidReconfigureDecoder = self._reconfigure
+        self._handles = 100
+        self.unmap_holding_gil = self._unmap
+
+    def check(self, call: str, code: int) -> None:
+        if code:
+            raise _cuvid.CuvidError(call, code)
+
+    def current_context(self) -> int:
+        return 1
+
+    def caps(self, codec: int, chroma: int, bits_minus8: int) -> _cuvid.DecoderCaps:
+        return _cuvid.DecoderCaps(codec=codec, chroma_format=chroma, bit_depth_minus8=bits_minus8, supported=1,
+                                  max_width=4096, max_height=2304, min_width=48, min_height=16, max_mb_count=36864)
+
+    def cuvidParseVideoData(self, parser, packet) -> int:
+        return 0
+
+    def cuvidMapVideoFrame64(self, *args) -> int:
+        return 0
+
+    def cuvidCreateVideoParser(self, parser, params) -> int:
+        parser._obj.value = 7
+        return 0
+
+    def cuvidDestroyVideoParser(self, parser) -> int:
+        return 0
+
+    def cuvidCreateDecoder(self, handle, info) -> int:
+        i = info._obj
+        self._handles += 1
+        handle._obj.value = self._handles
+        self.calls.append(("create", i.width, i.height, i.max_width, i.max_height, i.decode_surfaces,
+                           i.target_width, i.target_height))
+        return 0
+
+    def _reconfigure(self, handle, info) -> int:
+        i = info._obj
+        self.calls.append(("reconfigure", i.width, i.height, i.target_width, i.target_height, i.decode_surfaces))
+        return self.reconfigure_code
+
+    def cuvidDestroyDecoder(self, handle) -> int:
+        self.calls.append(("destroy", handle))
+        return 0
+
+    def cuStreamSynchronize(self, stream) -> int:
+        self.calls.append(("sync",))
+        return 0
+
+    def _unmap(self, handle, ptr) -> int:
+        self.calls.append(("unmap", ptr))
+        return 0
+
+    def cuCtxPushCurrent_v2(self, ctx) -> int:
+        return 0
+
+    def cuCtxPopCurrent_v2(self, ctx) -> int:
+        return 0
+
+
+def fmt(width: int, height: int, *, codec: int = HEVC, bits: int = 8, surfaces: int = 6) -> _cuvid.VideoFormat:
+    coded_w, coded_h = (width + 15) // 16 * 16, (height + 15) // 16 * 16
+    return _cuvid.VideoFormat(codec=codec, bit_depth_luma_minus8=bits - 8, bit_depth_chroma_minus8=bits - 8,
+                              min_num_decode_surfaces=surfaces, coded_width=coded_w, coded_height=coded_h,
+                              display_area=_cuvid._Rect(0, 0, width, height), chroma_format=1)
+
+
+@pytest.fixture
+def driver(monkeypatch) -> FakeDriver:
+    fake = FakeDriver()
+    monkeypatch.setattr(_cuvid, "library", lambda: fake)
+    return fake
+
+
+def decoder(largest=(0, 0), codec: str = "hevc") -> _cuvid.CuvidDecoder:
+    return _cuvid.CuvidDecoder(codec, display_delay=0, stream=0, native=False, max_size=lambda: largest)
+
+
+def test_a_decoder_is_made_with_room_and_switched_between_sizes(driver):
+    dec = decoder(largest=(832, 448))
+    surfaces = dec._configure(fmt(640, 360))
+    assert driver.calls == [("create", 640, 368, 832, 448, surfaces, 640, 360)]
+    assert (dec.width, dec.height, dec.max_width, dec.max_height) == (640, 360, 832, 448)
+    assert dec.state.generation == _cuvid.layout_id(640, 360, 8)
+    driver.calls.clear()
+
+    assert dec._configure(fmt(480, 272)) == surfaces
+    assert driver.calls == [("reconfigure", 480, 272, 480, 272, surfaces)]
+    assert (dec.width, dec.height, dec.surface_height, dec.chroma_rows) == (480, 272, 272, 272)
+    assert dec.state.generation == _cuvid.layout_id(480, 272, 8) != _cuvid.layout_id(640, 360, 8)
+    driver.calls.clear()
+
+    dec._configure(fmt(480, 272))  # the same format again: nothing to do
+    dec._configure(fmt(832, 446))  # up to the room it was made with: still a reconfigure
+    assert driver.calls == [("reconfigure", 832, 448, 832, 446, surfaces)]
+    assert (dec.counts.created, dec.counts.reconfigured) == (1, 2)
+    dec.close()
+
+
+def test_a_larger_stream_or_another_class_makes_a_new_decoder(driver):
+    dec = decoder(largest=(640, 360))
+    first = dec._configure(fmt(640, 360))
+    driver.calls.clear()
+    dec._configure(fmt(1280, 720))  # larger than the room: made again, larger, never smaller
+    assert [c[0] for c in driver.calls] == ["destroy", "create"]
+    assert driver.calls[1][3:5] == (1280, 720)
+    dec._configure(fmt(640, 360))  # back down: the larger decoder takes it in place
+    assert driver.calls[-1][0] == "reconfigure"
+    driver.calls.clear()
+    dec._configure(fmt(640, 360, bits=10))  # another bit depth: another class
+    assert [c[0] for c in driver.calls] == ["destroy", "create"]
+    assert dec.bits == 10
+    driver.calls.clear()
+    dec._configure(fmt(640, 360, bits=10, surfaces=first))  # needs more surfaces than it was made with
+    assert [c[0] for c in driver.calls] == ["destroy", "create"]
+    assert dec.counts.created == 4
+    dec.close()
+
+
+def test_a_refused_or_missing_reconfigure_makes_a_new_decoder(driver):
+    dec = decoder(largest=(1280, 720))
+    dec._configure(fmt(1280, 720))
+    driver.reconfigure_code = 1  # CUDA_ERROR_INVALID_VALUE
+    driver.calls.clear()
+    dec._configure(fmt(640, 360))
+    assert [c[0] for c in driver.calls] == ["reconfigure", "destroy", "create"]
+    assert (dec.width, dec.height, dec.counts.reconfigured) == (640, 360, 0)
+    driver.cuvidReconfigureDecoder = None  # a driver without the call
+    driver.calls.clear()
+    dec._configure(fmt(480, 272))
+    assert [c[0] for c in driver.calls] == ["destroy", "create"]
+    dec.close()
+
+
+def test_mapped_pictures_are_given_back_before_the_surfaces_change(driver):
+    dec = decoder(largest=(1280, 720))
+    dec._configure(fmt(1280, 720))
+    dec.state.mapped[0], dec.state.mapped[1] = 0x1000, 0x2000
+    dec.state.nmapped = 2
+    driver.calls.clear()
+    dec._configure(fmt(640, 360))
+    assert driver.calls[:3] == [("sync",), ("unmap", 0x2000), ("unmap", 0x1000)]
+    assert driver.calls[3][0] == "reconfigure" and dec.state.nmapped == 0
+    dec.close()
+
+
+def test_fit_scores_and_memory(driver):
+    dec = decoder(largest=(832, 448))
+    assert dec.fits("hevc", 8, 640, 360) == 0 and dec.nbytes == 0  # no hardware decoder yet
+    dec._configure(fmt(640, 360))
+    assert dec.fits("hevc", 8, 640, 360) == 2  # as it is
+    assert dec.fits("hevc", 8, 800, 400) == 1  # by a reconfigure
+    assert dec.fits("hevc", 8, 1280, 720) == 0  # larger than its room
+    assert dec.fits("h264", 8, 640, 360) == 0 and dec.fits("hevc", 10, 640, 360) == 0
+    assert dec.nbytes == 832 * 448 * 3 // 2 * (dec._surfaces + dec.output_surfaces)
+    dec.close()
+
+
+def test_free_decoders_are_bounded_by_memory(assets):
+    """A session keeps free decoders while their memory allows, the least recently used given up
+    first, and picks the best fitting one of a class."""
+    closed = []
+
+    class Sized(CpuSession):
+        max_spares = 10
+        spare_bytes = 250
+
+        def _decoder_bytes(self, decoder):
+            return 100
+
+        def _close_decoder(self, decoder):
+            closed.append(decoder)
+
+    session = Sized(1)
+    made = []
+    for name in ("h264_nob", "h264_odd420", "hevc_closed"):  # three streams no decoder stands in for
+        (bundle,) = extract_gops(assets[name], [0])
+        assert session.fits(bundle) == 0
+        session.decode(bundle, [bundle.first_frame_id], None, lambda: False)
+        for pos in list(session.positions.values()):  # the GOP given up: its decoder is free
+            session._release(pos)
+        made.append(session._free[-1][1])
+        assert session.fits(bundle) > 0  # its decoder is free again, ready for the next job
+    assert closed == [made[0]]  # 300 > 250: the oldest went
+    assert session.counts.created == 3
+    session.close()
+
+
+class _Ready:
+    def __init__(self, fit: int) -> None:
+        self.fit = fit
+
+    def fits(self, bundle) -> int:
+        return self.fit
+
+
+def test_a_job_wakes_the_idle_thread_readiest_for_its_stream():
+    lock = threading.Lock()
+    workers = [_Worker(lock) for _ in range(4)]
+    for w, fit in zip(workers, (0, 1, 3, 3)):
+        w.session = _Ready(fit)
+    pool = DecoderPool.__new__(DecoderPool)  # the scheduling alone, no threads
+    pool._idle = dict.fromkeys(workers)
+
+    class Job:
+        bundle = None
+
+    assert pool._readiest(Job()) is workers[2]  # of equals, the one idle longest
+    del pool._idle[workers[2]]
+    assert pool._readiest(Job()) is workers[3]
+
+
+async def test_stats_count_decoders_made(assets):
+    paths = [str(assets[n]) for n in ("h264_nob", "hevc_closed")]
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        for _ in range(3):
+            await eng.decode(paths, [1, 2])
+        stats = eng.stats()
+    assert 1 <= stats["decoders_created"] <= 2  # one per stream class, reused after
+    assert stats["decoders_reconfigured"] == 0  # FFmpeg decoders are not switched in place
+    assert asyncio.get_running_loop() is not None
