@@ -32,6 +32,10 @@ log = logging.getLogger("asyncdecode")
 #: An idle thread looks at the queue again after this long even if nobody woke it: a safety net, so
 #: that a job can never wait forever on a thread that does not know it is now the one to take it.
 _RECHECK_S = 0.05
+#: A thread looks this far down the queue for a job its session has a decoder ready for.
+_AFFINITY_WINDOW = 8
+#: ``Session.fits`` at or above which a job is taken at once (a free decoder takes it as it is or in place).
+_READY = 2
 
 
 class DecodeJob:
@@ -241,18 +245,32 @@ class DecoderPool:
         if mine:
             job = min((j for j in mine if j.bundle is mine[0].bundle), key=lambda j: j.first)
         else:
+            session = me.session
+            fallback, best_fit, seen = None, -1, 0
             for job in self._jobs:
                 if job.cancelled:
                     break
                 owner = self._owner(job)
                 if owner is None:
-                    job = min((j for j in self._jobs if j.bundle is job.bundle and not j.cancelled
-                               and self._owner(j) is None), key=lambda j: j.first)
-                    break
+                    # Of the first few jobs nobody goes on with, one this session has a decoder ready
+                    # for (a set of many shapes), else the oldest.
+                    fit = session.fits(job.bundle) if session is not None else 0
+                    if fit > best_fit:
+                        fallback, best_fit = job, fit
+                    seen += 1
+                    if fit >= _READY or seen >= _AFFINITY_WINDOW:
+                        job = fallback
+                        break
+                    continue
                 if owner is me:
                     break
             else:
-                return None
+                if fallback is None:
+                    return None
+                job = fallback
+            if not job.cancelled and self._owner(job) is None:
+                job = min((j for j in self._jobs if j.bundle is job.bundle and not j.cancelled
+                           and self._owner(j) is None), key=lambda j: j.first)
         self._jobs.remove(job)
         return job
 

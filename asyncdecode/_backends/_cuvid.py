@@ -44,6 +44,10 @@ _OUTPUT_SURFACES = 4
 """Pictures mapped at once per decoder; the caller unmaps before mapping more (see ``mapped``)."""
 MAX_DISPLAY_DELAY = 4
 """The largest display delay a decoder takes (its decode surfaces leave room for that many)."""
+MIN_SURFACES = 24
+"""Decode surfaces a hardware decoder is made with at least: room for H.264's and HEVC's largest
+reference sets (16) with the extra and display-delay surfaces, so one decoder takes every stream of
+its class."""
 
 
 class _Rect(C.Structure):
@@ -426,9 +430,14 @@ class CuvidDecoder:
         """Go on with a run of packets in C (:func:`ad_feed`, without the GIL); see :class:`NativeRun`.
 
         Raises:
+            CuvidUnsupported: the format the parser reported cannot be decoded here.
             CuvidError: a call failed (the run's ``error`` and ``error_call`` say which).
         """
-        if self.native.ad_feed(self._state_ref, C.byref(run)):
+        failed = self.native.ad_feed(self._state_ref, C.byref(run))
+        if self._error is not None:  # the sequence callback's own error says more than the parse's code
+            error, self._error = self._error, None
+            raise error
+        if failed:
             raise CuvidError(_native.CALLS.get(run.error_call, "decode loop"), run.error)
 
     # -- mapping --------------------------------------------------------------------------------
@@ -503,7 +512,9 @@ class CuvidDecoder:
         format's size); the decode surface count. Only when the format changed."""
         area = fmt.display_area
         bits = 8 + fmt.bit_depth_luma_minus8
-        needed = fmt.min_num_decode_surfaces + self._extra + MAX_DISPLAY_DELAY
+        # At least MIN_SURFACES: streams of one class differ in what they need (B-frames, levels), and a
+        # decoder made for the least would be made again for the next.
+        needed = max(fmt.min_num_decode_surfaces + self._extra + MAX_DISPLAY_DELAY, MIN_SURFACES)
         shape = (fmt.codec, fmt.chroma_format, bits, fmt.coded_width, fmt.coded_height,
                  area.left, area.top, area.right, area.bottom)
         if shape == self.shape and self.handle is not None and needed <= self._surfaces:
