@@ -294,3 +294,19 @@ def test_a_failing_compiler_is_reported(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="false failed"):
         _native.build(tmp_path / "x.so")
     assert not (tmp_path / "x.so").exists()
+
+
+def test_frames_collected_on_the_way_are_converted_and_never_waited_for(lib):
+    """Slots marked not real (a job collecting for the frame cache) are converted where they show,
+    into their own outputs, and the run ends with the last real one: it feeds nothing more for them."""
+    d = FakeDriver(lib, 8, {i: [100 + 10 * i] for i in range(8)})  # display delay 0
+    r = d.run([100, 120, 130, 150, 160], furthest=150)
+    real = np.array([0, 0, 1, 1, 0], np.uint8)  # 130 and 150 wanted; 100, 120 collected; 160 never shows in time
+    r.real = real.ctypes.data
+    r.remaining = 2
+    d.feed_from(r, list(range(8)))
+    assert d.go(r) == 0 and r.stop == _native.STOP_FED and r.remaining == 0
+    assert d.fed == [0, 1, 2, 3, 4, 5]  # stops at 150, the last wanted one
+    assert d.table_of(r) == [(100, 0), (110, -1), (120, 1), (130, 2), (140, -1), (150, 3)]
+    assert list(d.done) == [1, 1, 1, 1, 0]
+    assert [c[2] for c in d.kinds("launch")] == [0xA000, 0xA001, 0xA002, 0xA003]

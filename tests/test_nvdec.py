@@ -570,3 +570,29 @@ async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shap
         for x, y, z in zip(g, a, e):
             assert torch.equal(x, y)
             assert (x.cpu().int() - z.int()).abs().max() <= 1
+
+
+async def test_frames_the_cache_collects_go_through_the_c_loop(nv_assets):
+    """With the frame cache on, jobs that collect frames on the way still run in the C decode loop, and
+    every frame (wanted, or served later from what was collected) equals the uncached engine's."""
+    from asyncdecode._backends import _native
+    from asyncdecode._backends.nvdec import _CuvidRun
+
+    if _native.library() is None:
+        pytest.skip(f"no C decode loop here: {_native.reason}")
+    paths = [nv_assets[n] for n in ("hevc_closed", "h264_bframes", "hevc_10bit", "h264_nob")]
+    rng = random.Random(8)
+    asks = [(p, [t]) for p in paths for t in rng.sample(range(probe(p).num_frames), 6)]
+    asks += [(p, [t]) for p in paths for t in range(0, 8)]  # frames before a decoded one: cache hits
+    got = {}
+    for cache in (0, 2 << 30):
+        before = _CuvidRun.made
+        config = EngineConfig(nvdec_library="libnvcuvid", decoder_threads=2, frame_cache_bytes=cache)
+        async with Engine(device="cuda", config=config) as eng:
+            got[cache] = [await eng.decode(p, ids) for p, ids in asks]
+            stats = eng.stats()
+        assert _CuvidRun.made > before
+        if cache:
+            assert stats["frame_cache_hits"] > 0
+    for a, b in zip(got[0], got[2 << 30]):
+        assert torch.equal(a[0], b[0])

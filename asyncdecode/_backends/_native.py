@@ -119,10 +119,12 @@ typedef struct {
     const char *payload;
     const long long *feed;
     long long nfeed, next, max_feed, lag, generation;
-    /* wanted pictures, by pts ascending, and where each goes */
+    /* wanted pictures, by pts ascending, and where each goes; real[slot] 0: collected on the way
+       (converted where it shows, never waited for; no table: every slot is waited for) */
     const long long *want_pts;
     const unsigned long long *want_out;
     unsigned char *done;
+    const unsigned char *real;
     long long nwant, remaining, furthest_pts;
     /* conversion: a kernel and its parameter buffer (three addresses, then height, width, strides) */
     void *function;
@@ -215,7 +217,7 @@ static int convert(ad_decoder *d, ad_run *r, ad_shown *s, long long slot) {
                      (unsigned)r->shared, r->stream, r->params, 0);
     if (code) return fail(r, 6, code);
     r->done[slot] = 1;
-    r->remaining--;
+    if (r->real == 0 || r->real[slot]) r->remaining--;
     s->status = (int)slot;
     return 0;
 }
@@ -242,9 +244,12 @@ static int take(ad_decoder *d, ad_run *r, long long from, long long to) {
 
 /* Whether every wanted picture not out yet is among the pending out[from, nout). */
 static int completes(ad_run *r, long long from) {
-    long long i, n = 0;
-    for (i = from; i < r->nout; i++)
-        if (r->out[i].status == -3 && wanted_slot(r, r->out[i].pts) >= 0) n++;
+    long long i, n = 0, slot;
+    for (i = from; i < r->nout; i++) {
+        if (r->out[i].status != -3) continue;
+        slot = wanted_slot(r, r->out[i].pts);
+        if (slot >= 0 && (r->real == 0 || r->real[slot])) n++;
+    }
     return n >= r->remaining;
 }
 
@@ -342,7 +347,7 @@ class Run(C.Structure):
         [(name, _ll) for name in ("proc_progressive", "proc_top_first", "output_surfaces")] + \
         [("table", _vp)] + [(name, _ll) for name in ("row_bytes", "col_offset", "col_size", "col_pts")] + \
         [("payload", _vp), ("feed", _vp)] + [(name, _ll) for name in ("nfeed", "next", "max_feed", "lag", "generation")] + \
-        [("want_pts", _vp), ("want_out", _vp), ("done", _vp)] + \
+        [("want_pts", _vp), ("want_out", _vp), ("done", _vp), ("real", _vp)] + \
         [(name, _ll) for name in ("nwant", "remaining", "furthest_pts")] + \
         [("function", _vp)] + [(name, _ll) for name in ("grid_x", "grid_y", "block_x", "shared")] + \
         [("param_buf", _vp), ("params", _vp)] + \

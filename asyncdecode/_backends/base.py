@@ -60,6 +60,8 @@ class NativeStep:
     """Call again: packets are left and wanted frames are not all out."""
     left: list[int] | None = None
     """Packets Python feeds instead: the loop gave up (the stream's format changed)."""
+    extra: list[tuple[int, Any]] = field(default_factory=list)
+    """``(frame id, output)`` of pictures collected on the way (see :meth:`Session.decode`'s ``collect``)."""
 
 
 class NativeRun(abc.ABC):
@@ -280,13 +282,25 @@ class PacketSession(Session):
                 if frame is not None:
                     result.frames[fid] = frame
                     remaining.discard(fid)
+            for fid, frame in step.extra:
+                result.decoded += 1
+                pos.pending.discard(fid)
+                result.extra[fid] = frame
             take(step.for_python)
 
         def feed(indices: Iterable[int]) -> None:
             nonlocal native
             if native is None and remaining:
-                native = (not collect and self._native_run(pos.decoder, bundle, params, output, remaining,
-                                                           furthest)) or False
+                indices = list(indices)
+                extras: set[int] = set()
+                if collect:  # what comes out on the way: the frames of the packets fed, short of the last wanted
+                    index = bundle.decode_index
+                    extras = {f for f in (rows[i][3] for i in indices) if f < furthest and f in index}
+                    extras |= {f for f in pos.pending if f < furthest and f in index}
+                    extras -= remaining
+                    extras -= pos.ahead.keys()
+                native = self._native_run(pos.decoder, bundle, params, output, remaining, furthest,
+                                          sorted(extras)) or False
             if native:
                 native.start(list(indices), self._lag(pos.decoder, bundle))
                 while True:
@@ -456,9 +470,10 @@ class PacketSession(Session):
         """End of stream: the frames held back; the decoder is ready for a keyframe afterwards."""
 
     def _native_run(self, decoder: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
-                    wanted: Collection[int], furthest: int) -> NativeRun | None:
+                    wanted: Collection[int], furthest: int, extras: Collection[int] = ()) -> NativeRun | None:
         """A run of this job's packets through a native loop that converts the wanted frames itself
-        (made once per job, at its first feed); ``None`` (default): Python feeds and takes every picture."""
+        (made once per job, at its first feed), and ``extras`` where they come out on the way (the job
+        collects them); ``None`` (default): Python feeds and takes every picture."""
         return None
 
     def _lag(self, decoder: Any, bundle: GopBundle) -> bool:

@@ -344,7 +344,7 @@ class CuvidSession(NvdecSession):
         return decoder.flush()
 
     def _native_run(self, decoder: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None,
-                    wanted: Any, furthest: int) -> NativeRun | None:
+                    wanted: Any, furthest: int, extras: Any = ()) -> NativeRun | None:
         # The C loop (see _native) when it was built and the frames convert by a plain driver launch
         # (no resize, no profiler hooks). The run is set up for the bundle's size: where the parser
         # reports another (the decoder is made or switched at the keyframe), it hands over to Python.
@@ -355,7 +355,8 @@ class CuvidSession(NvdecSession):
         launch = convert.driver_launch()
         if launch is None:
             return None
-        return _CuvidRun(self, decoder, bundle, convert, launch, sample.itemsize, sorted(wanted), furthest)
+        return _CuvidRun(self, decoder, bundle, convert, launch, sample.itemsize, sorted(wanted), furthest,
+                         list(extras))
 
     def _lag(self, decoder: Any, bundle: GopBundle) -> bool:
         # In a GOP without reordering, on a decoder without display delay, a shown picture is the
@@ -519,13 +520,15 @@ _RUN_CHUNK = 16
 class _CuvidRun(NativeRun):
     """A job's packets through the C loop of :mod:`._native`: the wanted frames are converted into one
     output allocated up front (a tensor per frame, views of it), with one trip through the GIL per
-    :data:`_RUN_CHUNK` packets instead of several per picture."""
+    :data:`_RUN_CHUNK` packets instead of several per picture. Frames collected on the way (``extras``)
+    are converted where they come out, each into its own tensor (a cache keeps and drops them one by
+    one), and never waited for."""
 
     made = 0
     """Runs made in this process (tests check that the C loop is the path taken)."""
 
     def __init__(self, session: CuvidSession, decoder: Any, bundle: GopBundle, convert: Any, launch: Any,
-                 sample_bytes: int, wanted: list[int], furthest: int) -> None:
+                 sample_bytes: int, wanted: list[int], furthest: int, extras: list[int] | None = None) -> None:
         from . import _native
 
         _CuvidRun.made += 1
@@ -533,17 +536,23 @@ class _CuvidRun(NativeRun):
         self._session, self._decoder = session, decoder
         table = bundle.packets
         index = bundle.decode_index
-        pts = table["pts"][[index[f] for f in wanted]]
+        extras = extras or []
+        every = wanted + extras
+        pts = table["pts"][[index[f] for f in every]]
         order = np.argsort(pts, kind="stable")
-        self._fids = [wanted[k] for k in order.tolist()]
+        self._fids = [every[k] for k in order.tolist()]
         self._want_pts = np.ascontiguousarray(pts[order], np.int64)
         n = len(wanted)
         out = torch.empty((n, *convert.shape), dtype=convert.dtype, device=session._device)
         out.record_stream(session._consumer)  # the caller's default stream may use it after we are done
-        self._frames = out.unbind(0)
-        self._want_out = np.arange(n, dtype=np.uint64) * np.uint64(out.stride(0) * out.element_size()) + \
-            np.uint64(out.data_ptr())
-        self._done = np.zeros(n, np.uint8)
+        frames = list(out.unbind(0)) + [torch.empty(convert.shape, dtype=convert.dtype, device=session._device)
+                                        for _ in extras]
+        for frame in frames[n:]:
+            frame.record_stream(session._consumer)
+        self._frames = [frames[k] for k in order.tolist()]
+        self._real = np.ascontiguousarray(order < n, np.uint8)
+        self._want_out = np.array([f.data_ptr() for f in self._frames], np.uint64)
+        self._done = np.zeros(len(every), np.uint8)
         self._cap = len(table) + _native.SHOWN + 1
         self._out = (_native.Shown * self._cap)()
         self._shown = np.frombuffer(self._out, _SHOWN_DTYPE)
@@ -566,7 +575,7 @@ class _CuvidRun(NativeRun):
             payload=session._base, max_feed=_RUN_CHUNK,
             generation=session._cuvid.layout_id(bundle.width, bundle.height, bundle.bit_depth),
             want_pts=self._want_pts.ctypes.data, want_out=self._want_out.ctypes.data, done=self._done.ctypes.data,
-            nwant=n, remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
+            real=self._real.ctypes.data, nwant=len(every), remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
             function=function, grid_x=grid_x, grid_y=grid_y, block_x=block_x, shared=shared,
             param_buf=param_buf, params=params, height=bundle.height, width=bundle.width,
             sample_bytes=sample_bytes, chroma_rows=session._cuvid.chroma_rows(bundle.height),
@@ -601,18 +610,18 @@ class _CuvidRun(NativeRun):
         end = run.held
         rows = self._shown[self._seen:end]
         self._seen = end
-        frames, for_python = [], []
-        fid_of, fids, out = self._fid_of, self._fids, self._frames
+        frames, for_python, extra = [], [], []
+        fid_of, fids, out, real = self._fid_of, self._fids, self._frames, self._real
         decoder = self._decoder
         for pts, index, progressive, top_first, status in rows.tolist():
             if status >= 0:
-                frames.append((fids[status], out[status]))
+                (frames if real[status] else extra).append((fids[status], out[status]))
             elif status == native.DROPPED:
                 frames.append((fid_of.get(pts), None))
             else:
                 for_python.append(self._picture(pts, index, progressive, top_first, decoder))
         more = not flush and left is None and run.remaining > 0 and run.next < run.nfeed
-        return NativeStep(fed, frames, for_python, more, left)
+        return NativeStep(fed, frames, for_python, more, left, extra)
 
 
 def _round16(n: int) -> int:
