@@ -249,3 +249,32 @@ async def test_stats_count_decoders_made(assets):
     assert 1 <= stats["decoders_created"] <= 2  # one per stream class, reused after
     assert stats["decoders_reconfigured"] == 0  # FFmpeg decoders are not switched in place
     assert asyncio.get_running_loop() is not None
+
+
+def test_a_stream_too_large_for_the_gpu_is_refused_alone(driver):
+    """A size out of the GPU's range fails that stream as unsupported (size only): the backend then
+    sends that file elsewhere and goes on taking the other streams of its class."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+    from asyncdecode.errors import UnsupportedStreamError
+
+    dec = decoder()
+    with pytest.raises(_cuvid.CuvidUnsupported) as caught:
+        dec._configure(fmt(8192, 4352))  # more macroblocks than the fake GPU's 36864
+    assert caught.value.size and dec.handle is None
+    dec._configure(fmt(640, 360))  # the decoder is still usable
+    assert dec.handle is not None
+    dec.close()
+
+    backend = NvdecBackend.__new__(NvdecBackend)  # the bookkeeping alone, no GPU
+    backend.device, backend._refused, backend._refused_files, backend._largest = "cuda:0", {}, {}, {}
+
+    class Bundle:
+        codec, bit_depth, pix_fmt, width, height = "hevc", 8, "yuv420p", 8192, 4352
+        source = "huge.mp4"
+
+    small = type("Small", (Bundle,), {"source": "small.mp4", "width": 640, "height": 360})
+    backend.refuse(Bundle, [str(caught.value)], size=True)
+    with pytest.raises(UnsupportedStreamError, match="huge.mp4"):
+        backend.check(Bundle)
+    backend.check(small)  # the class is not refused
+    assert backend.largest("hevc", 8) == (640, 360)

@@ -172,10 +172,12 @@ class CuvidError(RuntimeError):
 class CuvidUnsupported(CuvidError):
     """This GPU's NVDEC cannot decode the stream (codec, bit depth, chroma format or size)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, size: bool = False) -> None:
         RuntimeError.__init__(self, message)
         self.call = "cuvidGetDecoderCaps"
         self.code = _NOT_SUPPORTED
+        self.size = size
+        """Only the stream's size is out of this GPU's range (other streams of its class decode)."""
 
 
 class Library:
@@ -528,7 +530,8 @@ class CuvidDecoder:
                 fmt.coded_width < caps.min_width or fmt.coded_height < caps.min_height or \
                 (caps.max_mb_count and fmt.coded_width * fmt.coded_height > 256 * caps.max_mb_count):
             raise CuvidUnsupported(f"NVDEC on this GPU decodes {caps.min_width}x{caps.min_height} to "
-                                   f"{caps.max_width}x{caps.max_height}, not {what}")
+                                   f"{caps.max_width}x{caps.max_height} ({caps.max_mb_count} macroblocks), "
+                                   f"not {what}", size=True)
         width, height = area.right - area.left, area.bottom - area.top
         klass = (fmt.codec, fmt.chroma_format, bits)
         if not (self.handle is not None and klass == self._class and fmt.coded_width <= self.max_width

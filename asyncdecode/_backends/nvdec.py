@@ -140,15 +140,23 @@ class NvdecBackend(Backend):
         """libnvcuvid decoders made from now on use the C decode loop where it was built (see ``_native``)."""
         self._refused: dict[tuple[str, int], str] = {}  # (codec, bits) this GPU's NVDEC said no to
         self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
+        self._refused_files: dict[str, str] = {}  # files whose stream size this GPU's NVDEC said no to
 
     def largest(self, codec: str, bits: int) -> tuple[int, int]:
         """The largest ``(width, height)`` of the streams of a codec and bit depth checked so far:
         decoders are made with room for it, so that switching between sizes is a reconfigure."""
         return self._largest.get((codec, bits), (0, 0))
 
-    def refuse(self, bundle: GopBundle, reason: Any) -> None:
-        """Remember that this GPU refused a codec at a bit depth (found out at the first decode)."""
-        self._refused[(bundle.codec, bundle.bit_depth)] = " ".join(str(r).strip() for r in reason)
+    def refuse(self, bundle: GopBundle, reason: Any, *, size: bool = False) -> None:
+        """Remember that this GPU refused a codec at a bit depth (found out at the first decode), or,
+        with ``size``, only this file's stream (too large or too small for this GPU's decoders)."""
+        text = " ".join(str(r).strip() for r in reason)
+        if size:
+            if len(self._refused_files) >= 4096:  # a bound: the oldest go (they are checked again)
+                self._refused_files.pop(next(iter(self._refused_files)))
+            self._refused_files[bundle.source] = text
+        else:
+            self._refused[(bundle.codec, bundle.bit_depth)] = text
 
     def check(self, bundle: GopBundle) -> None:
         layout = planar_layout(bundle.pix_fmt)
@@ -157,6 +165,10 @@ class NvdecBackend(Backend):
             raise UnsupportedStreamError(f"{where} codec {bundle.codec}", path=bundle.source, device=str(self.device))
         if layout.gray or (layout.sx, layout.sy) != (2, 2):
             raise UnsupportedStreamError(f"{where} {bundle.pix_fmt} (4:2:0 only)", path=bundle.source,
+                                         device=str(self.device))
+        if bundle.source in self._refused_files:
+            raise UnsupportedStreamError(f"{where} {bundle.codec} at {bundle.width}x{bundle.height} on this GPU "
+                                         f"({self._refused_files[bundle.source]})", path=bundle.source,
                                          device=str(self.device))
         if (bundle.codec, layout.bits) in self._refused:
             raise UnsupportedStreamError(f"{where} {layout.bits}-bit {bundle.codec} on this GPU "
@@ -266,7 +278,7 @@ class NvdecSession(PacketSession):
 
     def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException:
         if self._unsupported(exc):
-            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:])
+            self._backend.refuse(bundle, str(exc).strip().splitlines()[-2:], size=getattr(exc, "size", False))
             return UnsupportedStreamError(
                 f"{bundle.source}: NVDEC on this GPU cannot decode {bundle.codec} {bundle.pix_fmt} "
                 f"{bundle.width}x{bundle.height}", path=bundle.source, device=self.device)
