@@ -54,9 +54,11 @@ class EngineConfig:
     """Bytes of GOP bundles kept in the LRU cache (encoded data, not decoded frames)."""
     frame_cache_bytes: int = 0
     """Bytes of decoded frames kept in an LRU cache on the engine's device (GPU memory on NVDEC), in
-    the output format asked for; ``0`` (default): none. Filled with every frame decoded on the way to
-    a wanted one, not only the wanted ones; a hit costs no decode. For training that reads a set for
-    many epochs, or samples frames near each other. A 1600x900 RGB uint8 frame takes 4.3 MB."""
+    the output format asked for; ``0`` (default): none. Wanted frames are always kept; frames decoded
+    on the way to them ("extras") only while they pay: while enough of them are hit before they are
+    evicted (see :class:`~asyncdecode._cache.FrameCache`), and never by a job whose frames would not
+    fit. A hit costs no decode. For training that reads a set for many epochs, or samples frames near
+    each other. A 1600x900 RGB uint8 frame takes 4.3 MB."""
     demux_workers: int = 2
     """Threads that index files and demux GOPs."""
     max_open_files: int = 64
@@ -405,6 +407,8 @@ class Engine:
             "packets_fed": pool.fed if pool else 0,
             "jobs_continued": pool.continued if pool else 0,
             "jobs_merged": pool.merged if pool else 0,
+            "decoders_created": sum(p.decoders_created for p in (pool, self._fallback) if p is not None),
+            "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, self._fallback) if p is not None),
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,
@@ -417,6 +421,10 @@ class Engine:
             "frame_cache_entries": len(frames),
             "frame_cache_evictions": frames.evictions,
             "frame_cache_capacity_bytes": frames.capacity_bytes,
+            "frame_cache_extras_admitted": frames.extras_admitted,
+            "frame_cache_extras_hit": frames.extras_hit,
+            "frame_cache_extras_wasted": frames.extras_wasted,
+            "frame_cache_collecting": frames.collecting,
             "index_cache_files": len(self._indexes),
             "queue_depth": pool.queue_depth if pool else 0,
             "queue_capacity": pool.capacity if pool else 0,
@@ -605,11 +613,17 @@ class Engine:
                 return cached
             wanted = wanted - cached.keys()
         bundle = await self._bundle(index, gop)
-        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=on)
+        collect = False
+        if on:  # extras (frames on the way) only while they pay: FrameCache.collect decides
+            info = index.info
+            h, w = spec.size or (info.height, info.width)
+            on_the_way = max(wanted) - info.keyframes[gop] + 1
+            collect = cache.collect(on_the_way * 3 * h * w * spec.dtype.itemsize)
+        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect)
         if not on:
             return frames
         for fid, frame in extra.items():
-            cache.put((index.path, fid, spec), frame)
+            cache.put((index.path, fid, spec), frame, extra=True)
         for fid, frame in frames.items():
             cache.put((index.path, fid, spec), frame)
             cached[fid] = frame.clone()

@@ -1,13 +1,19 @@
-"""The decoded-frame cache: filled on the way to wanted frames, byte-bounded LRU, a hit costs no decode."""
+"""The decoded-frame cache: byte-bounded LRU, a hit costs no decode; wanted frames always kept, frames
+decoded on the way to them ("extras") only while they pay (the admission policy of FrameCache)."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
 
 from asyncdecode import Engine, EngineConfig, InvalidRequestError, OutputSpec, probe
+from asyncdecode._cache import (EXTRAS_MIN_HIT_FRACTION, EXTRAS_PROBATION, EXTRAS_PROBE_EVERY, EXTRAS_WINDOW,
+                                FrameCache)
 from asyncdecode._backends.cpu import CpuSession
 from asyncdecode.gop import extract_gops
+from asyncdecode.testing import VideoSpec, make_video
 
 FRAME = 160 * 96 * 3  # bytes of one RGB uint8 frame of the default test video
 
@@ -51,17 +57,30 @@ async def test_hits_are_the_callers_own_tensors(assets):
 
 async def test_bounded_in_bytes_and_least_recently_used_go_first(assets):
     path = assets["h264_nob"]  # GOP 10
-    cap = 6 * FRAME
+    cap = 12 * FRAME
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap)) as eng:
-        await eng.decode(path, [9])  # frames 0..9 come out; the last 6 stay
+        await eng.decode(path, [9])  # frames 0..9 come out and stay
+        await eng.decode(path, [19])  # frames 10..19 come out: 0..7, the least recently used, go
         s = eng.stats()
-        assert s["frame_cache_bytes"] <= cap and s["frame_cache_entries"] == 6 and s["frame_cache_evictions"] == 4
+        assert s["frame_cache_bytes"] <= cap and s["frame_cache_entries"] == 12 and s["frame_cache_evictions"] == 8
         before = s["frames_decoded"]
-        await eng.decode(path, [4, 5, 6, 7, 8, 9])
+        await eng.decode(path, [8, 9, 10, 11, 12, 13])
         assert eng.stats()["frames_decoded"] == before
         await eng.decode(path, [1])  # evicted: decoded again
         assert eng.stats()["frames_decoded"] > before
         assert eng.stats()["frame_cache_bytes"] <= cap
+
+
+async def test_a_job_whose_frames_would_not_fit_collects_none(assets):
+    path = assets["h264_nob"]  # GOP 10
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=6 * FRAME)) as eng:
+        await eng.decode(path, [9])  # 10 frames on the way, room for 6: only the wanted one is kept
+        s = eng.stats()
+        assert s["frame_cache_entries"] == 1 and s["frame_cache_extras_admitted"] == 0
+        assert s["frame_cache_evictions"] == 0 and s["frame_cache_collecting"]
+        await eng.decode(path, [13])  # 4 frames on the way: they fit, the 3 before 13 are kept
+        s = eng.stats()
+        assert s["frame_cache_entries"] == 5 and s["frame_cache_extras_admitted"] == 3
 
 
 async def test_each_output_format_is_its_own_entry(assets):
@@ -99,3 +118,158 @@ def test_session_collects_the_other_frames_only_when_asked(assets):
 def test_config_checks_the_bound():
     with pytest.raises(InvalidRequestError, match="frame_cache_bytes"):
         EngineConfig(frame_cache_bytes=-1)
+
+
+# -- admission of extras: collected only while they pay ------------------------------------------
+
+GOPS, GOP = 40, 10
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """400 frames in 40 GOPs of 10, no B-frames: the frames on the way to frame k of a GOP are its first k."""
+    return make_video(tmp_path_factory.mktemp("policy") / "long.mp4", VideoSpec(num_frames=GOPS * GOP, gop=GOP))
+
+
+def _descending(gops):
+    """Each GOP's frames last to first: every frame after the first of a GOP was decoded on the way."""
+    return [g * GOP + i for g in gops for i in reversed(range(GOP))]
+
+
+async def _random_until_off(eng, path, n=120):
+    """Random single frames over all GOPs, each once, with a cache far smaller than the set: the extras
+    are evicted before anyone asks for them."""
+    ids = list(range(GOPS * GOP))
+    random.Random(7).shuffle(ids)
+    for fid in ids[:n]:
+        await eng.decode(path, [fid])
+    return eng.stats()
+
+
+async def test_extras_that_are_never_hit_stop_being_collected(long_video):
+    n, cap = 120, 24
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
+        s = await _random_until_off(eng, long_video, n)
+    assert not s["frame_cache_collecting"]
+    hit, wasted = s["frame_cache_extras_hit"], s["frame_cache_extras_wasted"]
+    assert wasted >= EXTRAS_PROBATION and hit < wasted * EXTRAS_MIN_HIT_FRACTION
+    # collected: one fill of the cache, the probation's evictions, then one job in EXTRAS_PROBE_EVERY
+    bound = cap + EXTRAS_PROBATION + (GOP - 1) * (n // EXTRAS_PROBE_EVERY + 2)
+    assert s["frame_cache_extras_admitted"] <= bound
+    assert s["frame_cache_extras_admitted"] * 4 < s["frames_decoded"] - n  # always collecting: all of those
+    assert s["frame_cache_bytes"] <= cap * FRAME
+
+
+async def test_extras_that_pay_keep_being_collected(long_video, assets):
+    # a cache far smaller than the set, but each GOP read last frame first: every extra is hit soon
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
+        ids = _descending(range(16))
+        for fid in ids:
+            await eng.decode(long_video, [fid])
+        s = eng.stats()
+    assert s["frame_cache_collecting"] and s["frames_decoded"] == len(ids)  # each frame decoded once
+    assert s["frame_cache_extras_hit"] == s["frame_cache_hits"] == len(ids) - 16 == s["frame_cache_extras_admitted"]
+    assert s["frame_cache_extras_wasted"] == 0
+
+    # random order over a small set that fits: extras hit within the epoch, the second epoch decodes nothing
+    path = assets["h264_nob"]
+    ids = list(range(48))
+    random.Random(3).shuffle(ids)
+    want = await _truth(path, ids)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=64 * FRAME)) as eng:
+        first = [(await eng.decode(path, [fid]))[0] for fid in ids]
+        s = eng.stats()
+        assert s["frame_cache_collecting"] and s["frame_cache_extras_hit"] > 0 and s["frame_cache_extras_wasted"] == 0
+        second = [(await eng.decode(path, [fid]))[0] for fid in ids]
+        assert eng.stats()["frames_decoded"] == s["frames_decoded"] and eng.stats()["frame_cache_collecting"]
+    assert all(torch.equal(a, b) for a, b in zip(first, want)) and all(torch.equal(a, b) for a, b in zip(second, want))
+
+
+async def test_collecting_resumes_when_the_pattern_starts_to_pay(long_video):
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
+        s = await _random_until_off(eng, long_video)
+        assert not s["frame_cache_collecting"]
+        misses, jobs = s["frame_cache_misses"], None
+        ids = _descending(range(GOPS // 2, GOPS))
+        for fid in ids:
+            await eng.decode(long_video, [fid])
+            if eng.stats()["frame_cache_collecting"]:
+                jobs = eng.stats()["frame_cache_misses"] - misses  # decode jobs it took
+                break
+        # the next probe (within EXTRAS_PROBE_EVERY jobs) and its hits, or the one after, turn it on
+        assert jobs is not None and jobs <= 2 * EXTRAS_PROBE_EVERY
+        before = eng.stats()
+        rest = _descending(range(4))  # GOPs the first phase may have touched: whole ones from here on
+        for fid in rest:
+            await eng.decode(long_video, [fid])
+        s = eng.stats()
+    # collecting again: each GOP decoded once, its other frames served from the cache
+    assert s["frame_cache_collecting"]
+    assert s["frame_cache_extras_hit"] - before["frame_cache_extras_hit"] == 4 * (GOP - 1)
+    assert s["frames_decoded"] - before["frames_decoded"] == len(rest)
+
+
+# -- FrameCache's counters and decision, alone -----------------------------------------------------
+
+def _t(nbytes=1):
+    return torch.zeros(nbytes, dtype=torch.uint8)
+
+
+def test_counters_of_extras():
+    c = FrameCache(3)
+    c.put("a", _t(), extra=True)
+    c.put("b", _t(), extra=True)
+    c.put("w", _t())  # wanted: not an extra
+    assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (3 - 1, 0, 0)
+    assert c.get("a") is not None and c.get("a") is not None  # the first hit of an extra counts, once
+    assert c.get("w") is not None and c.get("nope") is None
+    assert (c.extras_hit, c.hits, c.misses) == (1, 3, 1)
+    c.put("d", _t())  # evicts b, the least recently used: an extra never hit
+    assert "b" not in c and (c.extras_wasted, c.evictions) == (1, 1)
+    c.put("e", _t(), extra=True)  # evicts a: an extra already hit, not wasted
+    assert "a" not in c and c.extras_wasted == 1
+    c.put("e", _t(), extra=True)  # came out again: the same admission
+    assert c.extras_admitted == 3
+    c.put("e", _t())  # asked for while waiting (two jobs of one GOP in flight): its hit
+    assert c.extras_hit == 2
+    c.put("f", _t(), extra=True)
+    c.put("g", _t(), extra=True)
+    c.put("h", _t(), extra=True)  # f, g, h evict w and d (wanted) then e (an extra already hit)
+    assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (6, 2, 1)
+    c.put("i", _t(), extra=True)  # evicts f, never hit
+    c.put("big", _t(4), extra=True)  # larger than the cache: not kept, not admitted
+    assert "big" not in c and "f" not in c
+    assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (7, 2, 2)
+    assert c.extras_admitted == c.extras_hit + c.extras_wasted + 3  # g, h and i still waiting
+    c.clear()
+    c.put("g", _t())  # a wanted one where a waiting extra was before the clear: no hit
+    assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (7, 2, 2)
+
+
+def _waste(c, n):
+    """n extras admitted and evicted unhit (c holds one byte)."""
+    for _ in range(n):
+        c._k = getattr(c, "_k", 0) + 1
+        c.put(("x", c._k), _t(), extra=True)
+
+
+def test_decision_probation_probes_and_recovery():
+    assert not FrameCache(0).collecting
+    c = FrameCache(1)
+    assert c.collecting and c.collect(1) and not c.collect(2)  # a job that would not fit never collects
+    _waste(c, EXTRAS_PROBATION)  # the last one still waits: PROBATION - 1 resolved
+    assert c.extras_wasted == EXTRAS_PROBATION - 1 and c.collecting  # still on probation
+    _waste(c, 1)
+    assert not c.collecting and c.extras_hit_fraction == 0.0
+    # not collecting: one job in EXTRAS_PROBE_EVERY still does
+    decisions = [c.collect(1) for _ in range(3 * EXTRAS_PROBE_EVERY)]
+    assert decisions == ([False] * (EXTRAS_PROBE_EVERY - 1) + [True]) * 3 and c.extras_probes == 3
+    _waste(c, 10 * EXTRAS_WINDOW)  # a long phase that does not pay: the old estimate is forgotten
+    hits = 0
+    while not c.collecting:
+        c.put(("hit", hits), _t(), extra=True)  # evicts the waiting one (wasted)
+        assert c.get(("hit", hits)) is not None
+        hits += 1
+    # recovers after a few hits: about EXTRAS_MIN_HIT_FRACTION of the decay window, whatever came before
+    assert 2 <= hits <= 2 * EXTRAS_MIN_HIT_FRACTION * EXTRAS_WINDOW
+    assert c.collect(1) and c.collect(1)
