@@ -284,9 +284,23 @@ class DecoderPool:
                     return job
                 if self._stopping and not self._jobs:
                     return None
+                if not self._jobs and not self._stopping and me.session is not None and self._prepare(me):
+                    continue  # made a decoder a later job will want: look at the queue again
                 self._idle[me] = None
                 me.wake.wait(_RECHECK_S)
                 self._idle.pop(me, None)
+
+    def _prepare(self, me: _Worker) -> bool:
+        """Let an idle thread's session make a decoder ahead (called and returning with the lock held,
+        released meanwhile: other threads go on scheduling)."""
+        self._lock.release()
+        try:
+            return me.session.prepare()
+        except Exception as exc:  # never the thread's end: jobs make what they need
+            log.debug("asyncdecode: preparing a decoder failed: %s", exc)
+            return False
+        finally:
+            self._lock.acquire()
 
     def _keep(self, me: _Worker, job: DecodeJob) -> bool:
         """Whether a job further on in ``job``'s GOP is waiting (so ``me`` should not drain)."""

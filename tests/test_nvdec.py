@@ -596,3 +596,31 @@ async def test_frames_the_cache_collects_go_through_the_c_loop(nv_assets):
             assert stats["frame_cache_hits"] > 0
     for a, b in zip(got[0], got[2 << 30]):
         assert torch.equal(a[0], b[0])
+
+
+def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_classes_seen(shape_mix):
+    """prepare() makes one decoder per class the backend has checked (off the jobs' path); the first
+    jobs of those classes then switch them to their size in place and make none."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    backend = NvdecBackend("cuda:0", library="libnvcuvid")
+    names = ["hevc_352", "hevc_480", "h264_320_b", "h264_176"]
+    bundles = [extract_gops(shape_mix[n], [0])[0] for n in names]
+    for b in bundles:
+        backend.check(b)
+    session = backend.new_session()
+    try:
+        made = 0
+        while session.prepare():
+            made += 1
+        assert made == 2 and session.counts.created == 2  # hevc 8-bit and h264 8-bit
+        for n, b in zip(names, bundles):
+            r = session.decode(b, [b.first_frame_id + 3], None, lambda: False)
+            exp = reference_frames(shape_mix[n])[b.first_frame_id + 3].planes
+            for got, want in zip(r.frames[b.first_frame_id + 3], exp):
+                np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), want.astype(np.int64))
+            for pos in list(session.positions.values()):
+                session._release(pos)
+        assert session.counts.created == 2 and session.counts.reconfigured >= 4
+    finally:
+        session.close()

@@ -599,6 +599,19 @@ class CuvidDecoder:
         self.created += 1
         self.counts.created += 1
 
+    def prepare(self, bits: int, width: int, height: int) -> None:
+        """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x
+        ``height`` (ahead of the first GOP, which then switches it to its own size in place).
+
+        Raises:
+            CuvidUnsupported: this GPU does not decode such streams.
+            CuvidError: the driver refused.
+        """
+        fmt = VideoFormat(codec=self._codec, bit_depth_luma_minus8=bits - 8, bit_depth_chroma_minus8=bits - 8,
+                          coded_width=_round_up(width), coded_height=_round_up(height), chroma_format=_CHROMA_420,
+                          display_area=_Rect(0, 0, width, height))
+        self._configure(fmt)
+
     @property
     def nbytes(self) -> int:
         """GPU memory the hardware decoder's surfaces take, about (0 without one)."""

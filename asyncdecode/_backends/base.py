@@ -162,6 +162,11 @@ class Session(abc.ABC):
         Called from other threads: a hint for the scheduler, never a promise."""
         return 0
 
+    def prepare(self) -> bool:
+        """Make, while the thread has nothing to do, one decoder a later job will want (off the jobs'
+        critical path); whether it made one. Default: nothing to prepare."""
+        return False
+
     @abc.abstractmethod
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,

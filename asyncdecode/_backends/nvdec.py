@@ -142,6 +142,10 @@ class NvdecBackend(Backend):
         self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
         self._refused_files: dict[str, str] = {}  # files whose stream size this GPU's NVDEC said no to
 
+    def classes(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(codec, bit depth)`` of every class of streams checked so far -> the largest size seen."""
+        return dict(self._largest)
+
     def largest(self, codec: str, bits: int) -> tuple[int, int]:
         """The largest ``(width, height)`` of the streams of a codec and bit depth checked so far:
         decoders are made with room for it, so that switching between sizes is a reconfigure."""
@@ -317,6 +321,7 @@ class CuvidSession(NvdecSession):
         self._direct = _launch
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
+        self._unprepared: set[tuple[str, int]] = set()  # classes prepare() does not try again
 
     def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
         """The parser's display delay for a decoder of ``bundle``'s stream."""
@@ -328,14 +333,42 @@ class CuvidSession(NvdecSession):
         return bundle.codec, bundle.bit_depth
 
     def _create(self, bundle: GopBundle) -> Any:
-        largest = self._backend.largest
-        codec, bits = bundle.codec, bundle.bit_depth
         # The hardware decoder itself is made (and counted) when the parser reports the format.
+        return self._create_for(bundle.codec, bundle.bit_depth)
+
+    def _create_for(self, codec: str, bits: int) -> Any:
+        largest = self._backend.largest
         return self._cuvid.CuvidDecoder(codec, display_delay=0, stream=self._handle, native=self._backend.native_loop,
                                         max_size=lambda: largest(codec, bits), counts=self.counts)
 
     def _fit(self, decoder: Any, bundle: GopBundle) -> int:
         return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
+
+    def prepare(self) -> bool:
+        """Make a decoder for a class of streams the engine has seen and this session has none of
+        (idle threads do this, so that a first job of the class finds one ready), within
+        ``spare_bytes``; a class this session cannot make one for is not tried again."""
+        held = {self._key(p.bundle) for p in self.positions.values()} | {k for k, _ in self._free}
+        for (codec, bits), (width, height) in list(self._backend.classes().items()):
+            key = (codec, bits)
+            if key in held or key in self._unprepared:
+                continue
+            decoder = self._create_for(codec, bits)
+            try:
+                with torch.cuda.stream(self._stream):
+                    decoder.prepare(bits, width, height)
+            except Exception as exc:  # refused here: the first job of the class finds out for itself
+                log.debug("asyncdecode: no %s %d-bit decoder made ahead: %s", codec, bits, exc)
+                self._unprepared.add(key)
+                decoder.close()
+                return False
+            if sum(self._decoder_bytes(d) for _, d in self._free) + decoder.nbytes > self.spare_bytes:
+                self._unprepared.add(key)  # no room to keep it: jobs make their own
+                decoder.close()
+                return False
+            self._free.append((key, decoder))
+            return True
+        return False
 
     def _decoder_bytes(self, decoder: Any) -> int:
         return decoder.nbytes
