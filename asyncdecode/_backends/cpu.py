@@ -56,6 +56,7 @@ class CpuSession(PacketSession):
     """PyAV decoder contexts, one per GOP the session keeps its place in."""
 
     kind = "FFmpeg"
+    max_spares = 16  # FFmpeg contexts are small: a set of many streams keeps one per stream ready
 
     def __init__(self, threads: int) -> None:
         super().__init__()
