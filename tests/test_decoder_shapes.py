@@ -278,3 +278,40 @@ def test_a_stream_too_large_for_the_gpu_is_refused_alone(driver):
         backend.check(Bundle)
     backend.check(small)  # the class is not refused
     assert backend.largest("hevc", 8) == (640, 360)
+
+
+def test_the_python_gate_lets_a_reconfigure_go_alone():
+    """Without the compiled loop, the same gate in Python: a reconfigure waits for the decodes and maps
+    in progress, and new ones wait for a reconfigure that waits."""
+    gate = _cuvid._Gate()
+    events: list[str] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def shared(name: str, hold: bool) -> None:
+        with gate.shared():
+            events.append(f"{name} in")
+            if hold:
+                inside.set()
+                release.wait(5)
+            events.append(f"{name} out")
+
+    def alone() -> None:
+        with gate.alone():
+            events.append("reconfigure")
+
+    first = threading.Thread(target=shared, args=("decode", True))
+    first.start()
+    assert inside.wait(5)
+    writer = threading.Thread(target=alone)
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()
+    second = threading.Thread(target=shared, args=("map", False))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()
+    release.set()
+    for t in (first, writer, second):
+        t.join(5)
+        assert not t.is_alive()
+    assert events == ["decode in", "decode out", "reconfigure", "map in", "map out"]

@@ -310,3 +310,51 @@ def test_frames_collected_on_the_way_are_converted_and_never_waited_for(lib):
     assert d.table_of(r) == [(100, 0), (110, -1), (120, 1), (130, 2), (140, -1), (150, 3)]
     assert list(d.done) == [1, 1, 1, 1, 0]
     assert [c[2] for c in d.kinds("launch")] == [0xA000, 0xA001, 0xA002, 0xA003]
+
+
+_RECONFIGURE = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_void_p)
+
+
+def test_a_reconfigure_waits_for_maps_in_progress_and_goes_alone(lib):
+    """ad_reconfigure waits for a map in progress on another thread (the gate's shared side), and a map
+    asked for meanwhile waits for the reconfigure (the driver hangs when they overlap)."""
+    import threading
+
+    events: list[str] = []
+    in_map, release = threading.Event(), threading.Event()
+
+    def slow_map(decoder, index, ptr, pitch, proc):
+        events.append(f"map {index} in")
+        if index == 0:
+            in_map.set()
+            release.wait(5)
+        events.append(f"map {index} out")
+        return 0
+
+    def reconfigure(decoder, info):
+        events.append("reconfigure")
+        return 0
+
+    map_fn, reconfigure_fn = _MAP(slow_map), _RECONFIGURE(reconfigure)
+    map_address = C.cast(map_fn, C.c_void_p).value
+    ptr, pitch = C.c_ulonglong(), C.c_uint()
+
+    def mapper(index: int) -> None:
+        assert lib.ad_map(map_address, None, index, C.byref(ptr), C.byref(pitch), None) == 0
+
+    first = threading.Thread(target=mapper, args=(0,))
+    first.start()
+    assert in_map.wait(5)
+    writer = threading.Thread(target=lambda: lib.ad_reconfigure(C.cast(reconfigure_fn, C.c_void_p).value, None, None))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive() and "reconfigure" not in events  # waits for the map in progress
+    second = threading.Thread(target=mapper, args=(1,))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # a new map waits behind the waiting reconfigure
+    release.set()
+    for t in (first, writer, second):
+        t.join(5)
+        assert not t.is_alive()
+    assert events == ["map 0 in", "map 0 out", "reconfigure", "map 1 in", "map 1 out"]

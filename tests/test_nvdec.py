@@ -621,6 +621,8 @@ def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_classes_seen(shape
                 np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), want.astype(np.int64))
             for pos in list(session.positions.values()):
                 session._release(pos)
-        assert session.counts.created == 2 and session.counts.reconfigured >= 4
+        # Prepared at the largest size of each class (hevc 480x272, h264 320x240): the streams of those
+        # sizes find them as they are, hevc_352 and back to hevc_480, and h264_176, switch them.
+        assert session.counts.created == 2 and session.counts.reconfigured == 3
     finally:
         session.close()

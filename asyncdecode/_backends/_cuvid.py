@@ -20,8 +20,10 @@ Only the structures and calls used here are declared; their layouts follow NVIDI
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
 import functools
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -268,6 +270,62 @@ def chroma_rows(height: int) -> int:
     return (height + 1) & ~1
 
 
+class _Gate:
+    """A shared/exclusive lock over the NVDEC calls of the whole process.
+
+    ``cuvidReconfigureDecoder`` called while another thread's decoder (same CUDA context) was in
+    ``cuvidDecodePicture`` left every later decode of the process waiting forever (H200, driver 580;
+    one thread reconfiguring a thousand times alone never did). So decodes and maps go through the
+    gate together, shared, and a reconfigure goes alone, waiting for the calls in progress; waiting
+    reconfigures go before new shared calls. This is the gate of decoders without the compiled loop;
+    with it, the same gate lives in C (``ad_map``, ``ad_reconfigure``, ``ad_on_decode``).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0  # reconfigures waiting: new shared calls wait behind them
+
+    @contextlib.contextmanager
+    def shared(self) -> Any:
+        with self._cond:
+            while self._alone or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Any:
+        with self._cond:
+            self._waiting += 1
+            while self._alone or self._shared:
+                self._cond.wait()
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
+
+    def shared_call(self, function: Callable[..., int]) -> Callable[..., int]:
+        """``function`` called inside the gate, shared."""
+        def call(*args: Any) -> int:
+            with self.shared():
+                return function(*args)
+        return call
+
+
+_GATE = _Gate()
+
 _layouts: dict[tuple[int, int, int], int] = {}
 
 
@@ -333,7 +391,6 @@ class CuvidDecoder:
         self._extra = extra_surfaces
         self._decode_picture = lib.cuvidDecodePicture
         self._parse = lib.cuvidParseVideoData
-        self._map = lib.cuvidMapVideoFrame64
         self._unmap = lib.unmap_holding_gil
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
@@ -350,6 +407,12 @@ class CuvidDecoder:
         self._state_ref = C.byref(self.state)
         self.native = _native.library() if native else None
         """The compiled decode loop (:mod:`._native`) this decoder's parser calls back into, or ``None``."""
+        # Maps (and decodes, in the callbacks) go through the process's gate, shared (see _GATE).
+        if self.native is not None:
+            map_address, ad_map = C.cast(lib.cuvidMapVideoFrame64, C.c_void_p).value, self.native.ad_map
+            self._map = functools.partial(ad_map, map_address)
+        else:
+            self._map = _GATE.shared_call(lib.cuvidMapVideoFrame64)
         self._out: list[Picture] = []
         self._error: BaseException | None = None
         self._packet = SourcePacket()
@@ -497,7 +560,8 @@ class CuvidDecoder:
             return 0
 
     def _on_decode(self, _user: Any, picture: Any) -> int:
-        code = self._decode_picture(self.handle, picture)
+        with _GATE.shared():
+            code = self._decode_picture(self.handle, picture)
         if code:
             self._error = CuvidError("cuvidDecodePicture", code)
             return 0
@@ -554,7 +618,12 @@ class CuvidDecoder:
         info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=width,
                                target_height=height, decode_surfaces=self._surfaces,
                                display_area=_ShortRect(area.left, area.top, area.right, area.bottom))
-        code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
+        if self.native is not None:
+            code = self.native.ad_reconfigure(C.cast(lib.cuvidReconfigureDecoder, C.c_void_p).value, self.handle,
+                                              C.byref(info))
+        else:
+            with _GATE.alone():
+                code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
         if code:  # a new decoder instead (the old one is destroyed first)
             return False
         self.reconfigured += 1

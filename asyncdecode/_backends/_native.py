@@ -60,7 +60,10 @@ CALLS = {1: "cuvidParseVideoData", 2: "cuvidDecodePicture", 3: "cuvidMapVideoFra
 
 SOURCE = r"""
 /* asyncdecode: the libnvcuvid decode loop, without Python. */
+#define _GNU_SOURCE
+#include <pthread.h>
 typedef int (*ad_parse_fn)(void *parser, void *packet);
+typedef int (*ad_reconfigure_fn)(void *decoder, void *info);
 typedef int (*ad_decode_fn)(void *decoder, void *picture);
 typedef int (*ad_map_fn)(void *decoder, int index, unsigned long long *ptr, unsigned int *pitch, void *proc);
 typedef int (*ad_unmap_fn)(void *decoder, unsigned long long ptr);
@@ -137,9 +140,55 @@ typedef struct {
     long long nout, out_cap, held, fed, error, error_call, stop;
 } ad_run;
 
+/* The gate: every decode and map in the process goes through it shared, a reconfigure alone. The
+   driver's cuvidReconfigureDecoder, called while another thread's decoder in the same context decodes,
+   left every decode after it waiting forever (H200, driver 580). Writers go first: a reconfigure
+   waits for the calls in progress, not for a gap in them. */
+static pthread_rwlock_t gate;
+static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
+
+static void gate_init(void) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&gate, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+static void gate_shared(void) {
+    pthread_once(&gate_once, gate_init);
+    pthread_rwlock_rdlock(&gate);
+}
+
+static void gate_leave(void) {
+    pthread_rwlock_unlock(&gate);
+}
+
+int ad_map(ad_map_fn map, void *decoder, int index, unsigned long long *ptr, unsigned int *pitch, void *proc) {
+    int code;
+    gate_shared();
+    code = map(decoder, index, ptr, pitch, proc);
+    gate_leave();
+    return code;
+}
+
+int ad_reconfigure(ad_reconfigure_fn reconfigure, void *decoder, void *info) {
+    int code;
+    pthread_once(&gate_once, gate_init);
+    pthread_rwlock_wrlock(&gate);
+    code = reconfigure(decoder, info);
+    gate_leave();
+    return code;
+}
+
 int ad_on_decode(void *user, void *picture) {
     ad_decoder *d = (ad_decoder *)user;
-    int code = d->decode(d->decoder, picture);
+    int code;
+    gate_shared();
+    code = d->decode(d->decoder, picture);
+    gate_leave();
     if (code != 0) {
         if (d->error == 0) d->error = code;
         return 0;
@@ -202,7 +251,7 @@ static int convert(ad_decoder *d, ad_run *r, ad_shown *s, long long slot) {
     }
     *(int *)(r->proc + r->proc_progressive) = s->progressive;
     *(int *)(r->proc + r->proc_top_first) = s->top_first;
-    code = r->map(d->decoder, s->index, &ptr, &pitch, r->proc);
+    code = ad_map(r->map, d->decoder, s->index, &ptr, &pitch, r->proc);
     if (code) return fail(r, 3, code);
     d->mapped[d->nmapped++] = ptr;
     stride = pitch / r->sample_bytes;
@@ -392,6 +441,9 @@ def load() -> C.CDLL:
         _check_layout(lib)
         lib.ad_feed.argtypes = lib.ad_unmap.argtypes = (C.POINTER(DecoderState), C.POINTER(Run))
         lib.ad_feed.restype = lib.ad_unmap.restype = C.c_int
+        lib.ad_map.argtypes = (_vp, _vp, C.c_int, _vp, _vp, _vp)
+        lib.ad_reconfigure.argtypes = (_vp, _vp, _vp)
+        lib.ad_map.restype = lib.ad_reconfigure.restype = C.c_int
         return lib
     raise OSError("no writable cache folder for the compiled decode loop")
 
@@ -406,7 +458,7 @@ def build(path: Path) -> None:
         src, out = Path(tmp) / "cuvid_loop.c", Path(tmp) / "cuvid_loop.so"
         src.write_text(SOURCE)
         try:
-            done = subprocess.run([compiler, "-O2", "-shared", "-fPIC", f"-DSHOWN={SHOWN}", f"-DMAPPED={MAPPED}",
+            done = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-pthread", f"-DSHOWN={SHOWN}", f"-DMAPPED={MAPPED}",
                                    "-o", str(out), str(src)], capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as exc:
             raise OSError(f"C compiler {compiler} could not run ({exc})") from exc
