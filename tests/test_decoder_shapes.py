@@ -97,9 +97,26 @@ def fmt(width: int, height: int, *, codec: int = HEVC, bits: int = 8, surfaces: 
 
 @pytest.fixture
 def driver(monkeypatch) -> FakeDriver:
+    """The fake driver, decoders switching sizes (ASYNCDECODE_NVDEC_RECONFIGURE=1)."""
     fake = FakeDriver()
     monkeypatch.setattr(_cuvid, "library", lambda: fake)
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", True)
     return fake
+
+
+def test_by_default_a_decoder_is_made_for_each_size_and_never_switched(driver, monkeypatch):
+    """Without ASYNCDECODE_NVDEC_RECONFIGURE (the default), a decoder is made at the stream's own size,
+    fits only that size, and another size makes a new one."""
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", False)
+    dec = decoder(largest=(832, 448))
+    assert not dec.switches
+    surfaces = dec._configure(fmt(640, 360))
+    assert driver.calls == [("create", 640, 368, 640, 368, surfaces, 640, 360)]
+    assert dec.fits("hevc", 8, 640, 360) == 2 and dec.fits("hevc", 8, 480, 272) == 0
+    driver.calls.clear()
+    dec._configure(fmt(480, 272))
+    assert [c[0] for c in driver.calls] == ["destroy", "create"]
+    assert dec.counts.reconfigured == 0 and dec.counts.created == 2
 
 
 def decoder(largest=(0, 0), codec: str = "hevc") -> _cuvid.CuvidDecoder:

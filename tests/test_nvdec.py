@@ -506,12 +506,17 @@ def shape_mix(tmp_path_factory):
     return {name: str(make_video(root / f"{name}.mp4", spec)) for name, spec in specs.items()}
 
 
-@pytest.mark.parametrize("library", ["libnvcuvid", "PyNvVideoCodec"])
-def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, library):
+@pytest.mark.parametrize("library", ["libnvcuvid", "libnvcuvid-reconfigure", "PyNvVideoCodec"])
+def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, library, monkeypatch):
     """One session decodes GOPs of files of every shape in turn (twice round, single frames and runs):
-    every frame equals FFmpeg's, and after the first round no decoder is made (libnvcuvid: one per
-    codec and bit depth, switched between sizes; PyNvVideoCodec: one per shape)."""
+    every frame equals FFmpeg's, and after the first round no decoder is made (one per shape kept free;
+    with ASYNCDECODE_NVDEC_RECONFIGURE one per codec and bit depth, switched between sizes)."""
+    from asyncdecode._backends import _cuvid
     from asyncdecode._backends.nvdec import NvdecBackend
+
+    switches = library.endswith("-reconfigure")
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", switches)
+    library = library.removesuffix("-reconfigure")
 
     backend = NvdecBackend("cuda:0", library=library)
     order = ["hevc_352", "h264_320_b", "hevc_208_b", "hevc_10bit", "hevc_480", "h264_176", "hevc_640_open",
@@ -537,7 +542,7 @@ def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, libra
             if round_ == 0:
                 made = session.counts.created
         assert session.counts.created == made  # the second round made nothing
-        if library == "libnvcuvid":
+        if switches:
             # h264 8-bit, hevc 8-bit, hevc 10-bit; the hevc 8-bit one made again, larger, at most
             # twice (sizes come in growing: 352x288, then 480x272, then 640x360)
             assert made <= 5
@@ -548,7 +553,7 @@ def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, libra
 
 async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shape_mix):
     """Random requests over files of every shape through the engine, twice: the same frames as the CPU
-    backend (within 1) and each pass as the other; decoders made once per class and thread (and grown)."""
+    backend (within 1) and each pass as the other; decoders made at most once per shape and thread."""
     paths = list(shape_mix.values())
     counts = [probe(p).num_frames for p in paths]
     rng = random.Random(11)
@@ -598,10 +603,22 @@ async def test_frames_the_cache_collects_go_through_the_c_loop(nv_assets):
         assert torch.equal(a[0], b[0])
 
 
-def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_classes_seen(shape_mix):
-    """prepare() makes one decoder per class the backend has checked (off the jobs' path); the first
-    jobs of those classes then switch them to their size in place and make none."""
+def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_classes_seen(shape_mix, monkeypatch):
+    """With ASYNCDECODE_NVDEC_RECONFIGURE, prepare() makes one decoder per class the backend has checked
+    (off the jobs' path); the first jobs of those classes then switch them to their size in place and
+    make none. Without it, prepare() makes nothing."""
+    from asyncdecode._backends import _cuvid
     from asyncdecode._backends.nvdec import NvdecBackend
+
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", False)
+    plain = NvdecBackend("cuda:0", library="libnvcuvid")
+    plain.check(extract_gops(shape_mix["hevc_352"], [0])[0])
+    session = plain.new_session()
+    try:
+        assert not session.prepare() and session.counts.created == 0
+    finally:
+        session.close()
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", True)
 
     backend = NvdecBackend("cuda:0", library="libnvcuvid")
     names = ["hevc_352", "hevc_480", "h264_320_b", "h264_176"]

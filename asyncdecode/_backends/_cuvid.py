@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes as C
 import functools
+import os
 import threading
 import types
 from collections.abc import Callable
@@ -50,6 +51,14 @@ MIN_SURFACES = 24
 """Decode surfaces a hardware decoder is made with at least: room for H.264's and HEVC's largest
 reference sets (16) with the extra and display-delay surfaces, so one decoder takes every stream of
 its class."""
+
+RECONFIGURE = os.environ.get("ASYNCDECODE_NVDEC_RECONFIGURE", "0") == "1"
+"""Switch decoders between sizes of a class with ``cuvidReconfigureDecoder`` (``ASYNCDECODE_NVDEC_RECONFIGURE=1``).
+Off by default: on the H200 (driver 580.159) ten threads decoding many sizes with it hung, first
+without a lock (every decode after a reconfigure that overlapped another thread's decode waited
+forever) and then with every decode, map and unmap of the process shared against each reconfigure
+(see :class:`_Gate`) within a few seconds of a benchmark. One thread alone switched a thousand times
+without fault. Off, a decoder is made for each size and kept free, in memory-bounded pools."""
 
 
 class _Rect(C.Structure):
@@ -275,9 +284,9 @@ class _Gate:
 
     ``cuvidReconfigureDecoder`` called while another thread's decoder (same CUDA context) was in
     ``cuvidDecodePicture`` left every later decode of the process waiting forever (H200, driver 580;
-    one thread reconfiguring a thousand times alone never did). So decodes and maps go through the
-    gate together, shared, and a reconfigure goes alone, waiting for the calls in progress; waiting
-    reconfigures go before new shared calls. This is the gate of decoders without the compiled loop;
+    one thread reconfiguring a thousand times alone never did). So decodes, maps and unmaps go through
+    the gate together, shared, and a reconfigure goes alone, waiting for the calls in progress; waiting
+    reconfigures go before new shared calls. (That was not enough either: see :data:`RECONFIGURE`.) This is the gate of decoders without the compiled loop;
     with it, the same gate lives in C (``ad_map``, ``ad_reconfigure``, ``ad_on_decode``).
     """
 
@@ -391,7 +400,6 @@ class CuvidDecoder:
         self._extra = extra_surfaces
         self._decode_picture = lib.cuvidDecodePicture
         self._parse = lib.cuvidParseVideoData
-        self._unmap = lib.unmap_holding_gil
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
@@ -407,12 +415,16 @@ class CuvidDecoder:
         self._state_ref = C.byref(self.state)
         self.native = _native.library() if native else None
         """The compiled decode loop (:mod:`._native`) this decoder's parser calls back into, or ``None``."""
-        # Maps (and decodes, in the callbacks) go through the process's gate, shared (see _GATE).
+        self.switches = RECONFIGURE and lib.cuvidReconfigureDecoder is not None
+        """Whether this decoder switches between sizes of its class in place (see :data:`RECONFIGURE`)."""
+        # Maps and unmaps (and decodes, in the callbacks) go through the process's gate, shared (_GATE).
         if self.native is not None:
-            map_address, ad_map = C.cast(lib.cuvidMapVideoFrame64, C.c_void_p).value, self.native.ad_map
-            self._map = functools.partial(ad_map, map_address)
+            native = self.native
+            self._map = functools.partial(native.ad_map, C.cast(lib.cuvidMapVideoFrame64, C.c_void_p).value)
+            self._unmap = functools.partial(native.ad_unmap_one, C.cast(lib.cuvidUnmapVideoFrame64, C.c_void_p).value)
         else:
             self._map = _GATE.shared_call(lib.cuvidMapVideoFrame64)
+            self._unmap = _GATE.shared_call(lib.unmap_holding_gil)
         self._out: list[Picture] = []
         self._error: BaseException | None = None
         self._packet = SourcePacket()
@@ -611,7 +623,7 @@ class CuvidDecoder:
     def _reconfigure(self, fmt: VideoFormat, width: int, height: int) -> bool:
         """Switch the hardware decoder to the format's size; ``False`` where the driver cannot."""
         lib = self._lib
-        if lib.cuvidReconfigureDecoder is None:
+        if not self.switches or lib.cuvidReconfigureDecoder is None:
             return False
         self._let_go_of_mapped()
         area = fmt.display_area
@@ -637,10 +649,11 @@ class CuvidDecoder:
         bits = klass[2]
         max_w, max_h = fmt.coded_width, fmt.coded_height
         surfaces = needed
-        if klass == self._class:  # grown: never smaller than before
+        if klass == self._class and self.switches:  # grown: never smaller than before
             max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
+        if klass == self._class:
             surfaces = max(surfaces, self._surfaces)
-        if self._max_size is not None:
+        if self._max_size is not None and self.switches:
             hint_w, hint_h = self._max_size()
             max_w, max_h = max(max_w, _round_up(hint_w)), max(max_h, _round_up(hint_h))
         max_w, max_h = min(max_w, caps.max_width), min(max_h, caps.max_height)
@@ -696,7 +709,7 @@ class CuvidDecoder:
             return 0
         if (self.width, self.height) == (width, height):
             return 2
-        return int(width <= self.max_width and height <= self.max_height)
+        return int(self.switches and width <= self.max_width and height <= self.max_height)
 
     def _let_go_of_mapped(self) -> None:
         """Give back mapped pictures before the surfaces change (their readers finish first)."""

@@ -140,7 +140,7 @@ typedef struct {
     long long nout, out_cap, held, fed, error, error_call, stop;
 } ad_run;
 
-/* The gate: every decode and map in the process goes through it shared, a reconfigure alone. The
+/* The gate: every decode, map and unmap in the process goes through it shared, a reconfigure alone. The
    driver's cuvidReconfigureDecoder, called while another thread's decoder in the same context decodes,
    left every decode after it waiting forever (H200, driver 580). Writers go first: a reconfigure
    waits for the calls in progress, not for a gap in them. */
@@ -170,6 +170,14 @@ int ad_map(ad_map_fn map, void *decoder, int index, unsigned long long *ptr, uns
     int code;
     gate_shared();
     code = map(decoder, index, ptr, pitch, proc);
+    gate_leave();
+    return code;
+}
+
+int ad_unmap_one(ad_unmap_fn unmap, void *decoder, unsigned long long ptr) {
+    int code;
+    gate_shared();
+    code = unmap(decoder, ptr);
     gate_leave();
     return code;
 }
@@ -222,7 +230,9 @@ static int unmap_all(ad_decoder *d, ad_run *r) {
     int code = r->sync(r->stream);
     if (code) return fail(r, 5, code);
     while (d->nmapped > 0) {
+        gate_shared();
         code = r->unmap(d->decoder, d->mapped[d->nmapped - 1]);
+        gate_leave();
         d->nmapped--;
         if (code) return fail(r, 4, code);
     }
@@ -443,7 +453,8 @@ def load() -> C.CDLL:
         lib.ad_feed.restype = lib.ad_unmap.restype = C.c_int
         lib.ad_map.argtypes = (_vp, _vp, C.c_int, _vp, _vp, _vp)
         lib.ad_reconfigure.argtypes = (_vp, _vp, _vp)
-        lib.ad_map.restype = lib.ad_reconfigure.restype = C.c_int
+        lib.ad_unmap_one.argtypes = (_vp, _vp, C.c_ulonglong)
+        lib.ad_map.restype = lib.ad_reconfigure.restype = lib.ad_unmap_one.restype = C.c_int
         return lib
     raise OSError("no writable cache folder for the compiled decode loop")
 

@@ -302,11 +302,14 @@ class NvdecSession(PacketSession):
 class CuvidSession(NvdecSession):
     """Decoders driven through libnvcuvid directly (:mod:`._cuvid`).
 
-    One decoder serves a whole class of streams (codec and bit depth; 4:2:0 only on this path): it is
-    made with room for the largest size of that class seen so far (:meth:`NvdecBackend.largest`) and
-    switched between sizes by a reconfigure; display order against reordering is the parser's display
-    delay, set per GOP. So a set of many sizes, with and without B-frames, runs on one decoder per
-    class and session.
+    A decoder serves streams of one codec, bit depth and size, with and without B-frames (4:2:0 only
+    on this path): display order against reordering is the parser's display delay, set per GOP, and
+    every decoder has surfaces enough for any stream of its class. Free decoders of many sizes are
+    kept while their surfaces fit :data:`SPARE_BYTES`, and the scheduler sends a job to a thread
+    holding a decoder of its size. With ``ASYNCDECODE_NVDEC_RECONFIGURE=1`` one decoder serves a
+    whole class instead: made with room for the largest size seen so far
+    (:meth:`NvdecBackend.largest`) and switched between sizes by ``cuvidReconfigureDecoder`` (off by
+    default: see :data:`._cuvid.RECONFIGURE`).
 
     A picture is mapped only when a job wants it (or collects it): the conversion reads the mapped
     surface on the session's stream. Mapped surfaces are given back once that stream has finished
@@ -322,6 +325,7 @@ class CuvidSession(NvdecSession):
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
         self._unprepared: set[tuple[str, int]] = set()  # classes prepare() does not try again
+        self._switches = self._cuvid.RECONFIGURE and self._lib.cuvidReconfigureDecoder is not None
 
     def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
         """The parser's display delay for a decoder of ``bundle``'s stream."""
@@ -329,8 +333,10 @@ class CuvidSession(NvdecSession):
             return READ_ON_DELAY
         return 0 if bundle.in_display_order else 1  # a single frame wanted: shown as soon as it is decoded
 
-    def _key(self, bundle: GopBundle) -> tuple[str, int]:
-        return bundle.codec, bundle.bit_depth
+    def _key(self, bundle: GopBundle) -> tuple[Any, ...]:
+        if self._switches:  # one decoder per class, switched to each size
+            return bundle.codec, bundle.bit_depth
+        return bundle.codec, bundle.bit_depth, bundle.width, bundle.height
 
     def _create(self, bundle: GopBundle) -> Any:
         # The hardware decoder itself is made (and counted) when the parser reports the format.
@@ -347,7 +353,11 @@ class CuvidSession(NvdecSession):
     def prepare(self) -> bool:
         """Make a decoder for a class of streams the engine has seen and this session has none of
         (idle threads do this, so that a first job of the class finds one ready), within
-        ``spare_bytes``; a class this session cannot make one for is not tried again."""
+        ``spare_bytes``; a class this session cannot make one for is not tried again. Only where
+        decoders switch sizes (:data:`._cuvid.RECONFIGURE`): otherwise a decoder made ahead would
+        fit one size of many."""
+        if not self._switches:
+            return False
         held = {self._key(p.bundle) for p in self.positions.values()} | {k for k, _ in self._free}
         for (codec, bits), (width, height) in list(self._backend.classes().items()):
             key = (codec, bits)
