@@ -8,11 +8,12 @@ place by the caller, and unmapped.
 
 One :class:`CuvidDecoder` is NVIDIA's bitstream parser plus the hardware decoder it feeds, used by a
 single thread (the parser calls back on the thread that feeds it). The hardware decoder is made when
-the parser first reports the stream's format, with room for the largest size its owner expects
-(``max_size``). A later stream of the same codec, chroma format and bit depth (its *class*) that fits
-that room switches the decoder to its size with ``cuvidReconfigureDecoder``, as NVIDIA's samples do
-on a resolution change, in microseconds rather than the tens of milliseconds of a new decoder; only
-a larger stream (or one needing more surfaces) makes a new, larger decoder.
+the parser first reports the stream's format, at the stream's size. With :data:`RECONFIGURE` it is
+made with room for the largest size its owner expects (``max_size``), and a later stream of the same
+codec, chroma format and bit depth (its *class*) that fits that room switches the decoder to its
+size with ``cuvidReconfigureDecoder``, as NVIDIA's samples do on a resolution change, in
+microseconds rather than the tens of milliseconds of a new decoder; only a larger stream (or one
+needing more surfaces) makes a new, larger decoder.
 
 Only the structures and calls used here are declared; their layouts follow NVIDIA's C headers
 (``nvcuvid.h``, ``cuviddec.h``) for 64-bit Linux and are checked by ``tests/test_cuvid_layout.py``.
@@ -55,10 +56,11 @@ its class."""
 RECONFIGURE = os.environ.get("ASYNCDECODE_NVDEC_RECONFIGURE", "0") == "1"
 """Switch decoders between sizes of a class with ``cuvidReconfigureDecoder`` (``ASYNCDECODE_NVDEC_RECONFIGURE=1``).
 Off by default: on the H200 (driver 580.159) ten threads decoding many sizes with it hung, first
-without a lock (every decode after a reconfigure that overlapped another thread's decode waited
-forever) and then with every decode, map and unmap of the process shared against each reconfigure
-(see :class:`_Gate`) within a few seconds of a benchmark. One thread alone switched a thousand times
-without fault. Off, a decoder is made for each size and kept free, in memory-bounded pools."""
+without a lock (a reconfigure overlapping another thread's decode left every later decode waiting
+forever) and then with every decode and map kept apart from each reconfigure (:class:`_Gate`), after
+a few seconds. One thread alone switched a thousand times without fault. Off, a decoder is made for
+each size and kept free, in memory-bounded pools. The gate now covers unmaps too (not run under
+load since)."""
 
 
 class _Rect(C.Structure):
