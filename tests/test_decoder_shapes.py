@@ -284,6 +284,7 @@ def test_a_stream_too_large_for_the_gpu_is_refused_alone(driver):
 
     backend = NvdecBackend.__new__(NvdecBackend)  # the bookkeeping alone, no GPU
     backend.device, backend._refused, backend._refused_files, backend._largest = "cuda:0", {}, {}, {}
+    backend._shapes = {}
 
     class Bundle:
         codec, bit_depth, pix_fmt, width, height = "hevc", 8, "yuv420p", 8192, 4352
@@ -295,6 +296,31 @@ def test_a_stream_too_large_for_the_gpu_is_refused_alone(driver):
         backend.check(Bundle)
     backend.check(small)  # the class is not refused
     assert backend.largest("hevc", 8) == (640, 360)
+
+
+def test_the_backend_remembers_the_latest_stream_shapes_for_decoders_made_ahead():
+    """Idle sessions make decoders ahead for the shapes checked lately, the most recent first; the
+    backend keeps a bounded number of them."""
+    from asyncdecode._backends import nvdec
+
+    backend = nvdec.NvdecBackend.__new__(nvdec.NvdecBackend)  # the bookkeeping alone, no GPU
+    backend.device, backend._refused, backend._refused_files, backend._largest = "cuda:0", {}, {}, {}
+    backend._shapes = {}
+
+    def bundle(w: int, h: int, codec: str = "hevc") -> type:
+        return type("B", (), {"codec": codec, "bit_depth": 8, "pix_fmt": "yuv420p", "width": w, "height": h,
+                              "source": f"{w}x{h}.mp4"})
+
+    for w, h in ((640, 360), (480, 272), (640, 360), (320, 240)):
+        backend.check(bundle(w, h))
+    backend.check(bundle(176, 144, "h264"))
+    assert backend.shapes() == [("h264", 8, 176, 144), ("hevc", 8, 320, 240), ("hevc", 8, 640, 360),
+                                ("hevc", 8, 480, 272)]
+    for i in range(nvdec._SHAPES_KEPT + 10):
+        backend.check(bundle(176 + 16 * i, 144))
+    shapes = backend.shapes()
+    assert len(shapes) == nvdec._SHAPES_KEPT and shapes[0] == ("hevc", 8, 176 + 16 * (nvdec._SHAPES_KEPT + 9), 144)
+    assert _cuvid.surface_bytes(640, 360, 8) == 640 * 368 * 3 // 2 * (_cuvid.MIN_SURFACES + 4)
 
 
 def test_the_python_gate_lets_a_reconfigure_go_alone():

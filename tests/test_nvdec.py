@@ -603,19 +603,31 @@ async def test_frames_the_cache_collects_go_through_the_c_loop(nv_assets):
         assert torch.equal(a[0], b[0])
 
 
-def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_classes_seen(shape_mix, monkeypatch):
-    """With ASYNCDECODE_NVDEC_RECONFIGURE, prepare() makes one decoder per class the backend has checked
-    (off the jobs' path); the first jobs of those classes then switch them to their size in place and
-    make none. Without it, prepare() makes nothing."""
+def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_streams_seen(shape_mix, monkeypatch):
+    """prepare() makes, off the jobs' path, a decoder for each size the backend has checked (by
+    default), or one per class at its largest size (ASYNCDECODE_NVDEC_RECONFIGURE); the first jobs of
+    those streams then make none (switching them to their size in place with the reconfigure)."""
     from asyncdecode._backends import _cuvid
     from asyncdecode._backends.nvdec import NvdecBackend
 
+    names = ["hevc_352", "hevc_480", "h264_320_b", "h264_176"]
     monkeypatch.setattr(_cuvid, "RECONFIGURE", False)
     plain = NvdecBackend("cuda:0", library="libnvcuvid")
-    plain.check(extract_gops(shape_mix["hevc_352"], [0])[0])
+    firsts = [extract_gops(shape_mix[n], [0])[0] for n in names]
+    for b in firsts:
+        plain.check(b)
+    assert plain.shapes()[0][2:] == (firsts[-1].width, firsts[-1].height)  # the latest first
     session = plain.new_session()
     try:
-        assert not session.prepare() and session.counts.created == 0
+        made = 0
+        while session.prepare():
+            made += 1
+        assert made == len(names) == session.counts.created
+        for b in firsts:
+            session.decode(b, [b.first_frame_id + 3], None, lambda: False)
+            for pos in list(session.positions.values()):
+                session._release(pos)
+        assert session.counts.created == len(names) and session.counts.reconfigured == 0
     finally:
         session.close()
     monkeypatch.setattr(_cuvid, "RECONFIGURE", True)

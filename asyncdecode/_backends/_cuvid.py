@@ -351,6 +351,13 @@ def layout_id(width: int, height: int, bits: int) -> int:
     return found
 
 
+def surface_bytes(width: int, height: int, bits: int) -> int:
+    """GPU memory, about, of a decoder made for ``width`` x ``height`` at ``bits`` (the least
+    surfaces it is made with, decode and output)."""
+    sample = 2 if bits > 8 else 1
+    return _round_up(width) * _round_up(height) * 3 // 2 * sample * (MIN_SURFACES + _OUTPUT_SURFACES)
+
+
 def _round_up(n: int, to: int = 16) -> int:
     return (n + to - 1) // to * to
 

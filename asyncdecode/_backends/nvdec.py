@@ -52,6 +52,9 @@ DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 #: GPU memory the free decoders of one session may hold together (their decode surfaces), about. A set
 #: of many shapes keeps one decoder per class (libnvcuvid) or per shape (PyNvVideoCodec) ready while
 #: this allows: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
+_SHAPES_KEPT = 64
+"""Stream shapes the backend remembers for sessions to make decoders ahead (the most recent)."""
+
 SPARE_BYTES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BYTES", str(512 << 20)))
 
 
@@ -141,10 +144,16 @@ class NvdecBackend(Backend):
         self._refused: dict[tuple[str, int], str] = {}  # (codec, bits) this GPU's NVDEC said no to
         self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
         self._refused_files: dict[str, str] = {}  # files whose stream size this GPU's NVDEC said no to
+        self._shapes: dict[tuple[str, int, int, int], None] = {}  # (codec, bits, w, h) checked, the latest last
 
     def classes(self) -> dict[tuple[str, int], tuple[int, int]]:
         """``(codec, bit depth)`` of every class of streams checked so far -> the largest size seen."""
         return dict(self._largest)
+
+    def shapes(self) -> list[tuple[str, int, int, int]]:
+        """``(codec, bit depth, width, height)`` of the streams checked lately, the most recent first
+        (at most :data:`_SHAPES_KEPT`)."""
+        return list(self._shapes)[::-1]
 
     def largest(self, codec: str, bits: int) -> tuple[int, int]:
         """The largest ``(width, height)`` of the streams of a codec and bit depth checked so far:
@@ -186,6 +195,13 @@ class NvdecBackend(Backend):
         if layout.bits not in _DEPTHS[bundle.codec]:
             raise UnsupportedStreamError(f"{where} {layout.bits}-bit {bundle.codec} ({bundle.pix_fmt})",
                                          path=bundle.source, device=str(self.device))
+        shape = (bundle.codec, layout.bits, bundle.width, bundle.height)
+        shapes = self._shapes
+        if shapes and next(reversed(shapes)) != shape:  # on the loop thread; sessions read it
+            shapes.pop(shape, None)
+        shapes[shape] = None
+        if len(shapes) > _SHAPES_KEPT:
+            del shapes[next(iter(shapes))]
         key = (bundle.codec, layout.bits)
         w, h = self._largest.get(key, (0, 0))
         if bundle.width > w or bundle.height > h:  # on the loop thread; sessions read it
@@ -351,29 +367,29 @@ class CuvidSession(NvdecSession):
         return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
 
     def prepare(self) -> bool:
-        """Make a decoder for a class of streams the engine has seen and this session has none of
-        (idle threads do this, so that a first job of the class finds one ready), within
-        ``spare_bytes``; a class this session cannot make one for is not tried again. Only where
-        decoders switch sizes (:data:`._cuvid.RECONFIGURE`): otherwise a decoder made ahead would
-        fit one size of many."""
-        if not self._switches:
-            return False
+        """Make a decoder a later job will want and this session has none of (idle threads do this,
+        so that the first job of a stream finds one ready, off the jobs' path), within
+        ``spare_bytes``: for each size the engine has checked, the most recently checked first (or,
+        where decoders switch sizes, see :data:`._cuvid.RECONFIGURE`, for each class at its largest
+        size). A stream this session cannot make a decoder for is not tried again."""
         held = {self._key(p.bundle) for p in self.positions.values()} | {k for k, _ in self._free}
-        for (codec, bits), (width, height) in list(self._backend.classes().items()):
-            key = (codec, bits)
+        if self._switches:
+            wanted = [((codec, bits), codec, bits, w, h) for (codec, bits), (w, h) in self._backend.classes().items()]
+        else:
+            wanted = [(shape, *shape) for shape in self._backend.shapes()]
+        room = self.spare_bytes - sum(self._decoder_bytes(d) for _, d in self._free)
+        for key, codec, bits, width, height in wanted:
             if key in held or key in self._unprepared:
                 continue
+            if self._cuvid.surface_bytes(width, height, bits) > room:
+                continue  # no room to keep it: its jobs make their own
             decoder = self._create_for(codec, bits)
             try:
                 with torch.cuda.stream(self._stream):
                     decoder.prepare(bits, width, height)
-            except Exception as exc:  # refused here: the first job of the class finds out for itself
-                log.debug("asyncdecode: no %s %d-bit decoder made ahead: %s", codec, bits, exc)
+            except Exception as exc:  # refused here: the first job of the stream finds out for itself
+                log.debug("asyncdecode: no %s %d-bit %dx%d decoder made ahead: %s", codec, bits, width, height, exc)
                 self._unprepared.add(key)
-                decoder.close()
-                return False
-            if sum(self._decoder_bytes(d) for _, d in self._free) + decoder.nbytes > self.spare_bytes:
-                self._unprepared.add(key)  # no room to keep it: jobs make their own
                 decoder.close()
                 return False
             self._free.append((key, decoder))
