@@ -18,16 +18,34 @@ T = TypeVar("T")
 # extras per wanted frame). A hit on an extra saves decoding a GOP prefix, ~1.5 ms. Break-even is
 # then a hit fraction of ~0.02 (conversion alone) to ~0.04 (all in); the threshold sits above that
 # because an extra also pushes out cached frames that could have been hit, and the estimate is noisy.
+#
+# On the CPU an extra costs far more: its conversion to RGB (~3.5 ms for 640x360 on 2 cores) is about
+# three times decoding a frame, and collecting at a quarter of the set's size ran at 0.35x no cache.
+# So the threshold follows the costs the jobs measure: an extra pays when the fraction hit, times what
+# a hit saves (decoding up to the frame, per wanted frame, and its conversion), is more than its own
+# conversion, with EXTRAS_COST_MARGIN to spare.
 EXTRAS_MIN_HIT_FRACTION = 1 / 16
-"""Extras are collected while at least this fraction of the resolved ones (hit or evicted) was hit."""
+"""Extras are collected while at least this fraction of the resolved ones (hit or evicted) was hit
+(or more, where the measured costs ask for more: see :attr:`FrameCache.threshold`)."""
+EXTRAS_COST_MARGIN = 1.5
+"""Threshold over the break-even hit fraction of the measured costs."""
 EXTRAS_PROBATION = 32
-"""Extras resolved before the hit fraction decides; until then jobs collect (the starting guess)."""
+"""Extras resolved before the hit fraction decides; until then jobs collect (the starting guess)
+where extras are cheap (a threshold of at most :data:`EXTRAS_CHEAP`), else only probes do."""
+EXTRAS_CHEAP = 1 / 8
+"""The largest threshold at which collecting is the starting guess."""
+_COST_WEIGHT = 1 / 16
+"""Weight of a job's costs in their running averages."""
 EXTRAS_WINDOW = 128
 """Resolutions the hit fraction is decayed over (1/e weight after this many): short enough that a
 change of pattern turns the decision within a few probes, long enough to average many GOPs."""
 EXTRAS_PROBE_EVERY = 32
 """While extras do not pay, one decode job in this many still collects (about 1/32 of the cost of
-always collecting), so that the estimate recovers when the access pattern changes."""
+always collecting), so that the estimate recovers when the access pattern changes..."""
+EXTRAS_PROBE_SHARE = 0.02
+"""...and no more often than keeps the probes' conversions (measured cost times the extras a probe
+would collect) within about this share of the jobs' own measured cost: on the CPU a probe collecting
+a GOP prefix of 640x360 costs some 150 ms, and one in 32 jobs made epoch-random reading 0.54x."""
 _DECAY = 1.0 - 1.0 / EXTRAS_WINDOW
 
 
@@ -107,10 +125,16 @@ class FrameCache(ByteLru[torch.Tensor]):
     * an extra entry is *resolved* by its first hit (``extras_hit``) or by its eviction unhit
       (``extras_wasted``); an extra still waiting is neither. A wanted frame put over a waiting extra
       (two jobs of one GOP in flight) counts as its hit: it was asked for.
-    * the hit fraction of resolved extras, decayed over about :data:`EXTRAS_WINDOW` resolutions (so
-      that it follows a change of access pattern), must be at least :data:`EXTRAS_MIN_HIT_FRACTION`;
-      until :data:`EXTRAS_PROBATION` extras are resolved, extras are collected (the starting guess).
-    * while extras do not pay, one decode job in :data:`EXTRAS_PROBE_EVERY` still collects, so the
+    * the hit fraction of extras, each counted when it leaves the cache (hit before or not; counted at
+      their hits, hits would come a cache's lifetime ahead of the wastes), decayed over about
+      :data:`EXTRAS_WINDOW` of them (so that it follows a change of access pattern), must reach
+      :attr:`threshold`: at least :data:`EXTRAS_MIN_HIT_FRACTION`, and more where an extra's
+      conversion is dear against what a hit saves (the costs decode jobs measured, :meth:`note_job`:
+      on the CPU a conversion costs more than decoding a frame). Until :data:`EXTRAS_PROBATION`
+      extras are counted (none before the cache is full), extras are collected where they are cheap
+      (the starting guess), else only by probes.
+    * while extras do not pay, one decode job in :data:`EXTRAS_PROBE_EVERY` still collects (fewer where
+      the probes' measured cost would pass :data:`EXTRAS_PROBE_SHARE` of the jobs'), so the
       estimate keeps being fed and recovers when the pattern changes (a second epoch over a set that
       fits).
     * a job that would collect more bytes than the whole capacity never collects: its own extras
@@ -120,45 +144,86 @@ class FrameCache(ByteLru[torch.Tensor]):
     start once it is full. Everything is O(1) per job and per entry.
     """
 
-    def __init__(self, capacity_bytes: int) -> None:
+    def __init__(self, capacity_bytes: int, *, cheap: bool = True) -> None:
         super().__init__(capacity_bytes)
+        self._cheap = cheap  # the prior, until a job's costs are noted (see break_even)
+        self._probe_credit = 0.0  # seconds of probing the jobs since the last probe allow
         self._waiting: set[Hashable] = set()  # keys of extra entries neither hit nor evicted yet
         self.extras_admitted = 0
         self.extras_hit = 0
         self.extras_wasted = 0
         self.extras_probes = 0  # jobs that collected only as a probe
-        self._hit_w = 0.0  # decayed counts of resolved extras: hit, and hit or wasted
+        self._convert_s: float | None = None  # running averages: conversion per frame,
+        self._decode_s: float | None = None  # and decoding per wanted frame
+        # The estimate counts an extra when it leaves the cache (hit before, or not): counted at its
+        # first hit, hits would come in a cache's lifetime ahead of the wastes and overstate the
+        # fraction while the pattern is still being learnt.
+        self._hit_out: set[Hashable] = set()  # extras hit, still in the cache: counted when they leave
+        self._counted = 0  # extras the estimate has counted
+        self._hit_w = 0.0  # decayed counts of counted extras: hit, and hit or wasted
         self._resolved_w = 0.0
         self._since_probe = 0
 
     def size(self, item: torch.Tensor) -> int:
         return item.numel() * item.element_size()
 
+    def note_job(self, convert_s: float, converted: int, decode_s: float, wanted: int) -> None:
+        """What a decode job that ran cost: ``convert_s`` over the ``converted`` frames it converted
+        (wanted and extras), ``decode_s`` (decoding alone) over the ``wanted`` frames it was for."""
+        if converted > 0:
+            self._convert_s = _average(self._convert_s, convert_s / converted)
+        if wanted > 0:
+            self._decode_s = _average(self._decode_s, decode_s / wanted)
+
+    @property
+    def break_even(self) -> float | None:
+        """The hit fraction at which collecting extras pays for itself: one extra's conversion over what
+        a hit saves (decoding up to the frame, and converting it). Before a job's costs were noted, the
+        prior the cache was made with: 0 where conversions are cheap (on the GPU), else 1."""
+        if self._convert_s is None or self._decode_s is None:
+            return 0.0 if self._cheap else 1.0
+        saved = self._convert_s + self._decode_s
+        return self._convert_s / saved if saved > 0 else 0.0
+
+    @property
+    def threshold(self) -> float:
+        """The hit fraction extras must reach to be collected."""
+        return max(EXTRAS_MIN_HIT_FRACTION, EXTRAS_COST_MARGIN * self.break_even)
+
     @property
     def extras_hit_fraction(self) -> float | None:
-        """Decayed hit fraction of resolved extras; ``None`` before any is resolved."""
+        """Decayed hit fraction of the extras counted (those that left the cache); ``None`` before any."""
         return self._hit_w / self._resolved_w if self._resolved_w else None
 
     @property
     def collecting(self) -> bool:
         """Whether extras pay (or are still on probation): jobs collect them; otherwise only probes do."""
+        threshold = self.threshold
         if self.capacity_bytes <= 0:
             return False
-        if self.extras_hit + self.extras_wasted < EXTRAS_PROBATION:
-            return True
-        return self._hit_w >= EXTRAS_MIN_HIT_FRACTION * self._resolved_w
+        if self._counted < EXTRAS_PROBATION:  # on probation (none counted before the cache is full)
+            return threshold <= EXTRAS_CHEAP
+        return self._hit_w >= threshold * self._resolved_w
 
-    def collect(self, job_bytes: int) -> bool:
+    def collect(self, job_bytes: int, extras: int = 0) -> bool:
         """Whether a decode job about to run should collect its extras: ``job_bytes`` is about what it
-        would collect (frames on the way times the bytes of one). Called once per job that decodes."""
+        would collect (frames on the way times the bytes of one), ``extras`` about how many frames.
+        Called once per job that decodes."""
         if job_bytes > self.capacity_bytes:
             return False
         if self.collecting:
             self._since_probe = 0
             return True
         self._since_probe += 1
-        if self._since_probe >= EXTRAS_PROBE_EVERY:
+        job_s = (self._decode_s or 0.0) + (self._convert_s or 0.0)
+        if job_s > 0:
+            self._probe_credit += EXTRAS_PROBE_SHARE * job_s
+        if self._convert_s is None and not self._cheap:
+            return False  # nothing measured yet (the first jobs are still running): no blind probe
+        need = extras * (self._convert_s or 0.0)  # seconds the probe would spend converting
+        if self._since_probe >= EXTRAS_PROBE_EVERY and (need <= 0 or self._probe_credit >= need):
             self._since_probe = 0
+            self._probe_credit = 0.0
             self.extras_probes += 1
             return True
         return False
@@ -167,7 +232,7 @@ class FrameCache(ByteLru[torch.Tensor]):
         item = super().get(key)
         if item is not None and key in self._waiting:
             self._waiting.discard(key)
-            self._resolve(hit=True)
+            self._resolve(key, hit=True)
         return item
 
     def put(self, key: Hashable, item: torch.Tensor, *, extra: bool = False) -> None:
@@ -179,7 +244,7 @@ class FrameCache(ByteLru[torch.Tensor]):
             # unless it is now asked for
             if not extra and key in self._waiting:
                 self._waiting.discard(key)
-                self._resolve(hit=True)
+                self._resolve(key, hit=True)
         elif extra:
             self._waiting.add(key)
             self.extras_admitted += 1
@@ -188,16 +253,29 @@ class FrameCache(ByteLru[torch.Tensor]):
     def _evicted(self, key: Hashable) -> None:
         if key in self._waiting:
             self._waiting.discard(key)
-            self._resolve(hit=False)
+            self._resolve(key, hit=False)
+        elif key in self._hit_out:
+            self._hit_out.discard(key)
+            self._count(hit=True)
 
-    def _resolve(self, hit: bool) -> None:
+    def _resolve(self, key: Hashable, hit: bool) -> None:
         if hit:
             self.extras_hit += 1
+            self._hit_out.add(key)
         else:
             self.extras_wasted += 1
+            self._count(hit=False)
+
+    def _count(self, hit: bool) -> None:
+        self._counted += 1
         self._hit_w = self._hit_w * _DECAY + hit
         self._resolved_w = self._resolved_w * _DECAY + 1.0
 
     def clear(self) -> None:
         super().clear()
         self._waiting.clear()
+        self._hit_out.clear()
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else old + _COST_WEIGHT * (new - old)

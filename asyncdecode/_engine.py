@@ -25,7 +25,7 @@ from ._backends.cpu import CpuBackend
 from ._cache import FrameCache, GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
-from ._workers import DecoderPool
+from ._workers import DecoderPool, copy_frame
 from .errors import (AsyncDecodeError, CorruptDataError, EngineClosedError, FrameIndexError, InvalidRequestError,
                      UnsupportedStreamError, VideoOpenError)
 from .gop import GopBundle
@@ -179,7 +179,9 @@ class Engine:
         self._store_fallbacks: set[str] = set()
         self._readers = ReaderPool(self.config.max_open_files)
         self._cache = GopCache(self.config.gop_cache_bytes)
-        self._frames = FrameCache(self.config.frame_cache_bytes)
+        # Converting a frame is a GPU kernel on a device, dearer than decoding one on the CPU (the
+        # cache's prior, until jobs measure the costs).
+        self._frames = FrameCache(self.config.frame_cache_bytes, cheap=self.backend.name != "cpu")
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._requests: set[asyncio.Future[Any]] = set()
@@ -425,6 +427,7 @@ class Engine:
             "frame_cache_extras_hit": frames.extras_hit,
             "frame_cache_extras_wasted": frames.extras_wasted,
             "frame_cache_collecting": frames.collecting,
+            "frame_cache_extras_threshold": frames.threshold,
             "index_cache_files": len(self._indexes),
             "queue_depth": pool.queue_depth if pool else 0,
             "queue_capacity": pool.capacity if pool else 0,
@@ -594,7 +597,7 @@ class Engine:
         for pair in pairs:
             tensor = frames[pair]
             if pair in seen:  # the same frame twice in one request: each entry gets its own tensor
-                tensor = tensor.clone()
+                tensor = copy_frame(tensor)
             seen.add(pair)
             out.append(tensor)
         return out
@@ -608,7 +611,7 @@ class Engine:
             for fid in wanted:
                 frame = cache.get((index.path, fid, spec))
                 if frame is not None:
-                    cached[fid] = frame.clone()  # the caller's own tensor: the cached one stays as it is
+                    cached[fid] = copy_frame(frame)  # the caller's own tensor: the cached one stays as it is
             if len(cached) == len(wanted):
                 return cached
             wanted = wanted - cached.keys()
@@ -618,24 +621,27 @@ class Engine:
             info = index.info
             h, w = spec.size or (info.height, info.width)
             on_the_way = max(wanted) - info.keyframes[gop] + 1
-            collect = cache.collect(on_the_way * 3 * h * w * spec.dtype.itemsize)
-        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect)
+            collect = cache.collect(on_the_way * 3 * h * w * spec.dtype.itemsize, on_the_way - len(wanted))
+        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect,
+                                                  costs=cache.note_job if on else None)
         if not on:
             return frames
         for fid, frame in extra.items():
             cache.put((index.path, fid, spec), frame, extra=True)
         for fid, frame in frames.items():
             cache.put((index.path, fid, spec), frame)
-            cached[fid] = frame.clone()
+            cached[fid] = copy_frame(frame)
         return cached
 
     async def _decode_bundle(self, bundle: GopBundle, wanted: list[int], spec: OutputSpec | None, *,
-                             collect: bool = False) -> tuple[dict[int, Any], dict[int, Any]]:
+                             collect: bool = False, costs: Callable[[float, int, float, int], None] | None = None,
+                             ) -> tuple[dict[int, Any], dict[int, Any]]:
         """The wanted frames of one bundle (and, with ``collect``, the others that came out), on the
         engine's device: decoded by the device's pool, or by the CPU pool for streams the device cannot
         decode. ``spec=None``: the decoder's native planes (tuples of tensors).
 
-        Every path that decodes a bundle goes through here (requests, ingest, compat).
+        Every path that decodes a bundle goes through here (requests, ingest, compat). ``costs``: told
+        the job's conversion seconds and frames converted, and its decode seconds and frames wanted.
         """
         pool = self._pool_for(bundle)
         try:
@@ -646,6 +652,10 @@ class Engine:
             if pool is self._pool:
                 raise
             result = await pool.submit(bundle, wanted, spec, collect)  # type: ignore[arg-type]
+        if costs is not None:
+            timings = result.timings
+            costs(timings.get("convert_s", 0.0), len(result.frames) + len(result.extra),
+                  timings.get("decode_s", 0.0), len(wanted))
         if pool is self._pool:
             return result.frames, result.extra
         return _to_device(result.frames, self.device), _to_device(result.extra, self.device)

@@ -145,8 +145,8 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth,
     """Requests that find a queued job for their GOP join it: one pass, each gets its own frames,
     copied only where two requests asked for the same frame."""
     copies = []
-    copy = _workers._copy
-    monkeypatch.setattr(_workers, "_copy", lambda frame: copies.append(frame) or copy(frame))
+    copy = _workers.copy_frame
+    monkeypatch.setattr(_workers, "copy_frame", lambda frame: copies.append(frame) or copy(frame))
     name = "h264_bframes"
     path = assets[name]
     gop = [f for f in range(len(truth[name])) if probe(path).gop_of(f) == 1]

@@ -9,13 +9,24 @@ import pytest
 import torch
 
 from asyncdecode import Engine, EngineConfig, InvalidRequestError, OutputSpec, probe
-from asyncdecode._cache import (EXTRAS_MIN_HIT_FRACTION, EXTRAS_PROBATION, EXTRAS_PROBE_EVERY, EXTRAS_WINDOW,
-                                FrameCache)
+from asyncdecode._cache import (EXTRAS_COST_MARGIN, EXTRAS_MIN_HIT_FRACTION, EXTRAS_PROBATION, EXTRAS_PROBE_EVERY,
+                                EXTRAS_WINDOW, FrameCache)
+from asyncdecode import _cache
 from asyncdecode._backends.cpu import CpuSession
 from asyncdecode.gop import extract_gops
 from asyncdecode.testing import VideoSpec, make_video
 
 FRAME = 160 * 96 * 3  # bytes of one RGB uint8 frame of the default test video
+
+
+@pytest.fixture(autouse=True)
+def cheap_extras(request, monkeypatch):
+    """The admission policy as on the GPU, where an extra's conversion is cheap against a decode: the
+    threshold is EXTRAS_MIN_HIT_FRACTION, whatever these small CPU videos cost (tests marked
+    ``measured_costs`` keep the measured costs)."""
+    if "measured_costs" not in request.keywords:
+        monkeypatch.setattr(FrameCache, "break_even", property(lambda self: 0.0))
+        monkeypatch.setattr(_cache, "EXTRAS_PROBE_SHARE", float("inf"))  # probes every EXTRAS_PROBE_EVERY
 
 
 async def _truth(path, ids):
@@ -273,3 +284,61 @@ def test_decision_probation_probes_and_recovery():
     # recovers after a few hits: about EXTRAS_MIN_HIT_FRACTION of the decay window, whatever came before
     assert 2 <= hits <= 2 * EXTRAS_MIN_HIT_FRACTION * EXTRAS_WINDOW
     assert c.collect(1) and c.collect(1)
+
+
+# -- the threshold follows what conversions and decodes cost ---------------------------------------
+
+@pytest.mark.measured_costs
+def test_threshold_from_measured_costs():
+    c = FrameCache(1)
+    assert c.threshold == EXTRAS_MIN_HIT_FRACTION and c.collecting  # the prior: cheap (a GPU's)
+    assert FrameCache(1, cheap=False).threshold == EXTRAS_COST_MARGIN and not FrameCache(1, cheap=False).collecting
+    c.note_job(convert_s=0.0001, converted=4, decode_s=0.0015, wanted=1)  # GPU-like: 25 us against 1.5 ms
+    assert c.break_even == pytest.approx(0.025 / 1.525)
+    assert c.threshold == EXTRAS_MIN_HIT_FRACTION and c.collecting  # cheap: collect on probation
+    d = FrameCache(1, cheap=False)
+    d.note_job(convert_s=0.021, converted=6, decode_s=0.0072, wanted=1)  # CPU-like: 3.5 ms against 7.2 ms
+    assert d.threshold == pytest.approx(EXTRAS_COST_MARGIN * 3.5 / 10.7)
+    assert not d.collecting  # dear: only probes collect until extras prove they pay
+    # a probe costs 10 extras x 3.5 ms: the jobs' cost (10.7 ms each) times the probe share pays for
+    # it after about 10 x 3.5 / (0.02 x 10.7) = 164 jobs, not EXTRAS_PROBE_EVERY
+    decisions = [d.collect(1, extras=10) for _ in range(400)]
+    first = decisions.index(True) + 1
+    assert 160 <= first <= 170 and decisions.count(True) == 2
+    # extras that are all hit pay even when dear (each counted when the next pushes it out)
+    for k in range(EXTRAS_PROBATION + 1):
+        d.put(("x", k), _t(), extra=True)
+        assert d.get(("x", k)) is not None
+    assert d.extras_hit_fraction == 1.0 and d.collecting
+    # the running averages follow the costs: conversions growing cheap lower the threshold
+    for _ in range(200):
+        d.note_job(convert_s=0.0001, converted=4, decode_s=0.0072, wanted=1)
+    assert d.threshold == EXTRAS_MIN_HIT_FRACTION
+
+
+@pytest.mark.measured_costs
+async def test_dear_extras_are_not_collected_on_random_access(long_video, monkeypatch):
+    """Where an extra costs half of what its hit saves (threshold 0.75), random access over a set much
+    larger than the cache collects only in probes, and the cache still serves what was wanted."""
+    monkeypatch.setattr(FrameCache, "break_even", property(lambda self: 0.5))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
+        s = await _random_until_off(eng, long_video, 96)
+        assert s["frame_cache_extras_threshold"] == 0.75 and not s["frame_cache_collecting"]
+        assert s["frame_cache_extras_admitted"] <= (GOP - 1) * (96 // EXTRAS_PROBE_EVERY + 1)
+        again = await eng.decode(long_video, [0])
+        assert (await eng.decode(long_video, [0]))[0].equal(again[0]) and eng.stats()["frame_cache_hits"] >= 1
+
+
+def test_a_copy_of_a_frame_is_its_own_and_equal():
+    """The engine's copies (cache hits, repeated frames): numpy's single-threaded copy on the CPU, the
+    same values and dtype, no memory shared; dtypes numpy lacks go through torch."""
+    from asyncdecode._workers import copy_frame
+
+    for t in (torch.arange(24, dtype=torch.uint8).reshape(2, 4, 3), torch.rand(3, 5, dtype=torch.float16),
+              torch.rand(4, 2).to(torch.bfloat16), torch.arange(40, dtype=torch.uint8).reshape(4, 10)[1:3]):
+        c = copy_frame(t)
+        assert c.dtype == t.dtype and c.shape == t.shape and torch.equal(c, t)
+        assert c.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+    planes = (torch.zeros(2, 2, dtype=torch.uint8), torch.ones(1, 1, dtype=torch.uint8))
+    copied = copy_frame(planes)
+    assert isinstance(copied, tuple) and all(torch.equal(a, b) for a, b in zip(copied, planes))
