@@ -184,6 +184,7 @@ class Engine:
         self._frames = FrameCache(self.config.frame_cache_bytes, cheap=self.backend.name != "cpu")
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._turns: dict[tuple[str, int], list[asyncio.Future[None]]] = {}  # see _decode_gop
         self._requests: set[asyncio.Future[Any]] = set()
         self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
         self._n = _Counters()
@@ -588,9 +589,15 @@ class Engine:
                 raise FrameIndexError(f"frame {fid} out of range for {path} (0..{count - 1})",
                                       path=path, frame_id=fid, device=str(self.device))
             groups.setdefault((path, index.info.gop_of(fid)), set()).add(fid)
-        results = await _all_or_cancel([
-            self._decode_gop(indexes[path], gop, wanted, spec) for (path, gop), wanted in groups.items()
-        ])
+        turns = [self._take_turn(key) for key in groups]  # now, in request order
+        try:
+            results = await _all_or_cancel([
+                self._decode_gop(indexes[path], gop, wanted, spec, turn)
+                for ((path, gop), wanted), turn in zip(groups.items(), turns)
+            ])
+        finally:
+            for key, turn in zip(groups, turns):
+                self._end_turn(key, turn)
         frames = {(path, fid): tensor
                   for (path, _), res in zip(groups, results) for fid, tensor in res.items()}
         out, seen = [], set()
@@ -602,8 +609,43 @@ class Engine:
             out.append(tensor)
         return out
 
-    async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int],
-                          spec: OutputSpec) -> dict[int, torch.Tensor]:
+    def _take_turn(self, key: tuple[str, int]) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """A place in the line of calls for one GOP (see :meth:`_decode_gop`): the call before (its
+        future is done once its job is queued, or it needs none) and this call's own."""
+        assert self._loop is not None
+        turns = self._turns.setdefault(key, [])
+        before = turns[-1] if turns else None
+        mine: asyncio.Future[None] = self._loop.create_future()
+        turns.append(mine)
+        return before, mine
+
+    def _end_turn(self, key: tuple[str, int], turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+        mine = turn[1]
+        if not mine.done():  # a call cancelled before it started
+            mine.set_result(None)
+        turns = self._turns.get(key)
+        if turns is not None and mine in turns:
+            turns.remove(mine)
+            if not turns:
+                del self._turns[key]
+
+    async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
+                          turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> dict[int, torch.Tensor]:
+        """The wanted frames of one GOP: from the frame cache, or decoded. Calls for one GOP reach the
+        decoder queue in the order their turns were taken (the order of their requests): a call for
+        frames further on that got its bundle first (from the cache, while the earlier ones were still
+        being woken by the read) would start at the keyframe on a thread of its own, and the earlier
+        call decode the same frames again after it."""
+        before, mine = turn
+        try:
+            return await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
+        finally:
+            if not mine.done():  # served from the cache, or failed: the next call need not wait
+                mine.set_result(None)
+
+    async def _decode_gop_in_turn(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
+                                  before: asyncio.Future[None] | None,
+                                  mine: asyncio.Future[None]) -> dict[int, torch.Tensor]:
         cache = self._frames
         on = cache.capacity_bytes > 0
         cached: dict[int, torch.Tensor] = {}
@@ -616,6 +658,8 @@ class Engine:
                 return cached
             wanted = wanted - cached.keys()
         bundle = await self._bundle(index, gop)
+        if before is not None and not before.done():
+            await asyncio.wait((before,))  # the call before this one is queued first (never cancelled from here)
         collect = False
         if on:  # extras (frames on the way) only while they pay: FrameCache.collect decides
             info = index.info
@@ -623,7 +667,8 @@ class Engine:
             on_the_way = max(wanted) - info.keyframes[gop] + 1
             collect = cache.collect(on_the_way * 3 * h * w * spec.dtype.itemsize, on_the_way - len(wanted))
         frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect,
-                                                  costs=cache.note_job if on else None)
+                                                  costs=cache.note_job if on else None,
+                                                  queued=lambda: mine.done() or mine.set_result(None))
         if not on:
             return frames
         for fid, frame in extra.items():
@@ -635,23 +680,24 @@ class Engine:
 
     async def _decode_bundle(self, bundle: GopBundle, wanted: list[int], spec: OutputSpec | None, *,
                              collect: bool = False, costs: Callable[[float, int, float, int], None] | None = None,
-                             ) -> tuple[dict[int, Any], dict[int, Any]]:
+                             queued: Callable[[], Any] | None = None) -> tuple[dict[int, Any], dict[int, Any]]:
         """The wanted frames of one bundle (and, with ``collect``, the others that came out), on the
         engine's device: decoded by the device's pool, or by the CPU pool for streams the device cannot
         decode. ``spec=None``: the decoder's native planes (tuples of tensors).
 
         Every path that decodes a bundle goes through here (requests, ingest, compat). ``costs``: told
-        the job's conversion seconds and frames converted, and its decode seconds and frames wanted.
+        the job's conversion seconds and frames converted, and its decode seconds and frames wanted;
+        ``queued``: called once the job is in the decoder queue.
         """
         pool = self._pool_for(bundle)
         try:
-            result = await pool.submit(bundle, wanted, spec, collect)  # type: ignore[arg-type]
+            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
         except UnsupportedStreamError:
             # Found out by the device's decoder itself (the backend now refuses such bundles up front).
             pool = self._pool_for(bundle)
             if pool is self._pool:
                 raise
-            result = await pool.submit(bundle, wanted, spec, collect)  # type: ignore[arg-type]
+            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
         if costs is not None:
             timings = result.timings
             costs(timings.get("convert_s", 0.0), len(result.frames) + len(result.extra),

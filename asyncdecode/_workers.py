@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -143,7 +143,7 @@ class DecoderPool:
         return sum(w.session.counts.reconfigured for w in self._workers if w.session is not None)
 
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
-                     collect: bool = False) -> DecodeResult:
+                     collect: bool = False, queued: Callable[[], None] | None = None) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
 
         A job for a GOP that a queued job (not started yet) will decode with the same output is merged
@@ -151,10 +151,13 @@ class DecoderPool:
         asked for is copied for all but one of them).
         Cancelling a caller withdraws it; a job whose every caller is gone is skipped, or stops feeding.
         ``collect``: the result's ``extra`` holds the other frames that came out, converted (the caller
-        that started the job gets them; merged callers get their own frames only).
+        that started the job gets them; merged callers get their own frames only). ``queued``: called
+        once the job is in the queue (or merged into one there).
         """
         merged = self._merge(bundle, wanted, output, collect)
         if merged is not None:
+            if queued is not None:
+                queued()
             return merged.take(await self._wait(merged, wanted), wanted, first=False)
         self.waiting += 1
         try:
@@ -168,6 +171,8 @@ class DecoderPool:
         with self._lock:
             self._jobs.append(job)
             self._wake_for(job)
+        if queued is not None:
+            queued()
         return job.take(await self._wait(job, wanted), wanted, first=True)
 
     def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
