@@ -25,6 +25,7 @@ from ._backends.cpu import CpuBackend
 from ._cache import FrameCache, GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
+from . import _readahead
 from ._workers import DecoderPool, copy_frame
 from .errors import (AsyncDecodeError, CorruptDataError, EngineClosedError, FrameIndexError, InvalidRequestError,
                      UnsupportedStreamError, VideoOpenError)
@@ -134,6 +135,10 @@ class _Counters:
         self.store_reads = 0
         self.store_read_bytes = 0
         self.store_read_s = 0.0
+        self.read_ahead_gops = 0
+        self.read_ahead_frames = 0
+        self.read_ahead_used = 0
+        self.read_ahead_wasted = 0
 
 
 class Engine:
@@ -333,8 +338,11 @@ class Engine:
         """Yield the frames of each ``(paths, frame_ids)`` request in order, keeping ``depth`` in flight.
 
         While the caller works on one result, the next ``depth - 1`` requests are being read and
-        decoded. An error of a request is raised at its position; closing the iterator early cancels
-        the requests still in flight. ``stack``: each result as one batch tensor (see :meth:`decode`).
+        decoded. Files the requests read front to back are read ahead by GOP: the GOPs after the one
+        being read are decoded on idle decoder threads and wait, within a memory bound, for their
+        requests (see ``_readahead``; ``stats()["read_ahead_*"]``). An error of a request is raised
+        at its position; closing the iterator early cancels the requests still in flight and the
+        read-ahead. ``stack``: each result as one batch tensor (see :meth:`decode`).
         """
         if not isinstance(depth, int) or depth < 1:
             raise InvalidRequestError(f"depth must be a positive int, not {depth!r}")
@@ -343,6 +351,8 @@ class Engine:
         pending: deque[asyncio.Future[Any]] = deque()
         source = _aiter(requests)
         exhausted = False
+        ahead = _readahead.ReadAhead(self._read_ahead_gop, self._pool.threads if self._pool else 1, self._n,
+                                     _readahead.Remaining.of(requests))
         try:
             while True:
                 while not exhausted and len(pending) < depth:
@@ -351,7 +361,11 @@ class Engine:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    pending.append(self.submit(paths, ids, output=spec, stack=stack))
+                    token = _readahead.current.set(ahead)  # the request's task starts with it in its context
+                    try:
+                        pending.append(self.submit(paths, ids, output=spec, stack=stack))
+                    finally:
+                        _readahead.current.reset(token)
                 if not pending:
                     return
                 yield await pending.popleft()
@@ -360,6 +374,7 @@ class Engine:
                 fut.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            await ahead.close()
 
     async def add_bundles(self, bundles: Iterable[GopBundle]) -> int:
         """Put GOP bundles read elsewhere into the GOP cache, so that decoding their frames reads nothing.
@@ -439,6 +454,10 @@ class Engine:
             "store_reads": n.store_reads,
             "store_read_bytes": n.store_read_bytes,
             "store_read_s": n.store_read_s,
+            "read_ahead_gops": n.read_ahead_gops,
+            "read_ahead_frames": n.read_ahead_frames,
+            "read_ahead_used": n.read_ahead_used,
+            "read_ahead_wasted": n.read_ahead_wasted,
             "store_checksums": self._checked.checked,
             "store_fallback_files": len(self._store_fallbacks),
             "open_files_opened": self._readers.opened,
@@ -590,6 +609,9 @@ class Engine:
                                       path=path, frame_id=fid, device=str(self.device))
             groups.setdefault((path, index.info.gop_of(fid)), set()).add(fid)
         turns = [self._take_turn(key) for key in groups]  # now, in request order
+        ahead = _readahead.current.get()
+        if ahead is not None:  # a stream's request: read on ahead of the files it reads front to back
+            ahead.plan(groups, indexes, spec)
         try:
             results = await _all_or_cancel([
                 self._decode_gop(indexes[path], gop, wanted, spec, turn)
@@ -619,6 +641,13 @@ class Engine:
         turns.append(mine)
         return before, mine
 
+    def _read_ahead_gop(self, index: VideoIndex, gop: int, ids: set[int],
+                        spec: OutputSpec) -> tuple[Awaitable[dict[int, Any]], Callable[[], None]]:
+        """A GOP's decode for the read-ahead: its place in the GOP's line taken now; what gives it back."""
+        key = (index.path, gop)
+        turn = self._take_turn(key)
+        return self._decode_gop(index, gop, ids, spec, turn), lambda: self._end_turn(key, turn)
+
     def _end_turn(self, key: tuple[str, int], turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
         mine = turn[1]
         if not mine.done():  # a call cancelled before it started
@@ -638,7 +667,16 @@ class Engine:
         call decode the same frames again after it."""
         before, mine = turn
         try:
-            return await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
+            got: dict[int, Any] = {}
+            ahead = _readahead.current.get()
+            if ahead is not None and ahead.has(index.path, gop, spec):  # decoded ahead (or being)
+                mine.set_result(None)  # nothing of this call's goes to the queue before the next one's
+                got = await ahead.take(index.path, gop, spec, wanted)
+                wanted = wanted - got.keys()
+                if not wanted:
+                    return got
+            frames = await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
+            return {**got, **frames} if got else frames
         finally:
             if not mine.done():  # served from the cache, or failed: the next call need not wait
                 mine.set_result(None)

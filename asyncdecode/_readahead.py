@@ -1,0 +1,248 @@
+"""GOP read-ahead for :meth:`Engine.stream`: clips read front to back decode their next GOPs early.
+
+A clip read one frame per request is decoded by one session at a time: the session that keeps its
+place in the GOP goes on frame by frame, and the GOP after it starts only when a request reaches it.
+With more decoder threads than clips being read, the others wait. Here the stream watches its
+requests per file; where a file's frames come front to back (each request's first frame of the file
+at or after the last one's), the GOPs after the one being read are decoded whole, ahead, on the
+threads the files being read leave idle (as many GOPs at once as threads beyond one per file), and
+the requests for their frames take them from there instead of decoding them again.
+
+Where the stream's requests are a list (or another sequence), the read-ahead knows what they will
+want: it decodes ahead only frames later requests ask for (none past the clip's last one asked).
+From an iterator it reads whole GOPs on speculation.
+
+Bounded: what is decoded ahead and not taken yet is at most :data:`BUDGET_BYTES` per stream (a GOP
+is planned only where its frames fit, after dropping, as wasted, what the file left untaken in GOPs
+it has gone past); a request that steps back in a file plans nothing; leaving the stream cancels
+the read-ahead still running and drops the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._output import OutputSpec
+
+BUDGET_BYTES = int(os.environ.get("ASYNCDECODE_READ_AHEAD_BYTES", str(1 << 30)))
+"""Frames decoded ahead and not yet taken, at most, per stream (``ASYNCDECODE_READ_AHEAD_BYTES``)."""
+
+current: contextvars.ContextVar[ReadAhead | None] = contextvars.ContextVar("asyncdecode_read_ahead", default=None)
+"""The read-ahead of the stream a request belongs to (set for the requests a stream submits)."""
+
+
+class Remaining:
+    """The frames a stream's later requests ask for, per file (from a sequence of requests): each
+    request's frames are struck off when it is planned."""
+
+    LIMIT = 1_000_000
+    """Frame ids counted at most: a longer sequence of requests is read ahead on speculation."""
+
+    def __init__(self, requests: Any) -> None:
+        self._wanted: dict[str, dict[int, int]] = {}
+        total = 0
+        for item in requests:
+            try:
+                paths, ids = item
+                ids = list(ids)
+                paths = [paths] * len(ids) if isinstance(paths, (str, os.PathLike)) else list(paths)
+                for path, fid in zip(paths, ids):
+                    counts = self._wanted.setdefault(os.path.abspath(os.fspath(path)), {})
+                    counts[int(fid)] = counts.get(int(fid), 0) + 1
+            except (TypeError, ValueError):  # a malformed request fails by itself when submitted
+                continue
+            total += len(ids)
+            if total > self.LIMIT:
+                raise OverflowError(total)
+
+    def strike(self, groups: dict[tuple[str, int], set[int]]) -> None:
+        """A request being planned: its frames are no longer later ones."""
+        for (path, _), ids in groups.items():
+            counts = self._wanted.get(path)
+            if counts is None:
+                continue
+            for fid in ids:
+                left = counts.get(fid, 0) - 1
+                if left > 0:
+                    counts[fid] = left
+                else:
+                    counts.pop(fid, None)
+
+    def within(self, path: str, lo: int, hi: int) -> set[int]:
+        """Frame ids in ``[lo, hi)`` of ``path`` that later requests ask for."""
+        counts = self._wanted.get(path, {})
+        return {f for f in range(lo, hi) if f in counts}
+
+    @classmethod
+    def of(cls, requests: Any) -> Remaining | None:
+        """What a stream's requests will ask for, where they are a sequence (not too long); else ``None``."""
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, (list, tuple)):
+            return None
+        try:
+            return cls(requests)
+        except OverflowError:
+            return None
+
+
+class _Gop:
+    """One GOP decoded ahead: the task decoding it, then its frames until requests take them."""
+
+    def __init__(self, task: asyncio.Future[dict[int, Any]], nbytes_per_frame: int, count: int) -> None:
+        self.task = task
+        self.per_frame = nbytes_per_frame
+        self.left = count  # frames not taken yet (their bytes held in the budget)
+        self.frames: dict[int, Any] | None = None
+
+
+class ReadAhead:
+    """The read-ahead of one stream (see the module). Lives on the engine's event loop.
+
+    Args:
+        decode_gop: ``(index, gop, frame ids, spec) -> (awaitable of {frame id: frame}, done)``, the
+            engine's decode of one GOP (frame cache and ordering included: its place in the GOP's
+            line is taken by the call), and what to call once it is over, run or not.
+        threads: The engine's decoder threads (how many GOPs may be decoded at once).
+        counters: Where ``read_ahead_gops``, ``_frames``, ``_used`` and ``_wasted`` are counted.
+        remaining: What the later requests ask for (a sequence of requests), or ``None`` (speculate).
+        budget_bytes: Bytes of frames held ahead, at most (default :data:`BUDGET_BYTES`).
+    """
+
+    def __init__(self, decode_gop: Callable[[Any, int, set[int], OutputSpec],
+                                            tuple[Awaitable[dict[int, Any]], Callable[[], None]]],
+                 threads: int, counters: Any, remaining: Remaining | None = None,
+                 budget_bytes: int | None = None) -> None:
+        self._decode_gop = decode_gop
+        self._remaining = remaining
+        self._threads = max(1, threads)
+        self._n = counters
+        self.budget_bytes = BUDGET_BYTES if budget_bytes is None else budget_bytes
+        self.held = 0  # bytes of frames planned or decoded ahead and not taken
+        self._gops: dict[tuple[str, int, OutputSpec], _Gop] = {}
+        self._last: dict[str, int] = {}  # file -> the first frame the last request asked of it
+
+    # -- planning (a request's frames grouped by GOP, before they are decoded) ----------------
+
+    def plan(self, groups: dict[tuple[str, int], set[int]], indexes: dict[str, Any], spec: OutputSpec) -> None:
+        """Look at one request's frames: read on ahead of the files it reads front to back."""
+        firsts: dict[str, tuple[int, int]] = {}  # file -> (first frame, its GOP) in this request
+        for (path, gop), ids in groups.items():
+            first = min(ids)
+            if path not in firsts or first < firsts[path][0]:
+                firsts[path] = (first, gop)
+        # Threads the files being read leave idle: as many GOPs decoded ahead at once, at most (with no
+        # thread to spare, read-ahead only takes positions the clips' own sessions keep their place in).
+        spare = self._threads - len(firsts) - sum(1 for e in self._gops.values() if not e.task.done())
+        per_file = max(1, (self._threads - len(firsts)) // max(1, len(firsts)))
+        for path, (first, gop) in firsts.items():
+            last = self._last.get(path)
+            if last is None or first < last:  # the file's first request, or a step back: no plan
+                self._last[path] = first if last is None else max(first, last)
+                continue
+            self._last[path] = first
+            info = indexes[path].info
+            for ahead in range(gop + 1, min(gop + 1 + per_file, len(info.keyframes))):
+                if (path, ahead, spec) in self._gops:
+                    continue
+                if spare <= 0 or not self._start(indexes[path], ahead, spec, below=gop):
+                    break
+                spare -= 1
+        if self._remaining is not None:  # after planning: the GOPs read ahead include this request's frames
+            self._remaining.strike(groups)
+
+    def _start(self, index: Any, gop: int, spec: OutputSpec, below: int) -> bool:
+        """Decode a GOP ahead (unless it is already); ``False`` where the budget has no room for it
+        (after dropping what the file had ahead of GOPs before ``below``, left untaken)."""
+        key = (index.path, gop, spec)
+        if key in self._gops:
+            return True
+        info = index.info
+        lo = info.keyframes[gop]
+        hi = info.keyframes[gop + 1] if gop + 1 < len(info.keyframes) else info.num_frames
+        ids = set(range(lo, hi)) if self._remaining is None else self._remaining.within(index.path, lo, hi)
+        if not ids:  # no later request asks for this GOP
+            return False
+        h, w = spec.size or (info.height, info.width)
+        per_frame = 3 * h * w * spec.dtype.itemsize
+        if self.held + per_frame * len(ids) > self.budget_bytes:
+            self._drop(index.path, below=below)
+            if self.held + per_frame * len(ids) > self.budget_bytes:
+                return False
+        self.held += per_frame * len(ids)
+        work, done = self._decode_gop(index, gop, ids, spec)
+        task = asyncio.ensure_future(self._run(work))
+        def over(t: asyncio.Future[dict[int, Any]]) -> None:  # also where it was cancelled before it ran
+            if t.cancelled():
+                work.close()  # type: ignore[attr-defined]  (a coroutine never started: closed, not left)
+            done()
+
+        task.add_done_callback(over)
+        self._gops[key] = _Gop(task, per_frame, len(ids))
+        self._n.read_ahead_gops += 1
+        return True
+
+    async def _run(self, work: Awaitable[dict[int, Any]]) -> dict[int, Any]:
+        current.set(None)  # this task's own context: its decode is not served from the read-ahead
+        frames = await work
+        self._n.read_ahead_frames += len(frames)
+        return frames
+
+    # -- taking (a request's decode of one GOP) ------------------------------------------------
+
+    def has(self, path: str, gop: int, spec: OutputSpec) -> bool:
+        return (path, gop, spec) in self._gops
+
+    async def take(self, path: str, gop: int, spec: OutputSpec, wanted: set[int]) -> dict[int, Any]:
+        """The frames of ``wanted`` the GOP read ahead holds (each frame given once; waits for the
+        GOP's decode). A read-ahead that failed or was cancelled gives none: the caller decodes."""
+        entry = self._gops.get((path, gop, spec))
+        if entry is None:
+            return {}
+        try:
+            frames = await asyncio.shield(entry.task)
+        except asyncio.CancelledError:
+            if entry.task.cancelled():
+                return {}
+            raise  # this request was cancelled
+        except Exception:  # the request's own decode raises the GOP's error for it
+            return {}
+        if entry.frames is None:
+            entry.frames = dict(frames)
+        got = {fid: entry.frames.pop(fid) for fid in wanted if fid in entry.frames}
+        self._n.read_ahead_used += len(got)
+        self._release(entry, len(got))
+        if entry.left == 0:
+            self._gops.pop((path, gop, spec), None)
+        return got
+
+    # -- dropping ------------------------------------------------------------------------------
+
+    def _release(self, entry: _Gop, frames: int) -> None:
+        entry.left -= frames
+        self.held -= frames * entry.per_frame
+
+    def _drop(self, path: str, below: int) -> None:
+        """Drop what ``path`` has decoded ahead, untaken, of GOPs before ``below``."""
+        for key in [k for k, e in self._gops.items() if k[0] == path and k[1] < below and e.task.done()]:
+            self._discard(key)
+
+    def _discard(self, key: tuple[str, int, OutputSpec]) -> None:
+        entry = self._gops.pop(key)
+        task = entry.task
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is None:  # decoded, and never taken
+            self._n.read_ahead_wasted += entry.left
+        self._release(entry, entry.left)
+        entry.frames = None
+
+    async def close(self) -> None:
+        """Cancel the read-ahead still running and drop every frame held (the stream ends)."""
+        tasks = [e.task for e in self._gops.values()]
+        for key in list(self._gops):
+            self._discard(key)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

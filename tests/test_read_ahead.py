@@ -1,0 +1,132 @@
+"""GOP read-ahead in Engine.stream(): clips read front to back have their next GOPs decoded ahead on
+idle threads, within a memory bound, and the requests take those frames instead of decoding them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from asyncdecode import Engine, EngineConfig, FrameIndexError, _readahead
+from asyncdecode.testing import VideoSpec, make_video
+
+N, GOP = 60, 10
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return str(make_video(tmp_path_factory.mktemp("ahead") / "clip.mp4", VideoSpec(num_frames=N, gop=GOP, bframes=2)))
+
+
+@pytest.fixture(scope="module")
+def truth(clip):
+    async def read():
+        async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+            return await eng.decode(clip, list(range(N)))
+    return asyncio.run(read())
+
+
+def _ahead_stats(stats):
+    return {k: v for k, v in stats.items() if k.startswith("read_ahead")}
+
+
+async def test_one_clip_one_frame_per_request_is_read_ahead_by_gop(clip, truth):
+    """A list of one-frame requests: the GOPs after the one being read are decoded ahead, every frame
+    once, none decoded ahead for nothing, and every frame equals the plain decode."""
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = [frames[0] async for frames in eng.stream([(clip, [f]) for f in range(N)], depth=4)]
+        s = eng.stats()
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+    ahead = _ahead_stats(s)
+    assert ahead["read_ahead_gops"] >= 2 and ahead["read_ahead_used"] == ahead["read_ahead_frames"] > 0
+    assert ahead["read_ahead_wasted"] == 0
+    assert s["frames_decoded"] <= 1.1 * s["frames_returned"], s
+    assert not eng._turns
+
+
+async def test_an_iterator_that_stops_mid_clip_wastes_at_most_what_was_read_ahead(clip, truth):
+    """From an iterator the read-ahead speculates whole GOPs; the frames nobody took are counted as
+    wasted and given back when the stream ends."""
+    def requests():
+        for f in range(25):
+            yield clip, [f]
+
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = [frames[0] async for frames in eng.stream(requests(), depth=2)]
+        s = eng.stats()
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+    ahead = _ahead_stats(s)
+    assert ahead["read_ahead_frames"] == ahead["read_ahead_used"] + ahead["read_ahead_wasted"]
+    assert 0 < ahead["read_ahead_wasted"] <= 2 * GOP  # the GOPs past frame 24 read ahead, at most
+    assert ahead["read_ahead_used"] > 0
+
+
+async def test_without_an_idle_thread_or_budget_nothing_is_read_ahead(clip, truth, monkeypatch):
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:  # no thread to spare
+        got = [frames[0] async for frames in eng.stream([(clip, [f]) for f in range(N)], depth=4)]
+        assert eng.stats()["read_ahead_gops"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+    monkeypatch.setattr(_readahead, "BUDGET_BYTES", 0)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = [frames[0] async for frames in eng.stream([(clip, [f]) for f in range(N)], depth=4)]
+        assert eng.stats()["read_ahead_gops"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+
+
+async def test_the_budget_bounds_what_is_held_ahead(clip):
+    """With room for one GOP's frames, at most one GOP is ahead at a time."""
+    seen = []
+    real_start = _readahead.ReadAhead._start
+
+    def start(self, index, gop, spec, below):
+        ok = real_start(self, index, gop, spec, below)
+        seen.append(self.held)
+        return ok
+
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=4)) as eng:
+        info = await eng.info(clip)
+        frame = 3 * info.height * info.width
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setattr(_readahead, "BUDGET_BYTES", GOP * frame)
+        monkeypatch.setattr(_readahead.ReadAhead, "_start", start)
+        try:
+            async for _ in eng.stream([(clip, [f]) for f in range(N)], depth=2):
+                pass
+        finally:
+            monkeypatch.undo()
+        assert eng.stats()["read_ahead_gops"] > 0
+    assert seen and max(seen) <= GOP * frame
+
+
+async def test_leaving_the_stream_cancels_the_read_ahead_and_the_engine_goes_on(clip, truth):
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        stream = eng.stream([(clip, [f]) for f in range(N)], depth=4)
+        got = []
+        async for frames in stream:
+            got.append(frames[0])
+            if len(got) == 12:
+                break
+        await stream.aclose()
+        assert all(torch.equal(a, b) for a, b in zip(got, truth))
+        assert not eng._turns
+        again = await eng.decode(clip, [N - 1, 35])
+        assert torch.equal(again[0], truth[N - 1]) and torch.equal(again[1], truth[35])
+        s = eng.stats()
+        assert s["read_ahead_frames"] >= s["read_ahead_used"]
+
+
+async def test_a_bad_request_fails_at_its_position_while_the_clip_is_read_ahead(clip, truth):
+    """The requests before a bad one get their frames; the bad one raises its own error where it
+    stands (which ends the stream, as any request's error does); the read-ahead is given back and the
+    engine goes on."""
+    reqs = [(clip, [f]) for f in range(30)]
+    reqs[14] = (clip, [N + 5])  # out of range
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = []
+        with pytest.raises(FrameIndexError):
+            async for frames in eng.stream(reqs, depth=4):
+                got.append(frames[0])
+        assert len(got) == 14 and all(torch.equal(a, b) for a, b in zip(got, truth))
+        assert not eng._turns
+        assert torch.equal((await eng.decode(clip, [20]))[0], truth[20])
