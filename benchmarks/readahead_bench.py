@@ -1,0 +1,189 @@
+"""Clips read front to back through ``Engine.stream``: one frame per request against sixteen, GOP
+read-ahead on and off, side by side in one run.
+
+    python benchmarks/readahead_bench.py [--device cpu|cuda] [--size WxH] [--frames N] [--data DIR] [--out DIR] [--repeat N]
+
+Files: 6 clips of HEVC (1600x900 on the GPU, GOP 30, 235 frames; 640x360, GOP 30, 120 frames on the
+CPU, where 1600x900 decodes at a few dozen frames/s), made under ``--data`` when missing. Cells: 1
+clip and 6 clips x 1 / 4 / 16 frames per clip and request, ``stream(depth=16)`` (depth 4 for 16
+frames), read-ahead on (default budget) and off (``_readahead.BUDGET_BYTES = 0``), each ``--repeat``
+times alternating; frames/s, decoded per returned frame and the read-ahead counters. Reported: the
+1-frame cells against the 16-frame cells (issue 19's target: >= 0.8x) and read-ahead on against off.
+JSON and a table go to ``--out`` (default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import busy_cpu_s  # noqa: E402
+
+SIZES = {"cuda": (1600, 900, 235), "cpu": (640, 360, 120)}
+CLIPS = 6
+PER_REQUEST = (1, 4, 16)
+
+
+def _make(args: tuple[str, int, int, int, int]) -> str:
+    from asyncdecode.testing import VideoSpec, make_video
+
+    path, w, h, n, seed = args
+    return str(make_video(path, VideoSpec("hevc", w, h, num_frames=n, gop=30, seed=seed)))
+
+
+def ensure_files(root: Path, w: int, h: int, n: int) -> list[str]:
+    folder = root / f"clips_{w}x{h}_{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [(str(folder / f"cam{i}.mp4"), w, h, n, 500 + i) for i in range(CLIPS)
+            if not (folder / f"cam{i}.mp4").exists()]
+    if todo:
+        print(f"encoding {len(todo)} clips of {w}x{h} ...", flush=True)
+        with concurrent.futures.ProcessPoolExecutor(min(len(todo), os.cpu_count() or 1)) as ex:
+            list(ex.map(_make, todo))
+    return [str(folder / f"cam{i}.mp4") for i in range(CLIPS)]
+
+
+def requests(paths: list[str], frames: int, per: int) -> list[tuple[list[str], list[int]]]:
+    return [([p for p in paths for _ in range(per)], [f for _ in paths for f in range(lo, lo + per)])
+            for lo in range(0, frames - per + 1, per)]
+
+
+async def cell(device: str, paths: list[str], per: int, ahead: bool) -> dict[str, Any]:
+    from asyncdecode import Engine, _readahead, probe
+
+    frames = min(probe(p).num_frames for p in paths)
+    reqs = requests(paths, frames, per)
+    depth = 16 if per < 16 else 4
+    saved = _readahead.BUDGET_BYTES
+    _readahead.BUDGET_BYTES = saved if ahead else 0
+    try:
+        async with Engine(device=device) as eng:
+            for p in paths:
+                await eng.info(p)
+            b0, c0, t0 = busy_cpu_s(), time.process_time(), time.perf_counter()
+            n = 0
+            async for got in eng.stream(reqs, depth=depth):
+                n += len(got)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            s = eng.stats()
+    finally:
+        _readahead.BUDGET_BYTES = saved
+    return {"clips": len(paths), "frames_per_request": per, "read_ahead": ahead, "depth": depth, "frames": n,
+            "seconds": wall, "frames_per_s": n / wall, "cpu_ms_per_frame": 1e3 * cpu / max(1, n),
+            "decoded_per_returned": s["frames_decoded"] / max(1, s["frames_returned"]),
+            "decoder_threads": s["decoder_threads"],
+            "other_processes_cores": max(0.0, (busy_cpu_s() - b0 - cpu) / wall),
+            **{k: v for k, v in s.items() if k.startswith("read_ahead")}}
+
+
+def machine(device: str) -> dict[str, Any]:
+    import av
+
+    import asyncdecode
+
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": device,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "pyav": av.__version__, "asyncdecode": getattr(asyncdecode, "__version__", "?")}
+    if device == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(0)
+    return meta
+
+
+def table(res: dict[str, Any]) -> str:
+    rows = res["cells"]
+    lines = [f"# readahead_bench — {res['meta'].get('gpu', 'CPU')}, {res['meta']['date']}", "",
+             f"device {res['meta']['device']}; {res['meta']['cpus']} CPUs; torch {res['meta']['torch']}; "
+             f"PyAV {res['meta']['pyav']}; files {res['files']}; median of {res['repeat']} runs per cell "
+             "(each run a fresh engine, read-ahead on and off alternating).", "",
+             "| clips | frames per request | read-ahead | frames/s (median) | runs | decoded/returned | "
+             "GOPs ahead | frames ahead used / wasted |", "|---:|---:|---|---:|---|---:|---:|---:|"]
+    for key, runs in _grouped(rows).items():
+        clips, per, ahead = key
+        med = statistics.median(r["frames_per_s"] for r in runs)
+        lines.append(f"| {clips} | {per} | {'on' if ahead else 'off'} | {med:.0f} | "
+                     f"{', '.join(format(r['frames_per_s'], '.0f') for r in runs)} | "
+                     f"{statistics.median(r['decoded_per_returned'] for r in runs):.2f} | "
+                     f"{runs[-1]['read_ahead_gops']} | {runs[-1]['read_ahead_used']} / {runs[-1]['read_ahead_wasted']} |")
+    lines += ["", "## Ratios", ""]
+    for line in res["ratios"]:
+        lines.append(f"- {line}")
+    return "\n".join(lines) + "\n"
+
+
+def _grouped(rows: list[dict[str, Any]]) -> dict[tuple[int, int, bool], list[dict[str, Any]]]:
+    out: dict[tuple[int, int, bool], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["clips"], r["frames_per_request"], r["read_ahead"]), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1], not kv[0][2])))
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    med = {k: statistics.median(r["frames_per_s"] for r in v) for k, v in _grouped(rows).items()}
+    out = []
+    for clips in sorted({k[0] for k in med}):
+        for ahead in (True, False):
+            one, sixteen = med.get((clips, 1, ahead)), med.get((clips, 16, ahead))
+            if one and sixteen:
+                out.append(f"{clips} clip(s), read-ahead {'on' if ahead else 'off'}: 1 frame per request "
+                           f"{one:.0f} frames/s against 16 per request {sixteen:.0f}: {one / sixteen:.2f}x "
+                           f"(target >= 0.8x: {'met' if one >= 0.8 * sixteen else 'not met'})")
+        for per in PER_REQUEST:
+            on, off = med.get((clips, per, True)), med.get((clips, per, False))
+            if on and off:
+                out.append(f"{clips} clip(s), {per} frame(s) per request: read-ahead on / off {on / off:.2f}x")
+    return out
+
+
+async def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data", default="/tmp/readahead_bench")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--size", help="clip size WxH (default 1600x900 on the GPU, 640x360 on the CPU)")
+    ap.add_argument("--frames", type=int, help="frames per clip (default 235 on the GPU, 120 on the CPU)")
+    args = ap.parse_args(argv)
+    w, h, n = SIZES[args.device]
+    if args.size:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    n = args.frames or n
+    paths = ensure_files(Path(args.data), w, h, n)
+    res: dict[str, Any] = {"meta": machine(args.device), "files": f"{CLIPS} x {w}x{h} HEVC GOP 30, {n} frames",
+                           "repeat": args.repeat, "cells": []}
+    for clips in (1, CLIPS):
+        for per in PER_REQUEST:
+            for _ in range(args.repeat):
+                for ahead in (True, False):
+                    r = await cell(args.device, paths[:clips], per, ahead)
+                    res["cells"].append(r)
+                    print(f"{clips} clip(s) {per:2d} f/req read-ahead {'on ' if ahead else 'off'}: "
+                          f"{r['frames_per_s']:7.0f} frames/s, {r['decoded_per_returned']:.2f} decoded/returned, "
+                          f"{r['read_ahead_gops']} GOPs ahead ({r['read_ahead_used']} used, "
+                          f"{r['read_ahead_wasted']} wasted)", flush=True)
+    res["ratios"] = ratios(res["cells"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{name}.md").write_text(table(res))
+    print("\n".join(res["ratios"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
