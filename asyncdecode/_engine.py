@@ -190,6 +190,7 @@ class Engine:
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._turns: dict[tuple[str, int], list[asyncio.Future[None]]] = {}  # see _decode_gop
+        self._ahead: _readahead.ReadAhead | None = None  # requests one at a time (made when the engine opens)
         self._requests: set[asyncio.Future[Any]] = set()
         self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
         self._n = _Counters()
@@ -222,6 +223,7 @@ class Engine:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
         self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop)
+        self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK)
         self._closed = asyncio.Event()
         self._store_reads = asyncio.Semaphore(self.config.store_reads)
         self._state = EngineState.OPEN
@@ -248,6 +250,8 @@ class Engine:
                 task.cancel()
             if requests:
                 await asyncio.gather(*requests, return_exceptions=True)
+            if self._ahead is not None:
+                await self._ahead.close()
             inflight = list(self._inflight.values())
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
@@ -609,8 +613,8 @@ class Engine:
                                       path=path, frame_id=fid, device=str(self.device))
             groups.setdefault((path, index.info.gop_of(fid)), set()).add(fid)
         turns = [self._take_turn(key) for key in groups]  # now, in request order
-        ahead = _readahead.current.get()
-        if ahead is not None:  # a stream's request: read on ahead of the files it reads front to back
+        ahead = self._read_ahead()
+        if ahead is not None:  # read on ahead of the files the requests read front to back
             ahead.plan(groups, indexes, spec)
         try:
             results = await _all_or_cancel([
@@ -641,6 +645,14 @@ class Engine:
         turns.append(mine)
         return before, mine
 
+    def _read_ahead(self) -> _readahead.ReadAhead | None:
+        """The read-ahead of the running request: its stream's, else the engine's own (requests one at
+        a time); none inside a read-ahead's own decode."""
+        ahead = _readahead.current.get()
+        if ahead is None:
+            return self._ahead
+        return ahead or None
+
     def _read_ahead_gop(self, index: VideoIndex, gop: int, ids: set[int],
                         spec: OutputSpec) -> tuple[Awaitable[dict[int, Any]], Callable[[], None]]:
         """A GOP's decode for the read-ahead: its place in the GOP's line taken now; what gives it back."""
@@ -668,7 +680,7 @@ class Engine:
         before, mine = turn
         try:
             got: dict[int, Any] = {}
-            ahead = _readahead.current.get()
+            ahead = self._read_ahead()
             if ahead is not None and ahead.has(index.path, gop, spec):  # decoded ahead (or being)
                 mine.set_result(None)  # nothing of this call's goes to the queue before the next one's
                 got = await ahead.take(index.path, gop, spec, wanted)

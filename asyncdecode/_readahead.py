@@ -3,14 +3,19 @@
 A clip read one frame per request is decoded by one session at a time: the session that keeps its
 place in the GOP goes on frame by frame, and the GOP after it starts only when a request reaches it.
 With more decoder threads than clips being read, the others wait. Here the stream watches its
-requests per file; where a file's frames come front to back (each request's first frame of the file
-at or after the last one's), the GOPs after the one being read are decoded whole, ahead, on the
+requests per file; where a file's frames come front to back (requests in a row each starting in the
+GOP the last one started in, or the next: not random frames that happen to come later), the GOPs after the one being read are decoded whole, ahead, on the
 threads the files being read leave idle (as many GOPs at once as threads beyond one per file), and
 the requests for their frames take them from there instead of decoding them again.
 
 Where the stream's requests are a list (or another sequence), the read-ahead knows what they will
 want: it decodes ahead only frames later requests ask for (none past the clip's last one asked).
 From an iterator it reads whole GOPs on speculation.
+
+Requests that come one at a time (``submit()``, ``decode()``) go through the engine's own read-ahead:
+it reads ahead of a file only once :data:`STREAK` requests in a row went on in it (each starting in
+the GOP the last one started in, or the next), so random access never triggers it, and what it
+leaves untaken is dropped after :data:`STALE_REQUESTS` requests.
 
 Bounded: what is decoded ahead and not taken yet is at most :data:`BUDGET_BYTES` per stream (a GOP
 is planned only where its frames fit, after dropping, as wasted, what the file left untaken in GOPs
@@ -31,8 +36,16 @@ from ._output import OutputSpec
 BUDGET_BYTES = int(os.environ.get("ASYNCDECODE_READ_AHEAD_BYTES", str(1 << 30)))
 """Frames decoded ahead and not yet taken, at most, per stream (``ASYNCDECODE_READ_AHEAD_BYTES``)."""
 
-current: contextvars.ContextVar[ReadAhead | None] = contextvars.ContextVar("asyncdecode_read_ahead", default=None)
-"""The read-ahead of the stream a request belongs to (set for the requests a stream submits)."""
+current: contextvars.ContextVar[ReadAhead | None | bool] = contextvars.ContextVar("asyncdecode_read_ahead", default=None)
+"""The read-ahead of the stream a request belongs to (set for the requests a stream submits); ``None``
+elsewhere (the engine's own, for ``submit()`` / ``decode()`` callers); ``False`` inside a read-ahead's
+own decode."""
+
+STREAK = 3
+"""Requests in a row that went on in a file (each starting in the GOP the last one started in, or the
+next) before the engine's read-ahead for ``submit()`` / ``decode()`` callers reads ahead of it."""
+STALE_REQUESTS = 512
+"""The engine's read-ahead drops, as wasted, GOPs decoded ahead and left untaken this many requests."""
 
 
 class Remaining:
@@ -91,8 +104,9 @@ class Remaining:
 class _Gop:
     """One GOP decoded ahead: the task decoding it, then its frames until requests take them."""
 
-    def __init__(self, task: asyncio.Future[dict[int, Any]], nbytes_per_frame: int, count: int) -> None:
+    def __init__(self, task: asyncio.Future[dict[int, Any]], nbytes_per_frame: int, count: int, tick: int) -> None:
         self.task = task
+        self.tick = tick  # the request that planned it
         self.per_frame = nbytes_per_frame
         self.left = count  # frames not taken yet (their bytes held in the budget)
         self.frames: dict[int, Any] | None = None
@@ -108,15 +122,23 @@ class ReadAhead:
         threads: The engine's decoder threads (how many GOPs may be decoded at once).
         counters: Where ``read_ahead_gops``, ``_frames``, ``_used`` and ``_wasted`` are counted.
         remaining: What the later requests ask for (a sequence of requests), or ``None`` (speculate).
+        streak: Requests in a row going on in a file (each starting in the GOP the last one started
+            in, or the next) before reading ahead of it: 2 for a stream's requests, which come in
+            order; :data:`STREAK` for requests that come one at a time from anywhere, where GOPs left
+            untaken :data:`STALE_REQUESTS` requests are also dropped.
         budget_bytes: Bytes of frames held ahead, at most (default :data:`BUDGET_BYTES`).
     """
 
     def __init__(self, decode_gop: Callable[[Any, int, set[int], OutputSpec],
                                             tuple[Awaitable[dict[int, Any]], Callable[[], None]]],
                  threads: int, counters: Any, remaining: Remaining | None = None,
-                 budget_bytes: int | None = None) -> None:
+                 budget_bytes: int | None = None, streak: int = 2) -> None:
         self._decode_gop = decode_gop
         self._remaining = remaining
+        self._streak = streak
+        self._runs: dict[str, int] = {}  # file -> requests in a row that went on in it
+        self._gop_of_last: dict[str, int] = {}
+        self._tick = 0  # requests planned
         self._threads = max(1, threads)
         self._n = counters
         self.budget_bytes = BUDGET_BYTES if budget_bytes is None else budget_bytes
@@ -137,12 +159,23 @@ class ReadAhead:
         # thread to spare, read-ahead only takes positions the clips' own sessions keep their place in).
         spare = self._threads - len(firsts) - sum(1 for e in self._gops.values() if not e.task.done())
         per_file = max(1, (self._threads - len(firsts)) // max(1, len(firsts)))
+        self._tick += 1
+        if self._streak >= STREAK:
+            self._drop_stale()
         for path, (first, gop) in firsts.items():
             last = self._last.get(path)
+            last_gop = self._gop_of_last.get(path)
+            self._gop_of_last[path] = gop
             if last is None or first < last:  # the file's first request, or a step back: no plan
                 self._last[path] = first if last is None else max(first, last)
+                self._runs[path] = 0
                 continue
             self._last[path] = first
+            # Read on, again and again (not random frames that happen to come later in the file).
+            went_on = last_gop is not None and gop - last_gop in (0, 1)
+            self._runs[path] = self._runs.get(path, 0) + 1 if went_on else 0
+            if self._runs[path] < self._streak:
+                continue
             info = indexes[path].info
             for ahead in range(gop + 1, min(gop + 1 + per_file, len(info.keyframes))):
                 if (path, ahead, spec) in self._gops:
@@ -180,12 +213,12 @@ class ReadAhead:
             done()
 
         task.add_done_callback(over)
-        self._gops[key] = _Gop(task, per_frame, len(ids))
+        self._gops[key] = _Gop(task, per_frame, len(ids), self._tick)
         self._n.read_ahead_gops += 1
         return True
 
     async def _run(self, work: Awaitable[dict[int, Any]]) -> dict[int, Any]:
-        current.set(None)  # this task's own context: its decode is not served from the read-ahead
+        current.set(False)  # this task's own context: its decode is not served from a read-ahead
         frames = await work
         self._n.read_ahead_frames += len(frames)
         return frames
@@ -228,6 +261,16 @@ class ReadAhead:
         """Drop what ``path`` has decoded ahead, untaken, of GOPs before ``below``."""
         for key in [k for k, e in self._gops.items() if k[0] == path and k[1] < below and e.task.done()]:
             self._discard(key)
+
+    def _drop_stale(self) -> None:
+        """Drop GOPs decoded ahead that nobody took for :data:`STALE_REQUESTS` requests."""
+        stale = self._tick - STALE_REQUESTS
+        for key in [k for k, e in self._gops.items() if e.tick < stale and e.task.done()]:
+            self._discard(key)
+        if len(self._last) > 4 * STALE_REQUESTS:  # files not read lately: forget them
+            for path in list(self._last)[: len(self._last) - 2 * STALE_REQUESTS]:
+                for table in (self._last, self._runs, self._gop_of_last):
+                    table.pop(path, None)
 
     def _discard(self, key: tuple[str, int, OutputSpec]) -> None:
         entry = self._gops.pop(key)
