@@ -19,9 +19,11 @@ Differences from accvlab (docs/compat_accvlab.md has the whole list):
 
 * Serialized packet data is asyncdecode's GOP bundle format (versioned, CRC-checked; several GOPs
   are bundles back to back), not accvlab's; data saved by one library does not load in the other.
-* Errors are :class:`~asyncdecode.errors.AsyncDecodeError` subclasses naming the file and frame (a
-  missing file is a ``VideoOpenError``, an ``OSError``; a bad frame id a ``FrameIndexError``, an
-  ``IndexError``; damaged data a ``CorruptDataError``, a ``ValueError``), not bare ``RuntimeError``.
+* Errors are ``RuntimeError``, as accvlab's are, and at the same time the specific
+  :class:`~asyncdecode.errors.AsyncDecodeError` naming the file and frame (a missing file is a
+  ``VideoOpenError``, an ``OSError``; a bad frame id a ``FrameIndexError``, an ``IndexError``;
+  damaged data a ``CorruptDataError``, a ``ValueError``): ``except RuntimeError`` and ``except
+  asyncdecode.FrameIndexError`` both catch them (see ``_errors``).
 * Frames own their memory: they stay valid after later decodes and need no ``clone()`` first.
 * Objects hold threads: ``close()`` them (or use ``with``) where that matters; they are closed when
   collected, too.
@@ -39,12 +41,21 @@ from fractions import Fraction
 from typing import Any
 
 from ..media import probe
-from . import _bundles
+from . import _bundles, _common, _frames
 from ._common import path_list
+from ._errors import runtime_errors
 from ._frames import DecodedFrameExt, RGBFrame
 from ._gop_decoder import CachedGopDecoder, CreateGopDecoder, PyNvGopDecoder
 from ._sample_reader import CreateSampleReader, PyNvSampleReader
 from ._values import AV_CODEC_IDS, AV_PIX_FMTS, Codec, DropCacheStatus, FastStreamInfo
+
+# Every error leaving this API is a RuntimeError (accvlab's contract) and the asyncdecode error at once.
+for _cls in (_common.Decoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
+             _frames.PlaneView, DecodedFrameExt):
+    runtime_errors(_cls)
+del _cls
+CreateGopDecoder = runtime_errors(CreateGopDecoder)
+CreateSampleReader = runtime_errors(CreateSampleReader)
 
 __all__ = [
     "CachedGopDecoder",
@@ -65,6 +76,7 @@ __all__ = [
 log = logging.getLogger("asyncdecode")
 
 
+@runtime_errors
 def GetFastInitInfo(filepaths: Sequence[str | os.PathLike[str]]) -> list[FastStreamInfo]:
     """Stream parameters of each file, from one packet scan each (no decoding).
 
@@ -88,6 +100,7 @@ def GetFastInitInfo(filepaths: Sequence[str | os.PathLike[str]]) -> list[FastStr
     return out
 
 
+@runtime_errors
 def SavePacketsToFile(numpy_data: Any, dst_filepath: str | os.PathLike[str]) -> None:
     """Write serialized packet data (from ``GetGOP``, ``GetGOPList``, ``MergePacketDataToOne`` ...) to a
     file, atomically. The data is checked first: damaged data is never saved.
