@@ -49,6 +49,12 @@ def main(files: list[str], workdir: Path) -> None:
     reader.DecodeN12ToRGBAsyncGetBuffer(files, [5, 5])
     print("stream access: last step", tuple(clip_step.shape))
 
+    # Errors are RuntimeError, as accvlab code expects (and asyncdecode's own error class at once).
+    try:
+        decoder.DecodeN12ToRGB(files, [10**6, 0])
+    except RuntimeError as exc:
+        print("error as accvlab raises it:", type(exc).__name__, "-", exc)
+
     # Not in accvlab: close() frees the engine's threads now (collection does it too).
     reader.close()
     decoder.close()
