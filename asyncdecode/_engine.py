@@ -356,7 +356,7 @@ class Engine:
         source = _aiter(requests)
         exhausted = False
         ahead = _readahead.ReadAhead(self._read_ahead_gop, self._pool.threads if self._pool else 1, self._n,
-                                     _readahead.Remaining.of(requests))
+                                     _readahead.Remaining.of(requests, _pairs))
         try:
             while True:
                 while not exhausted and len(pending) < depth:
@@ -635,7 +635,7 @@ class Engine:
             out.append(tensor)
         return out
 
-    def _take_turn(self, key: tuple[str, int]) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+    def _take_turn(self, key: tuple[str, int]) -> _Turn:
         """A place in the line of calls for one GOP (see :meth:`_decode_gop`): the call before (its
         future is done once its job is queued, or it needs none) and this call's own."""
         assert self._loop is not None
@@ -660,10 +660,9 @@ class Engine:
         turn = self._take_turn(key)
         return self._decode_gop(index, gop, ids, spec, turn), lambda: self._end_turn(key, turn)
 
-    def _end_turn(self, key: tuple[str, int], turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+    def _end_turn(self, key: tuple[str, int], turn: _Turn) -> None:
         mine = turn[1]
-        if not mine.done():  # a call cancelled before it started
-            mine.set_result(None)
+        _settle(mine)  # a call cancelled before it started
         turns = self._turns.get(key)
         if turns is not None and mine in turns:
             turns.remove(mine)
@@ -671,7 +670,7 @@ class Engine:
                 del self._turns[key]
 
     async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
-                          turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> dict[int, torch.Tensor]:
+                          turn: _Turn) -> dict[int, torch.Tensor]:
         """The wanted frames of one GOP: from the frame cache, or decoded. Calls for one GOP reach the
         decoder queue in the order their turns were taken (the order of their requests): a call for
         frames further on that got its bundle first (from the cache, while the earlier ones were still
@@ -682,7 +681,7 @@ class Engine:
             got: dict[int, Any] = {}
             ahead = self._read_ahead()
             if ahead is not None and ahead.has(index.path, gop, spec):  # decoded ahead (or being)
-                mine.set_result(None)  # nothing of this call's goes to the queue before the next one's
+                _settle(mine)  # nothing of this call's goes to the queue before the next one's
                 got = await ahead.take(index.path, gop, spec, wanted)
                 wanted = wanted - got.keys()
                 if not wanted:
@@ -690,8 +689,7 @@ class Engine:
             frames = await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
             return {**got, **frames} if got else frames
         finally:
-            if not mine.done():  # served from the cache, or failed: the next call need not wait
-                mine.set_result(None)
+            _settle(mine)  # served from the cache, or failed: the next call need not wait
 
     async def _decode_gop_in_turn(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
                                   before: asyncio.Future[None] | None,
@@ -713,12 +711,11 @@ class Engine:
         collect = False
         if on:  # extras (frames on the way) only while they pay: FrameCache.collect decides
             info = index.info
-            h, w = spec.size or (info.height, info.width)
             on_the_way = max(wanted) - info.keyframes[gop] + 1
-            collect = cache.collect(on_the_way * 3 * h * w * spec.dtype.itemsize, on_the_way - len(wanted))
+            collect = cache.collect(on_the_way * spec.frame_bytes(info.height, info.width), on_the_way - len(wanted))
         frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect,
                                                   costs=cache.note_job if on else None,
-                                                  queued=lambda: mine.done() or mine.set_result(None))
+                                                  queued=lambda: _settle(mine))
         if not on:
             return frames
         for fid, frame in extra.items():
@@ -920,6 +917,17 @@ class Engine:
         assert self._loop is not None and self._executor is not None
         loop, executor = self._loop, self._executor
         return await self._shared_async(key, lambda: loop.run_in_executor(executor, work), on_result)
+
+
+_Turn = tuple[asyncio.Future[None] | None, asyncio.Future[None]]
+"""A call's place in the line of calls for one GOP: the call before's future, and its own (done once
+its job is queued, or it needs none). See ``Engine._decode_gop``."""
+
+
+def _settle(turn: asyncio.Future[None]) -> None:
+    """Mark a call's turn done (the next call for the GOP may queue its job); once is enough."""
+    if not turn.done():
+        turn.set_result(None)
 
 
 def _pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:

@@ -61,6 +61,11 @@ class OutputSpec:
     normalize: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     """``(mean, std)`` per channel in the 0..1 scale, in the output's channel order; float dtypes only."""
 
+    def frame_bytes(self, height: int, width: int) -> int:
+        """Bytes of one output frame of a ``height`` x ``width`` stream (at ``size`` where set)."""
+        h, w = self.size or (height, width)
+        return 3 * h * w * self.dtype.itemsize
+
     def __post_init__(self) -> None:
         if self.format not in ("rgb", "bgr"):
             raise InvalidRequestError(f"OutputSpec.format must be 'rgb' or 'bgr', not {self.format!r}")

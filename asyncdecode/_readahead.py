@@ -60,20 +60,19 @@ class Remaining:
     LIMIT = 1_000_000
     """Frame ids counted at most: a longer sequence of requests is read ahead on speculation."""
 
-    def __init__(self, requests: Any) -> None:
+    def __init__(self, requests: Any, pairs: Callable[[Any, Any], list[tuple[str, int]]]) -> None:
         self._wanted: dict[str, dict[int, int]] = {}
         total = 0
         for item in requests:
             try:
                 paths, ids = item
-                ids = list(ids)
-                paths = [paths] * len(ids) if isinstance(paths, (str, os.PathLike)) else list(paths)
-                for path, fid in zip(paths, ids):
-                    counts = self._wanted.setdefault(os.path.abspath(os.fspath(path)), {})
-                    counts[int(fid)] = counts.get(int(fid), 0) + 1
+                found = pairs(paths, ids)  # the engine's own reading of a request (one key per file)
             except (TypeError, ValueError):  # a malformed request fails by itself when submitted
                 continue
-            total += len(ids)
+            for path, fid in found:
+                counts = self._wanted.setdefault(path, {})
+                counts[fid] = counts.get(fid, 0) + 1
+            total += len(found)
             if total > self.LIMIT:
                 raise OverflowError(total)
 
@@ -96,12 +95,13 @@ class Remaining:
         return {f for f in range(lo, hi) if f in counts}
 
     @classmethod
-    def of(cls, requests: Any) -> Remaining | None:
-        """What a stream's requests will ask for, where they are a sequence (not too long); else ``None``."""
+    def of(cls, requests: Any, pairs: Callable[[Any, Any], list[tuple[str, int]]]) -> Remaining | None:
+        """What a stream's requests will ask for, where they are a sequence (not too long); else ``None``.
+        ``pairs``: a request's ``(paths, frame_ids)`` as ``(path, frame id)`` pairs, as the engine reads it."""
         if isinstance(requests, (str, bytes)) or not isinstance(requests, (list, tuple)):
             return None
         try:
-            return cls(requests)
+            return cls(requests, pairs)
         except OverflowError:
             return None
 
@@ -205,8 +205,7 @@ class ReadAhead:
         ids = set(range(lo, hi)) if self._remaining is None else self._remaining.within(index.path, lo, hi)
         if not ids:  # no later request asks for this GOP
             return False
-        h, w = spec.size or (info.height, info.width)
-        per_frame = 3 * h * w * spec.dtype.itemsize
+        per_frame = spec.frame_bytes(info.height, info.width)
         if self.held + per_frame * len(ids) > self.budget_bytes:
             self._drop(index.path, below=below)
             if self.held + per_frame * len(ids) > self.budget_bytes:

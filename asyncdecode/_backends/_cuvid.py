@@ -63,6 +63,12 @@ each size and kept free, in memory-bounded pools. The gate now covers unmaps too
 load since)."""
 
 
+def switching(lib: Any) -> bool:
+    """Whether decoders made now switch between sizes of a class in place: :data:`RECONFIGURE` is on
+    and the driver has ``cuvidReconfigureDecoder``."""
+    return RECONFIGURE and lib.cuvidReconfigureDecoder is not None
+
+
 class _Rect(C.Structure):
     _fields_ = [("left", C.c_int), ("top", C.c_int), ("right", C.c_int), ("bottom", C.c_int)]
 
@@ -288,8 +294,9 @@ class _Gate:
     ``cuvidDecodePicture`` left every later decode of the process waiting forever (H200, driver 580;
     one thread reconfiguring a thousand times alone never did). So decodes, maps and unmaps go through
     the gate together, shared, and a reconfigure goes alone, waiting for the calls in progress; waiting
-    reconfigures go before new shared calls. (That was not enough either: see :data:`RECONFIGURE`.) This is the gate of decoders without the compiled loop;
-    with it, the same gate lives in C (``ad_map``, ``ad_reconfigure``, ``ad_on_decode``).
+    reconfigures go before new shared calls (that was not enough either: see :data:`RECONFIGURE`).
+    This is the gate of decoders without the compiled loop; with it, the same gate lives in C
+    (``ad_map``, ``ad_unmap_one``, ``ad_reconfigure``, ``ad_on_decode``).
     """
 
     def __init__(self) -> None:
@@ -424,7 +431,7 @@ class CuvidDecoder:
         self._state_ref = C.byref(self.state)
         self.native = _native.library() if native else None
         """The compiled decode loop (:mod:`._native`) this decoder's parser calls back into, or ``None``."""
-        self.switches = RECONFIGURE and lib.cuvidReconfigureDecoder is not None
+        self.switches = switching(lib)
         """Whether this decoder switches between sizes of its class in place (see :data:`RECONFIGURE`)."""
         # Maps and unmaps (and decodes, in the callbacks) go through the process's gate, shared (_GATE).
         if self.native is not None:
@@ -658,10 +665,10 @@ class CuvidDecoder:
         bits = klass[2]
         max_w, max_h = fmt.coded_width, fmt.coded_height
         surfaces = needed
-        if klass == self._class and self.switches:  # grown: never smaller than before
-            max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
-        if klass == self._class:
+        if klass == self._class:  # made again: never fewer surfaces (nor, where it switches, less room)
             surfaces = max(surfaces, self._surfaces)
+            if self.switches:
+                max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
         if self._max_size is not None and self.switches:
             hint_w, hint_h = self._max_size()
             max_w, max_h = max(max_w, _round_up(hint_w)), max(max_h, _round_up(hint_h))

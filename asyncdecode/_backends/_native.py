@@ -230,9 +230,7 @@ static int unmap_all(ad_decoder *d, ad_run *r) {
     int code = r->sync(r->stream);
     if (code) return fail(r, 5, code);
     while (d->nmapped > 0) {
-        gate_shared();
-        code = r->unmap(d->decoder, d->mapped[d->nmapped - 1]);
-        gate_leave();
+        code = ad_unmap_one(r->unmap, d->decoder, d->mapped[d->nmapped - 1]);
         d->nmapped--;
         if (code) return fail(r, 4, code);
     }

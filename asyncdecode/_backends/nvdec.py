@@ -50,12 +50,12 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 
 #: GPU memory the free decoders of one session may hold together (their decode surfaces), about. A set
-#: of many shapes keeps one decoder per class (libnvcuvid) or per shape (PyNvVideoCodec) ready while
-#: this allows: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
+#: of many shapes keeps one decoder per shape (or, libnvcuvid with ASYNCDECODE_NVDEC_RECONFIGURE, per
+#: class) ready while this allows: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
+SPARE_BYTES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BYTES", str(512 << 20)))
+
 _SHAPES_KEPT = 64
 """Stream shapes the backend remembers for sessions to make decoders ahead (the most recent)."""
-
-SPARE_BYTES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BYTES", str(512 << 20)))
 
 
 def _read_on_delay(default: int = 3, most: int = MAX_DISPLAY_DELAY) -> int:
@@ -340,8 +340,8 @@ class CuvidSession(NvdecSession):
         self._direct = _launch
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
-        self._unprepared: set[tuple[str, int]] = set()  # classes prepare() does not try again
-        self._switches = self._cuvid.RECONFIGURE and self._lib.cuvidReconfigureDecoder is not None
+        self._unprepared: set[tuple[Any, ...]] = set()  # decoder keys prepare() does not try again
+        self._switches = self._cuvid.switching(self._lib)
 
     def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
         """The parser's display delay for a decoder of ``bundle``'s stream."""
