@@ -226,11 +226,85 @@ def test_free_decoders_are_bounded_by_memory(assets):
         session.decode(bundle, [bundle.first_frame_id], None, lambda: False)
         for pos in list(session.positions.values()):  # the GOP given up: its decoder is free
             session._release(pos)
-        made.append(session._free[-1][1])
+        made.append(session.spares.newest())
         assert session.fits(bundle) > 0  # its decoder is free again, ready for the next job
     assert closed == [made[0]]  # 300 > 250: the oldest went
     assert session.counts.created == 3
     session.close()
+
+
+class _Dec:
+    def __init__(self, name: str, fit: int = 1, nbytes: int = 10) -> None:
+        self.name, self.fit, self.nbytes = name, fit, nbytes
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def test_spare_decoders_keep_the_best_fitting_and_give_up_the_least_recently_used():
+    from asyncdecode._backends.base import SpareDecoders
+
+    closed = []
+    spares = SpareDecoders(3, 25, nbytes=lambda d: d.nbytes, close=closed.append)
+    a, b, c, d = _Dec("a", fit=1), _Dec("b", fit=2), _Dec("c"), _Dec("d")
+    spares.give("x", a)
+    spares.give("x", b)
+    assert spares.fit("x", lambda dec: dec.fit) == 3 and spares.fit("y", lambda dec: dec.fit) == 0
+    assert spares.take("x", lambda dec: dec.fit) is b  # the best fit, not the newest
+    spares.give("x", b)
+    spares.give("y", c)  # 30 bytes > 25: the least recently given back goes
+    assert closed == [a] and spares.keys() == ["x", "y"] and spares.nbytes == 20
+    assert spares.take("z", lambda dec: 1) is None
+    spares.give("z", d)
+    assert spares.nbytes == 30 - 10 and closed == [a, b]
+    big = _Dec("big", nbytes=100)
+    spares.give("w", big)  # larger than the bound alone: kept, the others go
+    assert spares.keys() == ["w"] and spares.newest() is big
+    spares.clear()
+    assert len(spares) == 0 and closed[-1] is big and spares.nbytes == 0
+
+
+def test_spare_decoders_claim_a_key_for_one_maker():
+    """room() tells one idle thread at a time to make a decoder of a key none is free of, and only
+    while it fits without pushing another out."""
+    from asyncdecode._backends.base import SpareDecoders
+
+    spares = SpareDecoders(2, 100, nbytes=lambda d: d.nbytes)
+    assert spares.room("x") == 100
+    assert spares.room("x") == 0  # claimed: another thread makes none meanwhile
+    spares.give("x", _Dec("x", nbytes=60))
+    spares.unclaim("x")
+    assert spares.room("x") == 0  # one is free
+    assert spares.room("y") == 40
+    spares.unclaim("y")
+    spares.give("y", _Dec("y", nbytes=40))
+    assert spares.room("z") == 0  # full (by count and by bytes)
+
+
+def test_spare_decoders_hand_each_decoder_to_one_thread():
+    from asyncdecode._backends.base import SpareDecoders
+
+    spares = SpareDecoders(64)
+    for i in range(64):
+        spares.give(i % 4, _Dec(str(i)))
+    got: list[list] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def grab(mine: list) -> None:
+        start.wait()
+        for _ in range(50):
+            for key in range(4):
+                dec = spares.take(key, lambda d: 1)
+                if dec is not None:
+                    mine.append(dec)
+
+    threads = [threading.Thread(target=grab, args=(g,)) for g in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [d for g in got for d in g]
+    assert len(taken) == len(set(map(id, taken))) == 64 and len(spares) == 0
 
 
 class _Ready:

@@ -439,7 +439,7 @@ def test_one_libnvcuvid_decoder_serves_single_frames_and_clips_read_on(nv_assets
             pos = session.positions.get(id(bundle))
             if pos is not None:  # give the GOP up: the next job starts at its keyframe again
                 session._release(pos)
-            used = session._free[-1][1]
+            used = session.spares.newest()
             assert used.display_delay == delay
             assert decoder is None or used is decoder
             decoder = used
@@ -568,8 +568,9 @@ async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shap
         stats = eng.stats()
         exp = await asyncio.gather(*(cpu.decode([paths[i] for i, _ in r], [f for _, f in r]) for r in reqs))
     assert stats["requests_failed"] == 0 and stats["cpu_fallback_files"] == 0
-    # At most one per shape (7) and thread, none switched (ASYNCDECODE_NVDEC_RECONFIGURE is off).
-    assert stats["decoders_created"] <= 7 * 3, stats
+    # Free decoders are the device's: one per shape (7), and more only for jobs of one shape on several
+    # threads at once (3 threads x 2 kept GOPs); none switched (ASYNCDECODE_NVDEC_RECONFIGURE is off).
+    assert stats["decoders_created"] <= 7 + 3 * 2, stats
     assert stats["decoders_reconfigured"] == 0
     for g, a, e in zip(got, again, exp):
         for x, y, z in zip(g, a, e):
@@ -601,6 +602,40 @@ async def test_frames_the_cache_collects_go_through_the_c_loop(nv_assets):
             assert stats["frame_cache_hits"] > 0
     for a, b in zip(got[0], got[2 << 30]):
         assert torch.equal(a[0], b[0])
+
+
+def test_libnvcuvid_sessions_of_a_device_share_their_free_decoders(shape_mix):
+    """A decoder one thread's session gave back is taken by another's (made ready on the taker's
+    stream): a set of many sizes makes a decoder per size, not per size and thread; frames exact."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    backend = NvdecBackend("cuda:0", library="libnvcuvid")
+    names = ["hevc_352", "h264_320_b", "hevc_10bit"]
+    bundles = {n: extract_gops(shape_mix[n], [0])[0] for n in names}
+    sessions = [backend.new_session(), backend.new_session()]
+    try:
+        for round_, order in enumerate((sessions, sessions[::-1], sessions)):
+            for n in names:
+                for session in order:
+                    b = bundles[n]
+                    backend.check(b)
+                    wanted = [b.first_frame_id + 2, b.first_frame_id + 3 + round_]
+                    r = session.decode(b, wanted, None, lambda: False)
+                    exp = reference_frames(shape_mix[n])
+                    for fid in wanted:
+                        for got, want in zip(r.frames[fid], exp[fid].planes):
+                            np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64), want.astype(np.int64),
+                                                          err_msg=f"{n} frame {fid}")
+                    for pos in list(session.positions.values()):
+                        session._release(pos)
+        assert sessions[0].counts.created == len(names)  # the first to see each stream made its decoder
+        assert sessions[1].counts.created == 0  # and the other one took it, every round
+        assert sessions[0].spares is sessions[1].spares is backend.spares
+        assert len(backend.spares) == len(names)  # one free decoder per stream, for either thread
+    finally:
+        for session in sessions:
+            session.close()
+    assert len(backend.spares) == 0  # closing the sessions closes the device's free decoders
 
 
 def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_streams_seen(shape_mix, monkeypatch):

@@ -481,6 +481,14 @@ class CuvidDecoder:
         self._lib.cuvidDestroyVideoParser(self._parser)
         self._parser, self.display_delay = parser, delay
 
+    def use_stream(self, stream: int) -> None:
+        """Make mapped pictures ready on ``stream`` from now on (a decoder taken by another thread's
+        session: free decoders are shared by the sessions of a device). Nothing may be mapped."""
+        if self._stream != stream:
+            assert not self.state.nmapped, "a decoder changes streams with pictures mapped"
+            self._stream = stream
+            self._proc.output_stream = stream
+
     # -- feeding --------------------------------------------------------------------------------
 
     def feed(self, address: int, size: int, pts: int) -> list[Picture]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -149,6 +150,114 @@ class DecoderCounts:
         self.reconfigured = 0
 
 
+class SpareDecoders:
+    """Free decoders, drained and ready for a keyframe, by class (``key``), the least recently given
+    back first; bounded by a count and by the device memory they hold (the least recently used go
+    first: ``close``d). Thread-safe: a session's own, or one shared by all sessions of a device (a
+    decoder taken by one thread is that thread's until it is given back).
+
+    Args:
+        max_count: Decoders kept at most.
+        max_bytes: Device memory they may hold together, about (0: no bound but ``max_count``); at
+            least one is kept, however large.
+        nbytes: The device memory one decoder holds (asked when it is given back).
+        close: Frees a decoder that goes (called outside the lock; must not raise).
+    """
+
+    def __init__(self, max_count: int, max_bytes: int = 0, *, nbytes: Callable[[Any], int] = lambda d: 0,
+                 close: Callable[[Any], None] = lambda d: None) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._nbytes = nbytes
+        self._close = close
+        self._lock = threading.Lock()
+        self._free: list[tuple[Hashable, Any, int]] = []  # (key, decoder, bytes), oldest first
+        self._bytes = 0
+        self._claims: set[Hashable] = set()
+
+    def fit(self, key: Hashable, fit: Callable[[Any], int]) -> int:
+        """0 when no free decoder of ``key`` is here, else 1 + the best ``fit`` among them."""
+        with self._lock:
+            return max((1 + fit(d) for k, d, _ in self._free if k == key), default=0)
+
+    def take(self, key: Hashable, fit: Callable[[Any], int]) -> Any | None:
+        """The free decoder of ``key`` that fits best (the most recently given back of equals), now the
+        caller's; ``None`` when there is none."""
+        with self._lock:
+            best, best_fit = -1, -1
+            for i in range(len(self._free) - 1, -1, -1):
+                if self._free[i][0] == key:
+                    f = fit(self._free[i][1])
+                    if f > best_fit:
+                        best, best_fit = i, f
+            if best < 0:
+                return None
+            _, decoder, nbytes = self._free.pop(best)
+            self._bytes -= nbytes
+            return decoder
+
+    def give(self, key: Hashable, decoder: Any) -> None:
+        """Keep a drained decoder for later jobs of ``key``; the least recently used beyond the
+        bounds go."""
+        nbytes = self._nbytes(decoder)
+        gone = []
+        with self._lock:
+            self._free.append((key, decoder, nbytes))
+            self._bytes += nbytes
+            free = self._free
+            while len(free) > self.max_count or (self.max_bytes and len(free) > 1 and self._bytes > self.max_bytes):
+                _, old, old_bytes = free.pop(0)
+                self._bytes -= old_bytes
+                gone.append(old)
+        for old in gone:
+            self._close(old)
+
+    def room(self, key: Hashable) -> int:
+        """Bytes a decoder of ``key`` made now could hold without pushing another out, and claims
+        ``key`` for the caller: 0 (no claim) when one of ``key`` is free here already, another
+        caller is making one, or there is no room for another. Give the claim back with
+        :meth:`unclaim` (after :meth:`give`)."""
+        with self._lock:
+            if key in self._claims or any(k == key for k, _, _ in self._free) or len(self._free) >= self.max_count:
+                return 0
+            left = (self.max_bytes - self._bytes) if self.max_bytes else 1 << 62
+            if left <= 0:
+                return 0
+            self._claims.add(key)
+            return left
+
+    def unclaim(self, key: Hashable) -> None:
+        with self._lock:
+            self._claims.discard(key)
+
+    def keys(self) -> list[Hashable]:
+        """The keys of the free decoders, oldest first (one entry per decoder)."""
+        with self._lock:
+            return [k for k, _, _ in self._free]
+
+    def newest(self) -> Any | None:
+        """The decoder given back last (``None`` when none is free)."""
+        with self._lock:
+            return self._free[-1][1] if self._free else None
+
+    @property
+    def nbytes(self) -> int:
+        """Device memory the free decoders hold together, about."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def clear(self) -> None:
+        """Close every free decoder (taken ones stay their takers')."""
+        with self._lock:
+            gone = [d for _, d, _ in self._free]
+            self._free.clear()
+            self._bytes = 0
+        for decoder in gone:
+            self._close(decoder)
+
+
 class Session(abc.ABC):
     """Decoders used by one thread."""
 
@@ -217,12 +326,13 @@ class PacketSession(Session):
 
     def __init__(self) -> None:
         self.positions: OrderedDict[int, Position] = OrderedDict()
-        self._free: list[tuple[Hashable, Any]] = []  # (class, drained decoder ready for a keyframe), oldest first
+        self.spares = SpareDecoders(self.max_spares, self.spare_bytes, nbytes=self._decoder_bytes,
+                                    close=self._throw_away)
+        """Free decoders (the session's own; a subclass may share one between the sessions of a device)."""
         self.counts = DecoderCounts()
 
     def fits(self, bundle: GopBundle) -> int:
-        key = self._key(bundle)
-        return max((1 + self._fit(d, bundle) for k, d in list(self._free) if k == key), default=0)
+        return self.spares.fit(self._key(bundle), lambda d: self._fit(d, bundle))
 
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,
@@ -387,16 +497,8 @@ class PacketSession(Session):
         """A position at the keyframe of ``bundle``, on a free decoder of its kind or a new one."""
         while len(self.positions) >= self.max_positions:
             self._release(next(iter(self.positions.values())))
-        key = self._key(bundle)
-        best, best_fit = -1, -1
-        for i in range(len(self._free) - 1, -1, -1):  # the best fit, the most recently used of equals
-            if self._free[i][0] == key:
-                fit = self._fit(self._free[i][1], bundle)
-                if fit > best_fit:
-                    best, best_fit = i, fit
-        if best >= 0:
-            decoder = self._free.pop(best)[1]
-        else:
+        decoder = self._take_spare(bundle)
+        if decoder is None:
             decoder = self._create(bundle)
         try:
             self._start(decoder, bundle, reads_on)
@@ -417,15 +519,15 @@ class PacketSession(Session):
             except Exception:  # a decoder that cannot even drain is thrown away
                 self._throw_away(pos.decoder)
                 return
-        self._free.append((self._key(pos.bundle), pos.decoder))
-        self._trim_spares()
+        self._give_spare(pos.bundle, pos.decoder)
 
-    def _trim_spares(self) -> None:
-        """Give up the least recently used free decoders beyond ``max_spares`` or ``spare_bytes``."""
-        free = self._free
-        while len(free) > self.max_spares or (self.spare_bytes and len(free) > 1 and
-                                              sum(self._decoder_bytes(d) for _, d in free) > self.spare_bytes):
-            self._throw_away(free.pop(0)[1])
+    def _take_spare(self, bundle: GopBundle) -> Any | None:
+        """A free decoder for ``bundle``'s stream (the best fitting), or ``None``."""
+        return self.spares.take(self._key(bundle), lambda d: self._fit(d, bundle))
+
+    def _give_spare(self, bundle: GopBundle, decoder: Any) -> None:
+        """Keep a drained decoder for later jobs (bounded: see :class:`SpareDecoders`)."""
+        self.spares.give(self._key(bundle), decoder)
 
     def _throw_away(self, decoder: Any) -> None:
         try:
@@ -435,7 +537,7 @@ class PacketSession(Session):
 
     def close(self) -> None:
         self.positions.clear()
-        self._free.clear()
+        self.spares.clear()
 
     # -- hooks --------------------------------------------------------------------------------
 

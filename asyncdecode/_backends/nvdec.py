@@ -31,7 +31,7 @@ from .._output import ColorParams, OutputSpec, planar_layout
 from ..errors import BackendUnavailableError, CorruptDataError, UnsupportedStreamError
 from ..gop import PACKET_DTYPE, GopBundle
 from ._cuvid import MAX_DISPLAY_DELAY
-from .base import NVDEC_LIBRARIES, Backend, NativeRun, NativeStep, PacketSession, Session
+from .base import NVDEC_LIBRARIES, Backend, NativeRun, NativeStep, PacketSession, Session, SpareDecoders
 
 log = logging.getLogger("asyncdecode")
 
@@ -49,10 +49,20 @@ _DEPTHS = {"h264": (8,), "hevc": (8, 10, 12), "av1": (8, 10), "vp9": (8, 10, 12)
 #: adds host CPU (each waiting session costs about a tenth of a core) without adding frames.
 DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 
-#: GPU memory the free decoders of one session may hold together (their decode surfaces), about. A set
-#: of many shapes keeps one decoder per shape (or, libnvcuvid with ASYNCDECODE_NVDEC_RECONFIGURE, per
-#: class) ready while this allows: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
-SPARE_BYTES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BYTES", str(512 << 20)))
+#: GPU memory the free libnvcuvid decoders of a device may hold together (their decode surfaces),
+#: about; ``None``: 4 GiB, at most an eighth of the device's memory. The sessions of a device share
+#: them (any thread takes any), so a set of many shapes keeps one decoder per shape (or, with
+#: ASYNCDECODE_NVDEC_RECONFIGURE, per class) ready for all threads while this allows, not one per
+#: shape and thread: a 1920x1088 8-bit decoder holds about 80 MB, a 640x368 one about 9 MB.
+SPARE_BYTES: int | None = int(os.environ["ASYNCDECODE_NVDEC_SPARE_BYTES"]) if os.environ.get(
+    "ASYNCDECODE_NVDEC_SPARE_BYTES") else None
+
+SPARES = 256
+"""Free libnvcuvid decoders a device keeps at most (besides :data:`SPARE_BYTES`)."""
+
+SESSION_SPARE_BYTES = 512 << 20
+"""GPU memory the free PyNvVideoCodec decoders of one session may hold together, about: each session
+keeps its own there (a PyNvVideoCodec decoder is bound to the CUDA stream it was made with)."""
 
 _SHAPES_KEPT = 64
 """Stream shapes the backend remembers for sessions to make decoders ahead (the most recent)."""
@@ -145,6 +155,14 @@ class NvdecBackend(Backend):
         self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
         self._refused_files: dict[str, str] = {}  # files whose stream size this GPU's NVDEC said no to
         self._shapes: dict[tuple[str, int, int, int], None] = {}  # (codec, bits, w, h) checked, the latest last
+        self.spares: SpareDecoders | None = None
+        """The free libnvcuvid decoders of this device, shared by its sessions."""
+        if self.cuvid is not None:
+            budget = SPARE_BYTES
+            if budget is None:
+                total = torch.cuda.get_device_properties(self.device).total_memory
+                budget = min(4 << 30, total // 8)
+            self.spares = SpareDecoders(SPARES, budget, nbytes=lambda d: d.nbytes, close=_close_quietly)
 
     def classes(self) -> dict[tuple[str, int], tuple[int, int]]:
         """``(codec, bit depth)`` of every class of streams checked so far -> the largest size seen."""
@@ -218,7 +236,7 @@ class NvdecSession(PacketSession):
     """NVDEC decoders (one per GOP the session keeps its place in) and a CUDA stream, owned by one thread.
 
     Decoders are made per class of stream (see the subclasses) and reused across files and GOPs; free
-    ones are kept while their surfaces take at most :data:`SPARE_BYTES` of GPU memory together.
+    ones are kept while their surfaces fit a bound of GPU memory (see the subclasses).
     GOPs whose decode order is their display order get low-latency decoders:
     each packet, marked as a whole picture, shows its picture in the call that fed it, so a job ends
     on its last wanted packet (no flush, nothing fed ahead) and the decoder is ready for the next
@@ -229,7 +247,7 @@ class NvdecSession(PacketSession):
     kind = "NVDEC"
     max_positions = 2  # each position holds an NVDEC decoder and its surfaces in GPU memory
     max_spares = 32
-    spare_bytes = SPARE_BYTES
+    spare_bytes = SESSION_SPARE_BYTES
 
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__()
@@ -320,9 +338,11 @@ class CuvidSession(NvdecSession):
 
     A decoder serves streams of one codec, bit depth and size, with and without B-frames (4:2:0 only
     on this path): display order against reordering is the parser's display delay, set per GOP, and
-    every decoder has surfaces enough for any stream of its class. Free decoders of many sizes are
-    kept while their surfaces fit :data:`SPARE_BYTES`, and the scheduler sends a job to a thread
-    holding a decoder of its size. With ``ASYNCDECODE_NVDEC_RECONFIGURE=1`` one decoder serves a
+    every decoder has surfaces enough for any stream of its class. Free decoders are the device's,
+    shared by its sessions (:attr:`NvdecBackend.spares`, bounded by :data:`SPARE_BYTES`): a thread
+    takes a free decoder of its job's size whoever used it last, so a set of many sizes needs a
+    decoder per size and job in flight, not per size and thread; the decoder's pictures are made ready on the
+    taking session's stream. With ``ASYNCDECODE_NVDEC_RECONFIGURE=1`` one decoder serves a
     whole class instead: made with room for the largest size seen so far
     (:meth:`NvdecBackend.largest`) and switched between sizes by ``cuvidReconfigureDecoder`` (off by
     default: see :data:`._cuvid.RECONFIGURE`).
@@ -342,6 +362,7 @@ class CuvidSession(NvdecSession):
         self._mapped: list[Any] = []  # decoders holding mapped pictures
         self._unprepared: set[tuple[Any, ...]] = set()  # decoder keys prepare() does not try again
         self._switches = self._cuvid.switching(self._lib)
+        self.spares = backend.spares  # shared by the device's sessions
 
     def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
         """The parser's display delay for a decoder of ``bundle``'s stream."""
@@ -367,37 +388,55 @@ class CuvidSession(NvdecSession):
         return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
 
     def prepare(self) -> bool:
-        """Make a decoder a later job will want and this session has none of (idle threads do this,
-        so that the first job of a stream finds one ready, off the jobs' path), within
-        ``spare_bytes``: for each size the engine has checked, the most recently checked first (or,
-        where decoders switch sizes, see :data:`._cuvid.RECONFIGURE`, for each class at its largest
-        size). A stream this session cannot make a decoder for is not tried again."""
-        held = {self._key(p.bundle) for p in self.positions.values()} | {k for k, _ in self._free}
+        """Make a decoder a later job will want and none is free for (idle threads do this, so that
+        the first job of a stream finds one ready, off the jobs' path), while the device's free
+        decoders have room for it without pushing one out: for each size the engine has checked,
+        the most recently checked first (or, where decoders switch sizes, see
+        :data:`._cuvid.RECONFIGURE`, for each class at its largest size). A stream this session
+        cannot make a decoder for is not tried again."""
         if self._switches:
             wanted = [((codec, bits), codec, bits, w, h) for (codec, bits), (w, h) in self._backend.classes().items()]
         else:
             wanted = [(shape, *shape) for shape in self._backend.shapes()]
-        room = self.spare_bytes - sum(self._decoder_bytes(d) for _, d in self._free)
+        spares = self.spares
         for key, codec, bits, width, height in wanted:
-            if key in held or key in self._unprepared:
+            if key in self._unprepared:
                 continue
-            if self._cuvid.surface_bytes(width, height, bits) > room:
-                continue  # no room to keep it: its jobs make their own
-            decoder = self._create_for(codec, bits)
+            room = spares.room(key)  # claims the key: no other thread makes one of it meanwhile
+            if not room:
+                continue
             try:
-                with torch.cuda.stream(self._stream):
-                    decoder.prepare(bits, width, height)
-            except Exception as exc:  # refused here: the first job of the stream finds out for itself
-                log.debug("asyncdecode: no %s %d-bit %dx%d decoder made ahead: %s", codec, bits, width, height, exc)
-                self._unprepared.add(key)
-                decoder.close()
-                return False
-            self._free.append((key, decoder))
-            return True
+                if self._cuvid.surface_bytes(width, height, bits) > room:
+                    continue  # no room to keep it: its jobs make their own
+                decoder = self._create_for(codec, bits)
+                try:
+                    with torch.cuda.stream(self._stream):
+                        decoder.prepare(bits, width, height)
+                except Exception as exc:  # refused here: the first job of the stream finds out for itself
+                    log.debug("asyncdecode: no %s %d-bit %dx%d decoder made ahead: %s", codec, bits, width, height,
+                              exc)
+                    self._unprepared.add(key)
+                    decoder.close()
+                    return False
+                spares.give(key, decoder)
+                return True
+            finally:
+                spares.unclaim(key)
         return False
 
     def _decoder_bytes(self, decoder: Any) -> int:
         return decoder.nbytes
+
+    def _take_spare(self, bundle: GopBundle) -> Any | None:
+        decoder = super()._take_spare(bundle)
+        if decoder is not None:
+            decoder.use_stream(self._handle)
+        return decoder
+
+    def _give_spare(self, bundle: GopBundle, decoder: Any) -> None:
+        if decoder in self._mapped:  # another thread may take it: its pictures are given back first
+            self._unmap()
+        super()._give_spare(bundle, decoder)
 
     def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
         decoder.set_display_delay(self._delay(bundle, reads_on))
@@ -495,8 +534,8 @@ class CuvidSession(NvdecSession):
         try:
             self._unmap()
         finally:
-            decoders = [p.decoder for p in self.positions.values()] + [d for _, d in self._free]
-            super().close()
+            decoders = [p.decoder for p in self.positions.values()]
+            super().close()  # the device's free decoders too: the engine closes every session together
             for decoder in decoders:
                 decoder.close()
 
@@ -505,7 +544,7 @@ class NvcSession(NvdecSession):
     """Decoders driven through PyNvVideoCodec.
 
     One decoder per stream shape (codec, bit depth, size, display order), kept free for later jobs
-    while the session's free decoders take at most :data:`SPARE_BYTES` of GPU memory. NVDEC's
+    while the session's free decoders take at most :data:`SESSION_SPARE_BYTES` of GPU memory. NVDEC's
     in-place reconfigure is not used on this path: PyNvVideoCodec's decoder reconfigures on a new size
     only within the size it was made with, and keeps the first stream's output size (pictures of
     another size come out scaled); switching sizes that way was also seen failing
@@ -574,6 +613,14 @@ class NvcSession(NvdecSession):
 
     def _unsupported(self, exc: Exception) -> bool:
         return isinstance(exc, self._nvc.PyNvVCExceptionUnsupported)
+
+
+def _close_quietly(decoder: Any) -> None:
+    """Close a free libnvcuvid decoder that goes (on any thread: it makes its context current)."""
+    try:
+        decoder.close()
+    except Exception as exc:  # a broken decoder: what it holds goes with the garbage collector
+        log.debug("asyncdecode: closing an NVDEC decoder failed: %s", exc)
 
 
 def _samples(bits: int, params: ColorParams) -> tuple[torch.dtype, int]:
