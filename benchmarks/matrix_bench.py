@@ -624,7 +624,11 @@ class Bench:
                          "cpu_ms_per_frame": 1e3 * cpu / max(1, frames),
                          "decoded_per_returned": decoded / max(1, frames),
                          "cache_hits": _delta(before, after, "frame_cache_hits"),
-                         "cache_bytes": after.get("frame_cache_bytes"), "other_processes_cores": others}
+                         "cache_bytes": after.get("frame_cache_bytes"), "other_processes_cores": others,
+                         **{k: _delta(before, after, f"frame_cache_{k}") for k in ("extras_admitted", "extras_hit",
+                                                                                  "extras_wasted")},
+                         "collecting_at_end": after.get("frame_cache_collecting"),
+                         "extras_threshold": after.get("frame_cache_extras_threshold")}
                     if share == 0.0:
                         base[epoch] = r["frames_per_s"]
                     if epoch in base:
@@ -633,7 +637,9 @@ class Bench:
                     self.save()
                     print(f"frame cache {share:4.0%} epoch {epoch}: {r['frames_per_s']:8.0f} frames/s"
                           + (f" ({r['x_no_cache']:.2f}x no cache)" if "x_no_cache" in r else "")
-                          + f", {r['decoded_per_returned']:.2f} decoded/returned, {r['cache_hits']} hits", flush=True)
+                          + f", {r['decoded_per_returned']:.2f} decoded/returned, {r['cache_hits']} hits; extras "
+                          f"{r['extras_admitted']} admitted, {r['extras_hit']} hit, {r['extras_wasted']} wasted, "
+                          f"collecting {r['collecting_at_end']}, threshold {r['extras_threshold']}", flush=True)
             if self.device == "cuda":
                 torch.cuda.empty_cache()
 

@@ -9,6 +9,13 @@ clip and 6 clips x 1 / 4 / 16 frames per clip and request, ``stream(depth=16)`` 
 frames), read-ahead on (default budget) and off (``_readahead.BUDGET_BYTES = 0``), each ``--repeat``
 times alternating; frames/s, decoded per returned frame and the read-ahead counters. Reported: the
 1-frame cells against the 16-frame cells (issue 19's target: >= 0.8x) and read-ahead on against off.
+On the GPU the same run also times PyNvVideoCodec (``--no-contenders`` leaves it out), each for
+2 s after a 0.3 s warm-up: a ThreadedDecoder per clip and a thread each, ``get_batch_frames`` of 1 and
+of 16 frames (the better one is the contender), for 1 clip and for the 6; and the hardware's ceiling:
+6, 12 and 18 ThreadedDecoders over the 6 clips at 16 frames per call, the best decoded frames/s.
+Issue 19's targets against them: 6 clips at 1 frame per request >= 2x the contender and >= 0.7x the
+ceiling; 1 clip at 1 frame per request >= 3x one decoder on that clip.
+
 JSON and a table go to ``--out`` (default ``benchmarks/results``).
 """
 
@@ -91,6 +98,57 @@ async def cell(device: str, paths: list[str], per: int, ahead: bool) -> dict[str
             **{k: v for k, v in s.items() if k.startswith("read_ahead")}}
 
 
+CONTENDER_WARM_S = 0.3
+CONTENDER_S = 2.0
+CEILING_DECODERS = (6, 12, 18)
+
+
+def contenders(paths: list[str]) -> dict[str, Any]:
+    """PyNvVideoCodec on the same clips (see the module's doc): frames/s by setting."""
+    from matrix_bench import contender_available, contender_cell
+
+    from asyncdecode import probe
+
+    ok, note = contender_available("cuda")
+    if not ok:
+        return {"note": note}
+    counts = [probe(p).num_frames for p in paths]
+    out: dict[str, Any] = {"threaded": [], "ceiling": []}
+    for clips in (1, CLIPS):
+        for per in (1, 16):
+            r = contender_cell(paths[:clips], counts[:clips], "front", per, warm=CONTENDER_WARM_S,
+                               seconds=CONTENDER_S, seed=per)
+            out["threaded"].append({"clips": clips, "frames_per_call": per, **r})
+            print(f"ThreadedDecoder x {clips}, {per:2d} frames per call: {r['frames_per_s']:7.0f} frames/s", flush=True)
+    for k in CEILING_DECODERS:
+        files = [paths[i % len(paths)] for i in range(k)]
+        r = contender_cell(files, [counts[i % len(paths)] for i in range(k)], "front", 16, warm=CONTENDER_WARM_S,
+                           seconds=CONTENDER_S, seed=k)
+        out["ceiling"].append({"decoders": k, **r})
+        print(f"ceiling: {k} ThreadedDecoders: {r['frames_per_s']:7.0f} frames/s", flush=True)
+    return out
+
+
+def against_contenders(rows: list[dict[str, Any]], cont: dict[str, Any]) -> list[str]:
+    """Issue 19's targets, engine (read-ahead on, the default) against PyNvVideoCodec."""
+    if not cont.get("threaded"):
+        return []
+    med = {k: statistics.median(r["frames_per_s"] for r in v) for k, v in _grouped(rows).items()}
+    best = {c: max(r["frames_per_s"] for r in cont["threaded"] if r["clips"] == c) for c in (1, CLIPS)}
+    ceiling = max(r["frames_per_s"] for r in cont["ceiling"])
+    out = []
+    six, one = med.get((CLIPS, 1, True)), med.get((1, 1, True))
+    if six:
+        out.append(f"{CLIPS} clips, 1 frame per request: {six:.0f} frames/s against ThreadedDecoder x {CLIPS} "
+                   f"{best[CLIPS]:.0f}: {six / best[CLIPS]:.2f}x (target >= 2x: "
+                   f"{'met' if six >= 2 * best[CLIPS] else 'not met'}); against the ceiling {ceiling:.0f}: "
+                   f"{six / ceiling:.2f}x (target >= 0.7x: {'met' if six >= 0.7 * ceiling else 'not met'})")
+    if one:
+        out.append(f"1 clip, 1 frame per request: {one:.0f} frames/s against one ThreadedDecoder {best[1]:.0f}: "
+                   f"{one / best[1]:.2f}x (target >= 3x: {'met' if one >= 3 * best[1] else 'not met'})")
+    return out
+
+
 def machine(device: str) -> dict[str, Any]:
     import av
 
@@ -119,6 +177,16 @@ def table(res: dict[str, Any]) -> str:
                      f"{', '.join(format(r['frames_per_s'], '.0f') for r in runs)} | "
                      f"{statistics.median(r['decoded_per_returned'] for r in runs):.2f} | "
                      f"{runs[-1]['read_ahead_gops']} | {runs[-1]['read_ahead_used']} / {runs[-1]['read_ahead_wasted']} |")
+    cont = res.get("contenders") or {}
+    if cont.get("threaded"):
+        lines += ["", f"PyNvVideoCodec, {CONTENDER_S:.0f} s each after {CONTENDER_WARM_S} s, one thread per decoder:", "",
+                  "| contender | decoders | frames per call | frames/s |", "|---|---:|---:|---:|"]
+        for r in cont["threaded"]:
+            lines.append(f"| ThreadedDecoder per clip | {r['clips']} | {r['frames_per_call']} | {r['frames_per_s']:.0f} |")
+        for r in cont["ceiling"]:
+            lines.append(f"| ceiling (clips repeated) | {r['decoders']} | 16 | {r['frames_per_s']:.0f} |")
+    elif cont.get("note"):
+        lines += ["", cont["note"]]
     lines += ["", "## Ratios", ""]
     for line in res["ratios"]:
         lines.append(f"- {line}")
@@ -157,6 +225,7 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--size", help="clip size WxH (default 1600x900 on the GPU, 640x360 on the CPU)")
     ap.add_argument("--frames", type=int, help="frames per clip (default 235 on the GPU, 120 on the CPU)")
+    ap.add_argument("--no-contenders", action="store_true", help="leave PyNvVideoCodec out (GPU)")
     args = ap.parse_args(argv)
     w, h, n = SIZES[args.device]
     if args.size:
@@ -175,7 +244,9 @@ async def main(argv: list[str] | None = None) -> int:
                           f"{r['frames_per_s']:7.0f} frames/s, {r['decoded_per_returned']:.2f} decoded/returned, "
                           f"{r['read_ahead_gops']} GOPs ahead ({r['read_ahead_used']} used, "
                           f"{r['read_ahead_wasted']} wasted)", flush=True)
-    res["ratios"] = ratios(res["cells"])
+    if args.device == "cuda" and not args.no_contenders:
+        res["contenders"] = contenders(paths)
+    res["ratios"] = ratios(res["cells"]) + against_contenders(res["cells"], res.get("contenders") or {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")
