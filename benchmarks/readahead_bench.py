@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -103,9 +104,37 @@ CONTENDER_S = 2.0
 CEILING_DECODERS = (6, 12, 18)
 
 
+def _contender(files: list[str], counts: list[int], per: int, seed: int) -> dict[str, Any]:
+    from matrix_bench import contender_cell
+
+    return contender_cell(files, counts, "front", per, warm=CONTENDER_WARM_S, seconds=CONTENDER_S, seed=seed)
+
+
+class _Isolated:
+    """PyNvVideoCodec cells in a child process: a crash in the decoder library is reported in its
+    cell and the run goes on (a new child for the next cell)."""
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __call__(self, files: list[str], counts: list[int], per: int, seed: int) -> dict[str, Any]:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(_contender, files, counts, per, seed).result(timeout=180)
+        except Exception as exc:  # noqa: BLE001 - a crashed or hung child: reported, the run goes on
+            self.close()
+            return {"error": f"{type(exc).__name__}: {exc}", "frames_per_s": 0.0}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
 def contenders(paths: list[str]) -> dict[str, Any]:
     """PyNvVideoCodec on the same clips (see the module's doc): frames/s by setting."""
-    from matrix_bench import contender_available, contender_cell
+    from matrix_bench import contender_available
 
     from asyncdecode import probe
 
@@ -114,18 +143,21 @@ def contenders(paths: list[str]) -> dict[str, Any]:
         return {"note": note}
     counts = [probe(p).num_frames for p in paths]
     out: dict[str, Any] = {"threaded": [], "ceiling": []}
-    for clips in (1, CLIPS):
-        for per in (1, 16):
-            r = contender_cell(paths[:clips], counts[:clips], "front", per, warm=CONTENDER_WARM_S,
-                               seconds=CONTENDER_S, seed=per)
-            out["threaded"].append({"clips": clips, "frames_per_call": per, **r})
-            print(f"ThreadedDecoder x {clips}, {per:2d} frames per call: {r['frames_per_s']:7.0f} frames/s", flush=True)
-    for k in CEILING_DECODERS:
-        files = [paths[i % len(paths)] for i in range(k)]
-        r = contender_cell(files, [counts[i % len(paths)] for i in range(k)], "front", 16, warm=CONTENDER_WARM_S,
-                           seconds=CONTENDER_S, seed=k)
-        out["ceiling"].append({"decoders": k, **r})
-        print(f"ceiling: {k} ThreadedDecoders: {r['frames_per_s']:7.0f} frames/s", flush=True)
+    run = _Isolated()
+    try:
+        for clips in (1, CLIPS):
+            for per in (1, 16):
+                r = run(paths[:clips], counts[:clips], per, per)
+                out["threaded"].append({"clips": clips, "frames_per_call": per, **r})
+                print(f"ThreadedDecoder x {clips}, {per:2d} frames per call: {r['frames_per_s']:7.0f} frames/s"
+                      + (f" ({r['error']})" if "error" in r else ""), flush=True)
+        for k in CEILING_DECODERS:
+            r = run([paths[i % len(paths)] for i in range(k)], [counts[i % len(paths)] for i in range(k)], 16, k)
+            out["ceiling"].append({"decoders": k, **r})
+            print(f"ceiling: {k} ThreadedDecoders: {r['frames_per_s']:7.0f} frames/s"
+                  + (f" ({r['error']})" if "error" in r else ""), flush=True)
+    finally:
+        run.close()
     return out
 
 
@@ -134,8 +166,11 @@ def against_contenders(rows: list[dict[str, Any]], cont: dict[str, Any]) -> list
     if not cont.get("threaded"):
         return []
     med = {k: statistics.median(r["frames_per_s"] for r in v) for k, v in _grouped(rows).items()}
-    best = {c: max(r["frames_per_s"] for r in cont["threaded"] if r["clips"] == c) for c in (1, CLIPS)}
-    ceiling = max(r["frames_per_s"] for r in cont["ceiling"])
+    best = {c: max([r["frames_per_s"] for r in cont["threaded"] if r["clips"] == c and "error" not in r] or [0.0])
+            for c in (1, CLIPS)}
+    ceiling = max([r["frames_per_s"] for r in cont["ceiling"] if "error" not in r] or [0.0])
+    if not (best[1] and best[CLIPS] and ceiling):
+        return ["PyNvVideoCodec cells failed (see the table): no ratios against them"]
     out = []
     six, one = med.get((CLIPS, 1, True)), med.get((1, 1, True))
     if six:
@@ -182,9 +217,11 @@ def table(res: dict[str, Any]) -> str:
         lines += ["", f"PyNvVideoCodec, {CONTENDER_S:.0f} s each after {CONTENDER_WARM_S} s, one thread per decoder:", "",
                   "| contender | decoders | frames per call | frames/s |", "|---|---:|---:|---:|"]
         for r in cont["threaded"]:
-            lines.append(f"| ThreadedDecoder per clip | {r['clips']} | {r['frames_per_call']} | {r['frames_per_s']:.0f} |")
+            lines.append(f"| ThreadedDecoder per clip | {r['clips']} | {r['frames_per_call']} | "
+                         f"{r.get('error') or format(r['frames_per_s'], '.0f')} |")
         for r in cont["ceiling"]:
-            lines.append(f"| ceiling (clips repeated) | {r['decoders']} | 16 | {r['frames_per_s']:.0f} |")
+            lines.append(f"| ceiling (clips repeated) | {r['decoders']} | 16 | "
+                         f"{r.get('error') or format(r['frames_per_s'], '.0f')} |")
     elif cont.get("note"):
         lines += ["", cont["note"]]
     lines += ["", "## Ratios", ""]

@@ -274,11 +274,16 @@ def test_spare_decoders_claim_a_key_for_one_maker():
     assert spares.room("x") == 0  # claimed: another thread makes none meanwhile
     spares.give("x", _Dec("x", nbytes=60))
     spares.unclaim("x")
-    assert spares.room("x") == 0  # one is free
-    assert spares.room("y") == 40
+    assert spares.room("x") == 0  # one was kept
+    spares.take("x", lambda d: 1)
+    assert spares.room("x") == 0  # and is in use: the jobs of "x" make more where they need them
+    assert spares.room("y") == 100
     spares.unclaim("y")
-    spares.give("y", _Dec("y", nbytes=40))
-    assert spares.room("z") == 0  # full (by count and by bytes)
+    spares.give("y", _Dec("y", nbytes=60))
+    assert spares.room("z") == 40
+    spares.unclaim("z")
+    spares.give("z", _Dec("z", nbytes=40))
+    assert spares.room("w") == 0  # full (by count and by bytes)
 
 
 def test_spare_decoders_hand_each_decoder_to_one_thread():

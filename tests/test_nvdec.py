@@ -568,9 +568,10 @@ async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shap
         stats = eng.stats()
         exp = await asyncio.gather(*(cpu.decode([paths[i] for i, _ in r], [f for _, f in r]) for r in reqs))
     assert stats["requests_failed"] == 0 and stats["cpu_fallback_files"] == 0
-    # Free decoders are the device's: one per shape (7), and more only for jobs of one shape on several
-    # threads at once (3 threads x 2 kept GOPs); none switched (ASYNCDECODE_NVDEC_RECONFIGURE is off).
-    assert stats["decoders_created"] <= 7 + 3 * 2, stats
+    # At most one per shape (7) and thread (free decoders are shared by the threads, so usually far
+    # fewer: see test_libnvcuvid_sessions_of_a_device_share_their_free_decoders); none switched
+    # (ASYNCDECODE_NVDEC_RECONFIGURE is off).
+    assert stats["decoders_created"] <= 7 * 3, stats
     assert stats["decoders_reconfigured"] == 0
     for g, a, e in zip(got, again, exp):
         for x, y, z in zip(g, a, e):

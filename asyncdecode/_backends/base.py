@@ -174,6 +174,7 @@ class SpareDecoders:
         self._free: list[tuple[Hashable, Any, int]] = []  # (key, decoder, bytes), oldest first
         self._bytes = 0
         self._claims: set[Hashable] = set()
+        self._kept: set[Hashable] = set()  # keys a decoder was ever given back for
 
     def fit(self, key: Hashable, fit: Callable[[Any], int]) -> int:
         """0 when no free decoder of ``key`` is here, else 1 + the best ``fit`` among them."""
@@ -203,6 +204,7 @@ class SpareDecoders:
         gone = []
         with self._lock:
             self._free.append((key, decoder, nbytes))
+            self._kept.add(key)
             self._bytes += nbytes
             free = self._free
             while len(free) > self.max_count or (self.max_bytes and len(free) > 1 and self._bytes > self.max_bytes):
@@ -213,12 +215,14 @@ class SpareDecoders:
             self._close(old)
 
     def room(self, key: Hashable) -> int:
-        """Bytes a decoder of ``key`` made now could hold without pushing another out, and claims
-        ``key`` for the caller: 0 (no claim) when one of ``key`` is free here already, another
-        caller is making one, or there is no room for another. Give the claim back with
-        :meth:`unclaim` (after :meth:`give`)."""
+        """For making the first decoder of ``key`` ahead of its jobs: the bytes it could hold without
+        pushing another out, and ``key`` claimed for the caller; 0 (no claim) when a decoder of
+        ``key`` was kept here before (its jobs make more where they run at once: a decoder made
+        ahead for those would be made while the others decode, for a moment's use), another caller
+        is making one, or there is no room. Give the claim back with :meth:`unclaim` (after
+        :meth:`give`)."""
         with self._lock:
-            if key in self._claims or any(k == key for k, _, _ in self._free) or len(self._free) >= self.max_count:
+            if key in self._claims or key in self._kept or len(self._free) >= self.max_count:
                 return 0
             left = (self.max_bytes - self._bytes) if self.max_bytes else 1 << 62
             if left <= 0:

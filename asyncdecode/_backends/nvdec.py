@@ -388,9 +388,9 @@ class CuvidSession(NvdecSession):
         return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
 
     def prepare(self) -> bool:
-        """Make a decoder a later job will want and none is free for (idle threads do this, so that
-        the first job of a stream finds one ready, off the jobs' path), while the device's free
-        decoders have room for it without pushing one out: for each size the engine has checked,
+        """Make the first decoder of a stream shape no decoder was made for yet (idle threads do
+        this, so that the first job of a stream finds one ready, off the jobs' path), while the
+        device's free decoders have room for it without pushing one out: for each size the engine has checked,
         the most recently checked first (or, where decoders switch sizes, see
         :data:`._cuvid.RECONFIGURE`, for each class at its largest size). A stream this session
         cannot make a decoder for is not tried again."""
