@@ -38,7 +38,8 @@ the CPU cores the machine's other processes used meanwhile (/proc/stat: a busy m
 
 The contender (``--device cuda`` with PyNvVideoCodec importable; else skipped, with a note), measured
 right after the engine in the same cell on the same files, same warm-up and time: the best plain
-PyNvVideoCodec use for the pattern, one decoder and one Python thread per file, RGB output on the
+PyNvVideoCodec use for the pattern (in a child process of its own, so that the library's threads and
+any crash of it stay apart from the engine), one decoder and one Python thread per file, RGB output on the
 device (``torch.from_dlpack`` of every frame): ``random`` -> ``SimpleDecoder`` (``dec[i]``, or
 ``get_batch_frames_by_index`` for 16 frames); ``front`` -> ``ThreadedDecoder`` (``get_batch_frames(n)``,
 a new decoder when the file ends). Its requests/s = frames/s / (files x frames per file), as the
@@ -456,6 +457,35 @@ def contender_cell(files: list[str], counts: list[int], pattern: str, per_file: 
     return res
 
 
+class IsolatedContender:
+    """:func:`contender_cell` in a child process (spawn): PyNvVideoCodec and its threads live apart
+    from the engine's process, and a crash of the library is reported in its cell while the run goes
+    on (a new child for the next cell)."""
+
+    TIMEOUT_S = 240.0
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __call__(self, files: list[str], counts: list[int], pattern: str, per_file: int, *, warm: float,
+                 seconds: float, seed: int) -> dict[str, Any]:
+        import multiprocessing
+
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(contender_cell, files, counts, pattern, per_file, warm=warm, seconds=seconds,
+                                     seed=seed).result(timeout=self.TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a crashed or hung child: reported in the cell
+            self.close()
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
 def contender_available(device: str) -> tuple[bool, str]:
     if device != "cuda":
         return False, "PyNvVideoCodec contenders skipped: they need --device cuda"
@@ -480,6 +510,7 @@ class Bench:
         self.budget: float = args.budget if args.budget is not None else (0.0 if args.quick else 240.0)
         self.file_counts = (QUICK_FILES,) if args.quick else FILE_COUNTS
         self.contender, note = contender_available(device)
+        self.isolated = IsolatedContender()
         self.res: dict[str, Any] = {
             "meta": machine_meta(device),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -544,7 +575,7 @@ class Bench:
         cell["contender"] = None
         if self.contender:
             try:
-                cell["contender"] = await asyncio.to_thread(contender_cell, files, counts, pattern, per_file,
+                cell["contender"] = await asyncio.to_thread(self.isolated, files, counts, pattern, per_file,
                                                             warm=WARM_S, seconds=self.seconds, seed=seed)
             except Exception as e:  # noqa: BLE001
                 cell["contender"] = {"error": f"{type(e).__name__}: {e}"}
@@ -894,7 +925,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({res['meta']['device_name']}); {bench.seconds} s per cell; sections "
           f"{', '.join(sections)}" + (f"; budget {bench.budget:.0f} s" if bench.budget else ""), flush=True)
     bench.save()
-    asyncio.run(bench.run(paths, sections))
+    try:
+        asyncio.run(bench.run(paths, sections))
+    finally:
+        bench.isolated.close()
     bench.save()
     print(markdown(res), flush=True)
     return 0
