@@ -15,6 +15,11 @@ is read again with ``reread`` when one is given, else fails with :class:`Corrupt
 silent zeros (the bundle's CRC is checked when it is parsed). :meth:`SharedGopCache.close` also
 removes blocks workers made that were never opened (a DataLoader stopped mid-epoch).
 
+Layers that keep their own index of blocks (``asyncdecode.compat.accvlab.SharedGopStore``) use the
+parts alone: :meth:`~SharedGopCache.share_buffer` copies bytes that are already serialized,
+:meth:`~SharedGopCache.view` maps a block without parsing it or keeping it, and a ``prefix`` given at
+construction lets processes that never saw the cache object name blocks that its ``close`` removes.
+
 Works with the ``fork`` and ``spawn`` start methods: the cache pickles as its settings only. Blocks
 are files in ``/dev/shm`` (Linux), mapped read-only by the main process; a mapping lives as long as a
 bundle parsed from it, an unlinked block's memory is freed when its last mapping goes.
@@ -26,6 +31,7 @@ import glob
 import logging
 import mmap
 import os
+import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -41,6 +47,7 @@ __all__ = ["SharedBundle", "SharedGopCache"]
 log = logging.getLogger("asyncdecode")
 
 _SHM_DIR = "/dev/shm"
+_NAME_OK = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -74,16 +81,23 @@ class SharedGopCache:
         reread: ``reread(source, first_frame_id) -> GopBundle``, used when a block has gone missing
             (for example ``lambda v, f: store.read_bundle(v, store.info(v).gop_of(f))``). Without it a
             missing block fails with :class:`CorruptDataError`.
+        prefix: Start of the names of the blocks made through this cache (default: one of its own).
+            :meth:`close` removes every block whose name starts with it, so it must be unique to the
+            cache and must not be the start of any other cache's prefix.
     """
 
-    def __init__(self, capacity_bytes: int, *, reread: Callable[[str, int], GopBundle] | None = None) -> None:
+    def __init__(self, capacity_bytes: int, *, reread: Callable[[str, int], GopBundle] | None = None,
+                 prefix: str | None = None) -> None:
         if not isinstance(capacity_bytes, int) or capacity_bytes < 0:
             raise InvalidRequestError(f"capacity_bytes must be an int >= 0, not {capacity_bytes!r}")
+        if prefix is not None and not (isinstance(prefix, str) and _NAME_OK.fullmatch(prefix)):
+            raise InvalidRequestError(f"prefix must be a non-empty name of letters, digits, '_', '-' and '.', "
+                                      f"not {prefix!r}")
         if not os.path.isdir(_SHM_DIR):
             raise BackendUnavailableError(f"SharedGopCache needs {_SHM_DIR} (Linux shared memory)")
         self.capacity_bytes = capacity_bytes
         self.reread = reread
-        self.prefix = f"adgop_{os.getpid()}_{secrets.token_hex(4)}_"
+        self.prefix = prefix if prefix is not None else f"adgop_{os.getpid()}_{secrets.token_hex(4)}_"
         self._entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._made = 0
@@ -99,28 +113,44 @@ class SharedGopCache:
         return {"capacity_bytes": self.capacity_bytes, "reread": self.reread, "prefix": self.prefix}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["capacity_bytes"], reread=state["reread"])  # type: ignore[misc]
-        self.prefix = state["prefix"]
+        self.__init__(state["capacity_bytes"], reread=state["reread"], prefix=state["prefix"])  # type: ignore[misc]
 
     # -- worker side --------------------------------------------------------------------------
 
     def share(self, bundle: GopBundle) -> SharedBundle:
         """Copy ``bundle`` into a new shared-memory block and return the reference to hand over."""
-        data = bundle.buffer
-        with self._lock:
-            self._made += 1
-            name = f"{self.prefix}{os.getpid()}_{self._made}"
-        fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        return self.share_buffer(bundle.buffer, source=bundle.source, first_frame_id=bundle.first_frame_id)
+
+    def share_buffer(self, data: Any, *, source: str, first_frame_id: int) -> SharedBundle:
+        """Copy bytes that are already serialized (a bundle file read whole, say) into a new block.
+
+        The bytes are not parsed here: :meth:`open` checks them when it parses them.
+
+        Args:
+            data: A C-contiguous buffer (``bytes``, a ``uint8`` numpy array, a ``memoryview`` ...).
+            source, first_frame_id: What the reference says the bytes hold.
+        """
+        view = memoryview(data).cast("B")
+        while True:
+            with self._lock:
+                self._made += 1
+                # the GOP's first frame ends the name, so that /dev/shm says what each block holds
+                name = f"{self.prefix}{os.getpid()}_{self._made}_{first_frame_id}"
+            try:
+                fd = os.open(_path(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                break
+            except FileExistsError:  # left by an earlier process of the same pid
+                continue
         try:
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(fd, view):]
+            rest = view
+            while rest:
+                rest = rest[os.write(fd, rest):]
         except BaseException:
             os.close(fd)
             _unlink(name)
             raise
         os.close(fd)
-        return SharedBundle(name, data.nbytes, bundle.source, bundle.first_frame_id)
+        return SharedBundle(name, view.nbytes, source, first_frame_id)
 
     # -- main process -------------------------------------------------------------------------
 
@@ -139,18 +169,12 @@ class SharedGopCache:
                 if entry.name != ref.name:
                     _unlink(ref.name)  # a second copy of a GOP already here
                 return entry.bundle
-        try:
-            fd = os.open(_path(ref.name), os.O_RDONLY)
-        except FileNotFoundError:
+        block = _map(ref.name)
+        if block is None:
             return self._reread(ref)
         try:
-            size = os.fstat(fd).st_size
-            block = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-        finally:
-            os.close(fd)
-        try:
-            if size < ref.nbytes:
-                raise CorruptDataError(f"{size} bytes, {ref.nbytes} expected")
+            if len(block) < ref.nbytes:
+                raise CorruptDataError(f"{len(block)} bytes, {ref.nbytes} expected")
             bundle = GopBundle.from_buffer(memoryview(block)[: ref.nbytes])
         except CorruptDataError as exc:
             _unlink(ref.name)
@@ -159,6 +183,23 @@ class SharedGopCache:
         self._add(key, _Entry(ref.name, bundle, ref.nbytes))
         self.opened += 1
         return bundle
+
+    def view(self, ref: SharedBundle) -> memoryview:
+        """The ``ref.nbytes`` bytes of the block, mapped read-only in place: not parsed, not kept in
+        the LRU, and not removed by this call (the mapping stays valid after the block is unlinked).
+
+        Raises:
+            CorruptDataError: the block is gone, or holds fewer bytes than ``ref`` says.
+        """
+        block = _map(ref.name)
+        of = f" of {ref.source}" if ref.source else ""
+        where = f"shared GOP block {ref.name} (frame {ref.first_frame_id}{of})"
+        if block is None:
+            raise CorruptDataError(f"{where} is gone", path=ref.source or None, frame_id=ref.first_frame_id)
+        if len(block) < ref.nbytes:
+            raise CorruptDataError(f"{where} holds {len(block)} bytes, {ref.nbytes} expected",
+                                   path=ref.source or None, frame_id=ref.first_frame_id)
+        return memoryview(block)[: ref.nbytes]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -215,6 +256,19 @@ class SharedGopCache:
 
 def _path(name: str) -> str:
     return os.path.join(_SHM_DIR, name)
+
+
+def _map(name: str) -> mmap.mmap | bytes | None:
+    """The whole block, mapped read-only (``None``: there is no such block)."""
+    try:
+        fd = os.open(_path(name), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+    finally:
+        os.close(fd)
 
 
 def _unlink(name: str) -> None:

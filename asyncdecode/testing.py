@@ -21,6 +21,9 @@ Encoder facts (FFmpeg 8 / PyAV 18 wheels):
   closed GOP key frames, ``scd=0``), forced keyframes for ``gop_lengths``.
   ``bframes`` is ignored: AV1 hides its reordering inside the bitstream, so
   packets come out with pts == dts.
+* MP4 sample-entry tags: FFmpeg writes ``avc1`` for h264 and ``hev1`` for hevc;
+  ``codec_tag="hvc1"`` gives the other HEVC entry (same packets, parameter sets
+  in the sample description), the two that players and demuxers must both take.
 * ``yuv420p`` / ``yuv420p10le`` need even sizes with h264 and hevc (libx264 and
   libx265 refuse odd 4:2:0 sizes); use ``yuv444p`` for odd sizes. libx265 needs
   at least 16x16.
@@ -109,6 +112,9 @@ class VideoSpec:
             after the main one (the main one stays FFmpeg's best stream).
         audio: Also mux an AAC audio stream.
         container: ``"mp4"`` or ``"mkv"``.
+        codec_tag: MP4 sample-entry tag of the video streams (``"hvc1"`` or ``"hev1"``
+            for hevc); ``None`` leaves FFmpeg's choice (``hev1`` for hevc, ``avc1``
+            for h264).
         seed: Content seed.
         crf: Encoder quality (lower = better, bigger files).
     """
@@ -129,6 +135,7 @@ class VideoSpec:
     second_video: tuple[int, int] | None = None
     audio: bool = False
     container: Literal["mp4", "mkv"] = "mp4"
+    codec_tag: str | None = None
     seed: int = 0
     crf: int = 28
 
@@ -141,6 +148,10 @@ class VideoSpec:
             raise ValueError("open_gop is only supported for hevc")
         if self.gop_lengths is not None and (not self.gop_lengths or min(self.gop_lengths) < 1):
             raise ValueError("gop_lengths must be a non-empty tuple of positive lengths")
+        if self.codec_tag is not None and (self.container != "mp4" or len(self.codec_tag) != 4
+                                           or not self.codec_tag.isascii()):
+            raise ValueError(f"codec_tag must be a 4-character MP4 sample-entry tag (mp4 only), "
+                             f"not {self.codec_tag!r} in {self.container}")
         sx, sy = _subsampling(av.VideoFormat(self.pix_fmt))
         sizes = [(self.width, self.height)] + ([self.second_video] if self.second_video else [])
         for w, h in sizes:
@@ -296,6 +307,8 @@ def _add_video_stream(
     stream = out.add_stream(_ENCODERS[spec.codec], rate=spec.fps)
     stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
     stream.time_base = spec.time_base()
+    if spec.codec_tag is not None:
+        stream.codec_tag = spec.codec_tag
     ctx = stream.codec_context
     ctx.time_base = spec.time_base()
     ctx.thread_count = 1

@@ -16,9 +16,10 @@ from asyncdecode import CorruptDataError, VideoOpenError
 def test_exported_names():
     assert nvc.__all__ == sorted(nvc.__all__)
     assert nvc.__all__ == [
-        "CachedGopDecoder", "Codec", "CreateGopDecoder", "CreateSampleReader", "DecodedFrameExt",
-        "DropCacheStatus", "FastStreamInfo", "GetFastInitInfo", "PyNvGopDecoder", "PyNvSampleReader",
-        "RGBFrame", "SavePacketsToFile", "drop_videos_cache",
+        "CachedGopDecoder", "Codec", "CreateBatchAsyncStreamReader", "CreateGopDecoder", "CreateSampleReader",
+        "DecodedFrameExt", "DropCacheStatus", "FastStreamInfo", "GetFastInitInfo", "GopRef",
+        "PyNvBatchAsyncStreamReader", "PyNvGopDecoder", "PyNvSampleReader", "RGBFrame", "SavePacketsToFile",
+        "SharedGopStore", "drop_videos_cache",
     ]
     for name in nvc.__all__:
         assert getattr(nvc, name).__module__.startswith("asyncdecode.compat")

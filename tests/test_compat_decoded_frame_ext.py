@@ -27,10 +27,11 @@ def test_nv12_layout_and_metadata(assets):
     assert frame.color_range == 2 and frame.timestamp == info.frame_pts[13]
     assert _decode(assets["h264_nob"], [0])[0].color_range == 0  # untagged
     y, uv = frame.cuda()
-    assert y.shape == [96, 160] and uv.shape == [48, 80, 2] and uv.strides == [160, 2, 1]
+    assert y.shape == [96, 160, 1] and y.strides == [160, 1, 1]  # accvlab's luma view
+    assert uv.shape == [48, 80, 2] and uv.strides == [160, 2, 1]
     assert frame.GetPtrToPlane(0) == y.dataptr == np.asarray(frame).ctypes.data
     assert frame.GetPtrToPlane(1) == uv.dataptr == np.asarray(frame).ctypes.data + 96 * 160
-    assert [p.shape for p in frame.nvcv_image()] == [[96, 160], [48, 80, 2]]
+    assert [p.shape for p in frame.nvcv_image()] == [[96, 160, 1], [48, 80, 2]]
     with pytest.raises(InvalidRequestError, match="plane index must be 0"):
         frame.GetPtrToPlane(2)
     assert "NV12 160x96" in repr(frame)
@@ -45,7 +46,7 @@ def test_planes_export_without_copy_and_equal_ffmpeg(assets):
     y, uv = frame.cuda()
     ya, uva = np.asarray(y), np.asarray(uv)
     assert ya.ctypes.data == whole.ctypes.data and uva.ctypes.data == whole.ctypes.data + 98 * 174
-    assert np.array_equal(ya, ref.planes[0])
+    assert np.array_equal(ya[..., 0], ref.planes[0])
     assert np.array_equal(uva[..., 0], ref.planes[1]) and np.array_equal(uva[..., 1], ref.planes[2])
     assert torch.as_tensor(y).data_ptr() == y.dataptr and torch.from_dlpack(uv).data_ptr() == uv.dataptr
     assert torch.from_dlpack(frame).shape == (147, 174)
@@ -57,7 +58,7 @@ def test_p016_for_10bit(assets):
     assert frame.format == "P016" and frame.dtype == np.uint16 and frame.bit_depth == 10
     assert frame.framesize() == 2 * frame.shape[0] * frame.shape[1]
     y = np.asarray(frame.cuda()[0])
-    assert y.dtype == np.uint16 and np.array_equal(y >> 6, reference_frames(path)[30].planes[0])
+    assert y.dtype == np.uint16 and np.array_equal(y[..., 0] >> 6, reference_frames(path)[30].planes[0])
 
 
 @pytest.mark.cuda

@@ -86,7 +86,7 @@ def test_nv12_planes_equal_ffmpeg(decoder, files):
     for fid, f in zip(ids, frames):
         y, uv = (torch.as_tensor(p, device=f.device).cpu().numpy() for p in f.cuda())
         assert f.format == "NV12" and f.dtype == np.uint8
-        assert np.array_equal(y, ref[fid].planes[0])
+        assert y.shape[-1] == 1 and np.array_equal(y[..., 0], ref[fid].planes[0])  # luma (H, W, 1)
         assert np.array_equal(uv[..., 0], ref[fid].planes[1]) and np.array_equal(uv[..., 1], ref[fid].planes[2])
         assert f.timestamp == ref[fid].pts
 
@@ -263,7 +263,7 @@ def test_10bit_decodes_to_p016(decoder, assets):
     (frame,) = decoder.Decode([path], [7])
     assert frame.format == "P016" and frame.dtype == np.uint16 and frame.bit_depth == 10
     y, uv = (torch.as_tensor(p, device=frame.device).cpu().to(torch.int32).numpy() for p in frame.cuda())
-    assert np.array_equal(y >> 6, ref[7].planes[0]) and not (y & 0x3F).any()
+    assert np.array_equal(y[..., 0] >> 6, ref[7].planes[0]) and not (y & 0x3F).any()
     assert np.array_equal(uv[..., 1] >> 6, ref[7].planes[2])
 
 

@@ -38,7 +38,7 @@ def test_decode_examples(reader, files):
     frames = reader.Decode(files, [0, 10])
     assert len(frames) == 2 and all(isinstance(f, nvc.DecodedFrameExt) for f in frames)
     ref = reference_frames(files[1])[10]
-    y = torch.as_tensor(frames[1].cuda()[0], device=frames[1].device).cpu().numpy()
+    y = torch.as_tensor(frames[1].cuda()[0], device=frames[1].device).cpu().numpy()[..., 0]  # (H, W, 1)
     assert (y == ref.planes[0]).all()
     rgb_frames = reader.DecodeN12ToRGB(files, [0, 10], as_bgr=True)
     assert len(rgb_frames) == 2 and all(f.isBGR for f in rgb_frames)

@@ -26,7 +26,8 @@ import numpy as np
 from .. import gop as _gop
 from ..errors import CorruptDataError, FrameIndexError, InvalidRequestError, VideoOpenError
 from ..gop import GopBundle, GopReader
-from ..media import VideoIndex, build_index, file_stamp
+from ..media import ANNEXB_FILTERS, VideoIndex, build_index, file_stamp
+from ._errors import BITSTREAM_FILTER_FAILED, GOP_DEMUX_FAILED
 
 __all__ = [
     "CODEC_IDS",
@@ -206,10 +207,13 @@ class GopSource:
         """One bundle per ``(absolute path, frame id)``; requests in one GOP share its bundle.
 
         Raises:
-            VideoOpenError, CorruptDataError: as :func:`asyncdecode.gop.extract_gops`.
+            VideoOpenError: as :func:`asyncdecode.gop.extract_gops`.
+            CorruptDataError: a GOP cannot be read: "GOP demux failed for file: ... frame_id=...", with
+                the step that failed and the GOP's frames.
             FrameIndexError: a frame id out of range (naming the file and its range).
         """
         wanted: dict[str, dict[int, GopBundle | None]] = {}
+        first_asked: dict[tuple[str, int], int] = {}
         plan = []
         for path, fid in pairs:
             info = self.index(path).info
@@ -218,15 +222,47 @@ class GopSource:
                                       path=path, frame_id=fid)
             gop = info.gop_of(fid)
             wanted.setdefault(path, {})[gop] = None
+            first_asked.setdefault((path, gop), fid)
             plan.append((path, gop))
         for path, gops in wanted.items():
-            with GopReader(self.index(path)) as reader:
+            index = self.index(path)
+            with GopReader(index) as reader:
                 for gop in gops:
-                    gops[gop] = reader.read(gop)
+                    try:
+                        gops[gop] = reader.read(gop)
+                    except CorruptDataError as exc:
+                        raise _demux_failed(exc, index, gop, first_asked[path, gop]) from exc
         return [wanted[path][gop] for path, gop in plan]  # type: ignore[misc]
 
     def clear(self) -> None:
         self._indexes.clear()
+
+
+def _demux_failed(exc: CorruptDataError, index: VideoIndex, gop: int, frame_id: int) -> CorruptDataError:
+    """A GOP that cannot be read, said as accvlab says it (GOP demux failed, and which step), with the
+    GOP's frames and what to do."""
+    path, frames = index.path, index.gop_frame_range(gop)
+    cause = exc.__cause__
+    annexb = ANNEXB_FILTERS.get(index.info.codec)
+    if annexb is not None and cause is not None and _raised_in_bitstream_filter(cause):
+        reason = getattr(cause, "strerror", None) or str(cause)
+        detail = (f"{BITSTREAM_FILTER_FAILED}: {annexb} rejected the packets of GOP {gop} "
+                  f"(frames {frames.start}..{frames.stop - 1}): {reason}")
+    else:
+        detail = exc.message.removeprefix(f"{path}: ")
+    return CorruptDataError(f"{GOP_DEMUX_FAILED} for file: {path} frame_id={frame_id}: {detail}. The video data "
+                            "of this GOP is damaged: copy or re-encode the file (its other GOPs may still read)",
+                            path=path, frame_id=frame_id)
+
+
+def _raised_in_bitstream_filter(exc: BaseException) -> bool:
+    """Whether FFmpeg's bitstream filter (PyAV's ``av.bitstream``) raised ``exc``, rather than the demuxer."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "bitstream" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 # -- the per-packet view ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ..errors import InvalidRequestError, UnsupportedStreamError
 from ..gop import GopBundle
 from . import _bundles
 from ._bundles import GopSource
+from ._errors import SAME_LENGTH
 from ._frames import DecodedFrameExt, RGBFrame, nv12_from_planes
 from ._runner import Device, Runner
 from ._values import FastStreamInfo
@@ -49,7 +50,7 @@ def request_pairs(method: str, filepaths: Any, frame_ids: Any, fast_infos: Any =
     if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Sequence):
         raise InvalidRequestError(f"{method}: frame_ids must be a list of ints, not {type(frame_ids).__name__}")
     if len(frame_ids) != len(paths):
-        raise InvalidRequestError(f"{method}: {len(paths)} filepaths but {len(frame_ids)} frame_ids "
+        raise InvalidRequestError(f"{method}: {len(paths)} filepaths but {len(frame_ids)} frame_ids; {SAME_LENGTH} "
                                   "(one frame id per file path)")
     for p, f in zip(paths, frame_ids):
         if isinstance(f, bool) or not isinstance(f, (int, np.integer)):

@@ -7,6 +7,10 @@ which code written for asyncdecode catches. An error leaving this layer is both:
 class here that derives from the asyncdecode error and from ``RuntimeError`` (same message, same
 ``path`` / ``frame_id`` / ``device``; the original as its ``__cause__``). The classes carry the names
 of the asyncdecode ones and live at module level, so errors pickle (DataLoader workers).
+
+Where code written for accvlab matches a message (``pytest.raises(RuntimeError, match=...)``,
+``"..." in str(err)``), the message here carries accvlab's phrase, below, followed by asyncdecode's
+detail (the file, the frame, what is allowed).
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .. import errors
+
+# accvlab's phrases (its PyNvGopDecoder, PyNvSampleReader and CachedGopDecoder).
+SAME_LENGTH = "filepaths and frame_ids must have the same length"
+NO_PENDING_TASK = "No pending decode task and buffer is empty"
+PARAMETERS_DIFFER = "Request parameters do not match"
+GOP_DEMUX_FAILED = "GOP demux failed"
+BITSTREAM_FILTER_FAILED = "FFmpeg bitstream filter receive failed"
+CACHE_CAPACITY_POSITIVE = "cache_capacity must be positive"
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)

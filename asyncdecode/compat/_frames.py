@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidRequestError, UnsupportedStreamError
+from ._values import PixelFormat
 
 __all__ = ["DecodedFrameExt", "PlaneView", "RGBFrame", "nv12_from_planes"]
 
@@ -120,12 +121,25 @@ class RGBFrame(_Exported):
 
 
 class PlaneView(_Exported):
-    """One plane of a :class:`DecodedFrameExt` (luma ``(H, W)`` or interleaved chroma ``(H/2, W/2, 2)``)."""
+    """One plane of a :class:`DecodedFrameExt`: luma ``(H, W, 1)`` or interleaved chroma ``(H/2, W/2, 2)``,
+    the shapes of accvlab's plane views."""
 
     __slots__ = ()
 
     def __init__(self, tensor: torch.Tensor) -> None:
         self._tensor = tensor
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        # As accvlab's plane views say it, since code written for accvlab compares these fields: the
+        # strides always given (torch leaves them out for contiguous memory), and "|u2" for 16-bit
+        # samples, which numpy, torch and CuPy parse as native uint16 (CUDA devices are little-endian).
+        cai = dict(_Exported.__cuda_array_interface__.fget(self))  # type: ignore[attr-defined]
+        if cai.get("strides") is None:
+            cai["strides"] = tuple(_byte_strides(self._tensor))
+        if cai["typestr"] == "<u2":
+            cai["typestr"] = "|u2"
+        return cai
 
     @property
     def shape(self) -> list[int]:
@@ -179,9 +193,10 @@ class DecodedFrameExt(_Exported):
         return np.dtype(np.uint8 if self._tensor.dtype == torch.uint8 else np.uint16)
 
     @property
-    def format(self) -> str:
-        """``"NV12"`` or ``"P016"``."""
-        return "NV12" if self._tensor.dtype == torch.uint8 else "P016"
+    def format(self) -> PixelFormat:
+        """:attr:`PixelFormat.NV12` (3) or :attr:`PixelFormat.P016` (5), accvlab's numbers; each also
+        equals its name (``"NV12"``, ``"P016"``)."""
+        return PixelFormat.NV12 if self._tensor.dtype == torch.uint8 else PixelFormat.P016
 
     @property
     def color_range(self) -> int:
@@ -215,13 +230,14 @@ class DecodedFrameExt(_Exported):
     def _planes(self) -> tuple[torch.Tensor, torch.Tensor]:
         h = self._height
         rows, pitch = self._tensor.shape
-        luma = self._tensor[:h, : self._width]
+        luma = self._tensor[:h, : self._width].unsqueeze(-1)  # (H, W, 1), as accvlab's luma view
         chroma = self._tensor[h:].view(rows - h, pitch // 2, 2)
         return luma, chroma
 
     def cuda(self) -> list[PlaneView]:
-        """The luma and chroma planes as views that export their memory (CUDA array interface on a
-        GPU; on the CPU backend the same views export the array interface)."""
+        """The luma ``(H, W, 1)`` and interleaved chroma ``(ceil(H/2), ceil(W/2), 2)`` planes as views
+        that export their memory (CUDA array interface on a GPU; on the CPU backend the same views
+        export the array interface)."""
         return [PlaneView(p) for p in self._planes()]
 
     def nvcv_image(self) -> list[PlaneView]:
@@ -231,12 +247,12 @@ class DecodedFrameExt(_Exported):
     def GetPtrToPlane(self, planeIdx: int) -> int:
         """Address of plane ``planeIdx``: 0 luma, 1 interleaved chroma."""
         if planeIdx not in (0, 1):
-            raise InvalidRequestError(f"plane index must be 0 (luma) or 1 (chroma) for {self.format}, "
+            raise InvalidRequestError(f"plane index must be 0 (luma) or 1 (chroma) for {self.format.name}, "
                                       f"not {planeIdx!r}")
         return self._planes()[planeIdx].data_ptr()
 
     def __repr__(self) -> str:
-        return (f"DecodedFrameExt({self.format} {self._width}x{self._height}, pts {self._timestamp}, "
+        return (f"DecodedFrameExt({self.format.name} {self._width}x{self._height}, pts {self._timestamp}, "
                 f"on {self._tensor.device})")
 
 

@@ -15,6 +15,7 @@ from ..gop import GopBundle
 from . import _bundles
 from ._bundles import PacketTable
 from ._common import BGR, RGB, Decoder, flag, path_list, positive, request_pairs
+from ._errors import CACHE_CAPACITY_POSITIVE
 from ._frames import DecodedFrameExt, RGBFrame
 from ._runner import Device
 from ._values import Codec, FastStreamInfo
@@ -110,6 +111,19 @@ class PyNvGopDecoder(Decoder):
         bundles, which, pairs = self._from_data("DecodeFromGOP", [numpy_data], filepaths, frame_ids)
         return self._nv12(bundles, which, pairs)
 
+    def DecodeFromGOPList(self, numpy_datas: Sequence[Any], filepaths: Sequence[str],
+                          frame_ids: Sequence[int]) -> list[DecodedFrameExt]:
+        """As :meth:`DecodeFromGOP`, from several arrays of packet data (the arrays of :meth:`GetGOPList`
+        or :meth:`LoadGopsToList`); ``filepaths`` and ``frame_ids`` list every requested frame.
+
+        Example:
+            >>> gop_list = decoder.GetGOPList(["cam0.mp4", "cam1.mp4"], [0, 10])
+            >>> frames = decoder.DecodeFromGOPList([d for d, _, _ in gop_list], ["cam0.mp4", "cam1.mp4"], [0, 10])
+        """
+        datas = _data_list("DecodeFromGOPList", numpy_datas)
+        bundles, which, pairs = self._from_data("DecodeFromGOPList", datas, filepaths, frame_ids)
+        return self._nv12(bundles, which, pairs)
+
     def DecodeFromGOPRGB(self, numpy_data: Any, filepaths: Sequence[str], frame_ids: Sequence[int],
                          as_bgr: bool = False) -> list[RGBFrame]:
         """As :meth:`DecodeFromGOP`, as RGB (BGR with ``as_bgr``) frames."""
@@ -119,9 +133,8 @@ class PyNvGopDecoder(Decoder):
                              frame_ids: Sequence[int], as_bgr: bool = False) -> list[RGBFrame]:
         """As :meth:`DecodeFromGOPRGB`, from several arrays of packet data (from :meth:`GetGOPList`
         or :meth:`LoadGopsToList`); ``filepaths`` and ``frame_ids`` list every requested frame."""
-        if isinstance(numpy_datas, np.ndarray) or not isinstance(numpy_datas, Sequence) or not numpy_datas:
-            raise InvalidRequestError("DecodeFromGOPListRGB: numpy_datas must be a non-empty list of arrays")
-        return self._rgb_from_data("DecodeFromGOPListRGB", numpy_datas, filepaths, frame_ids, as_bgr)
+        datas = _data_list("DecodeFromGOPListRGB", numpy_datas)
+        return self._rgb_from_data("DecodeFromGOPListRGB", datas, filepaths, frame_ids, as_bgr)
 
     def _rgb_from_data(self, method: str, datas: Sequence[Any], filepaths: Any, frame_ids: Any,
                        as_bgr: Any) -> list[RGBFrame]:
@@ -243,6 +256,13 @@ class PyNvGopDecoder(Decoder):
         return [RGBFrame(t, is_bgr=bgr) for t in frames]
 
 
+def _data_list(method: str, numpy_datas: Any) -> Sequence[Any]:
+    if isinstance(numpy_datas, np.ndarray) or not isinstance(numpy_datas, Sequence) or not numpy_datas:
+        raise InvalidRequestError(f"{method}: numpy_datas must be a non-empty list of arrays (one per GOP, "
+                                  "as GetGOPList or LoadGopsToList give them)")
+    return numpy_datas
+
+
 def _gop_entry(bundle: GopBundle) -> tuple[np.ndarray, list[int], list[int]]:
     return _bundles.pack([bundle]), [bundle.first_frame_id], [bundle.frame_count]
 
@@ -262,18 +282,19 @@ class CachedGopDecoder(PyNvGopDecoder):
     * ``GetGOPList``: only the files that miss are fetched and cached; the others come from the cache.
     * ``useGOPCache=False`` (the default) neither reads nor fills the cache.
 
-    :meth:`isCacheHit` tells, per file of the last such call, whether it hit. As an addition to
-    accvlab, the cache holds at most ``max_cached_files`` files, least recently used dropped first.
+    :meth:`isCacheHit` tells, per file of the last such call, whether it hit. The cache holds at most
+    ``gopCacheCapacity`` files (``max_cached_files`` is the same bound), least recently used dropped first.
     """
 
     def __init__(self, maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: bool = False,
-                 *, device: Device = "auto", max_cached_files: int | None = None, _key: object = None) -> None:
+                 gopCacheCapacity: int | None = None, *, device: Device = "auto",
+                 max_cached_files: int | None = None, _key: object = None) -> None:
         if _key is not _CREATION_KEY:
-            raise InvalidRequestError("CachedGopDecoder is made by CreateGopDecoder(...), not directly")
-        if max_cached_files is not None:
-            positive("max_cached_files", max_cached_files)
+            raise InvalidRequestError("CachedGopDecoder cannot be instantiated directly: make it with "
+                                      "CreateGopDecoder(maxfiles, ...)")
+        capacity = _cache_capacity(gopCacheCapacity, max_cached_files)
         super().__init__(maxfiles, iGpu, suppressNoColorRangeWarning, device=device)
-        self.max_cached_files = max_cached_files or 4 * self.maxfiles
+        self.max_cached_files = capacity or 4 * self.maxfiles
         self._gop_cache: OrderedDict[str, tuple[np.ndarray, int, int]] = OrderedDict()
         self._last_cache_hits: list[bool] = []
 
@@ -344,9 +365,11 @@ class CachedGopDecoder(PyNvGopDecoder):
         return list(self._last_cache_hits)
 
     def get_cache_info(self) -> dict[str, Any]:
-        """``cached_files_count``, ``max_cached_files`` and, per cached file path, its GOP's
-        ``first_frame_id``, ``gop_len``, ``frame_range`` (first, last) and ``packets_size_bytes``."""
+        """``cache_capacity`` (also as ``max_cached_files``), ``cached_files_count`` and, per cached file
+        path, its GOP's ``first_frame_id``, ``gop_len``, ``frame_range`` (first, last) and
+        ``packets_size_bytes``."""
         return {
+            "cache_capacity": self.max_cached_files,
             "cached_files_count": len(self._gop_cache),
             "max_cached_files": self.max_cached_files,
             "cached_files": {
@@ -366,8 +389,27 @@ def _merge_entries(entries: Sequence[tuple[np.ndarray, int, int]]) -> tuple[np.n
     return packets, [e[1] for e in entries], [e[2] for e in entries]
 
 
+def _cache_capacity(gop_cache_capacity: Any, max_cached_files: Any) -> int | None:
+    """The cache bound given under accvlab's name (``gopCacheCapacity``) or this layer's, checked; ``None``
+    when neither is given."""
+    if gop_cache_capacity is not None:
+        if isinstance(gop_cache_capacity, bool) or not isinstance(gop_cache_capacity, int):
+            raise InvalidRequestError(f"gopCacheCapacity must be a positive integer or None, not "
+                                      f"{type(gop_cache_capacity).__name__} ({gop_cache_capacity!r})")
+        if gop_cache_capacity < 1:
+            raise InvalidRequestError(f"gopCacheCapacity: {CACHE_CAPACITY_POSITIVE}, not {gop_cache_capacity}")
+    if max_cached_files is not None:
+        positive("max_cached_files", max_cached_files)
+        if gop_cache_capacity is not None and gop_cache_capacity != max_cached_files:
+            raise InvalidRequestError(f"gopCacheCapacity={gop_cache_capacity} and max_cached_files={max_cached_files} "
+                                      "name the same bound: give one")
+        return max_cached_files
+    return gop_cache_capacity
+
+
 def CreateGopDecoder(maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: bool = False,
-                     *, device: Device = "auto", max_cached_files: int | None = None) -> CachedGopDecoder:
+                     gopCacheCapacity: int | None = None, *, device: Device = "auto",
+                     max_cached_files: int | None = None) -> CachedGopDecoder:
     """A :class:`CachedGopDecoder`: a :class:`PyNvGopDecoder` with a cache of GOP data.
 
     Example:
@@ -377,8 +419,14 @@ def CreateGopDecoder(maxfiles: int, iGpu: int = 0, suppressNoColorRangeWarning: 
 
     Args:
         maxfiles, iGpu, suppressNoColorRangeWarning, device: As for :class:`PyNvGopDecoder`.
-        max_cached_files: Files whose GOP the cache keeps, at most (default ``4 * maxfiles``).
+        gopCacheCapacity: Files whose GOP the cache keeps, at most (default ``4 * maxfiles``); the
+            least recently used file goes first. Only calls with ``useGOPCache=True`` use the cache.
+        max_cached_files: The same bound under this layer's earlier name (give one of the two).
+
+    Raises:
+        InvalidRequestError: a capacity that is not a positive int (accvlab: "cache_capacity must be
+            positive"), or two different ones.
     """
-    return CachedGopDecoder(maxfiles, iGpu, suppressNoColorRangeWarning, device=device,
+    return CachedGopDecoder(maxfiles, iGpu, suppressNoColorRangeWarning, gopCacheCapacity, device=device,
                             max_cached_files=max_cached_files, _key=_CREATION_KEY)
 

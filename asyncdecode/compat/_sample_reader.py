@@ -5,33 +5,108 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ..errors import InvalidRequestError
+from ..errors import EngineClosedError, InvalidRequestError
 from ._common import BGR, RGB, Decoder, flag, positive, request_pairs
+from ._errors import NO_PENDING_TASK, PARAMETERS_DIFFER
 from ._frames import DecodedFrameExt, RGBFrame
 from ._runner import Device
 
-__all__ = ["CreateSampleReader", "PyNvSampleReader"]
+__all__ = ["AsyncRequest", "AsyncSlot", "CreateSampleReader", "PyNvSampleReader"]
 
 log = logging.getLogger("asyncdecode")
 
 
-
 @dataclass(frozen=True)
-class _Pending:
-    """The one asynchronous request of a sample reader, waiting to be collected."""
+class AsyncRequest:
+    """What an asynchronous request asked for; the call that collects it must ask for the same."""
 
     paths: tuple[str, ...]
-    frame_ids: tuple[int, ...]
+    """The file paths as given (compared as strings, as accvlab does)."""
+    frame_ids: tuple[Any, ...]
+    """One frame id per path, or (batch reader) one tuple of frame ids per path."""
     as_bgr: bool
-    future: concurrent.futures.Future[list[torch.Tensor]]
 
     def describe(self) -> str:
-        return f"filepaths={list(self.paths)}, frame_ids={list(self.frame_ids)}, as_bgr={self.as_bgr}"
+        ids = [list(f) if isinstance(f, tuple) else f for f in self.frame_ids]
+        return f"filepaths={list(self.paths)}, frame_ids={ids}, as_bgr={self.as_bgr}"
+
+
+class AsyncSlot:
+    """The one request a reader keeps in the background: started by one call (``start_method``) and
+    collected by another (``collect_method``) given the same arguments."""
+
+    def __init__(self, start_method: str, collect_method: str) -> None:
+        self._start_method = start_method
+        self._collect_method = collect_method
+        self._pending: tuple[AsyncRequest, concurrent.futures.Future[list[torch.Tensor]]] | None = None
+        self._closed = False
+
+    def start(self, request: AsyncRequest,
+              submit: Callable[[], concurrent.futures.Future[list[torch.Tensor]]]) -> None:
+        """Start ``request`` with ``submit()``. A request not collected yet is waited for and its result
+        dropped (with a logged warning): one request is kept, as in accvlab."""
+        self._check(self._start_method)
+        previous, self._pending = self._pending, None
+        if previous is not None:
+            log.warning("asyncdecode.compat.accvlab: %s called again before %s; the result of the earlier "
+                        "request (%s) is dropped", self._start_method, self._collect_method, previous[0].describe())
+            concurrent.futures.wait([previous[1]])
+        self._pending = (request, submit())
+
+    def collect(self, request: AsyncRequest) -> list[torch.Tensor]:
+        """The frames of the waiting request (waiting for them), which must be ``request``.
+
+        Raises:
+            InvalidRequestError: no request is waiting, or it is not ``request`` (it stays waiting).
+            EngineClosedError: the reader is closed.
+            AsyncDecodeError: the request's own error, raised here.
+        """
+        method = self._collect_method
+        self._check(method)
+        if self._pending is None:
+            raise InvalidRequestError(f"{method}: no decode is waiting to be collected; call "
+                                      f"{self._start_method}(filepaths, frame_ids, as_bgr) first ({NO_PENDING_TASK})")
+        waiting, future = self._pending
+        if request != waiting:
+            diff = [name for name, a, b in (("filepaths", request.paths, waiting.paths),
+                                            ("frame_ids", request.frame_ids, waiting.frame_ids),
+                                            ("as_bgr", request.as_bgr, waiting.as_bgr)) if a != b]
+            raise InvalidRequestError(f"{method}: {' and '.join(diff)} differ from the waiting request's "
+                                      f"({waiting.describe()}; asked: {request.describe()}). {PARAMETERS_DIFFER} "
+                                      "the waiting request, which stays waiting")
+        self._pending = None
+        return future.result()
+
+    @property
+    def waiting(self) -> AsyncRequest | None:
+        """The request waiting to be collected, if any."""
+        return self._pending[0] if self._pending is not None else None
+
+    def finish(self) -> None:
+        """Wait for the waiting request, if any; it stays collectable."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending[1]])
+
+    def drop(self) -> None:
+        """Cancel and forget the waiting request, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[1].cancel()
+
+    def close(self) -> None:
+        """Forget the waiting request; later calls raise :class:`~asyncdecode.EngineClosedError`."""
+        self._pending = None
+        self._closed = True
+
+    def _check(self, method: str) -> None:
+        if self._closed:
+            raise EngineClosedError(f"{method}: the reader is closed")
 
 
 class PyNvSampleReader(Decoder):
@@ -59,7 +134,7 @@ class PyNvSampleReader(Decoder):
         self.num_of_set = positive("num_of_set", num_of_set)
         self.num_of_file = positive("num_of_file", num_of_file)
         super().__init__(num_of_file, iGpu, suppressNoColorRangeWarning, device)
-        self._pending: _Pending | None = None
+        self._slot = AsyncSlot("DecodeN12ToRGBAsync", "DecodeN12ToRGBAsyncGetBuffer")
 
     def Decode(self, filepaths: Sequence[str], frame_ids: Sequence[int]) -> list[DecodedFrameExt]:
         """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i, in NV12 (P016 for 10-bit).
@@ -71,7 +146,17 @@ class PyNvSampleReader(Decoder):
 
     def DecodeN12ToRGB(self, filepaths: Sequence[str], frame_ids: Sequence[int],
                        as_bgr: bool = False) -> list[RGBFrame]:
-        """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i, as RGB (BGR with ``as_bgr``)."""
+        """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i, as RGB (BGR with ``as_bgr``).
+
+        As in accvlab, a request of :meth:`DecodeN12ToRGBAsync` not collected yet is finished and its
+        result dropped: a later :meth:`DecodeN12ToRGBAsyncGetBuffer` finds no request waiting.
+        """
+        waiting = self._slot.waiting
+        if waiting is not None:
+            log.warning("asyncdecode.compat.accvlab: DecodeN12ToRGB called while a DecodeN12ToRGBAsync request "
+                        "waits to be collected; as in accvlab, its result (%s) is dropped", waiting.describe())
+            self._slot.finish()
+            self._slot.drop()
         return self._rgb_by_path("DecodeN12ToRGB", filepaths, frame_ids, as_bgr)
 
     def DecodeN12ToRGBAsync(self, filepaths: Sequence[str], frame_ids: Sequence[int],
@@ -83,17 +168,9 @@ class PyNvSampleReader(Decoder):
         logs a warning and drops its result. Malformed arguments raise here; errors of the decode
         itself (a missing file, a bad frame id, damaged data) are raised by the GetBuffer call.
         """
-        method = "DecodeN12ToRGBAsync"
-        pairs = request_pairs(method, filepaths, frame_ids)
-        bgr = flag(method, "as_bgr", as_bgr)
-        previous, self._pending = self._pending, None
-        if previous is not None:
-            log.warning("asyncdecode.compat.accvlab: DecodeN12ToRGBAsync called again before "
-                        "DecodeN12ToRGBAsyncGetBuffer; the result of the earlier request (%s) is dropped",
-                        previous.describe())
-            concurrent.futures.wait([previous.future])
-        future = self._runner.submit([p for p, _ in pairs], [f for _, f in pairs], BGR if bgr else RGB)
-        self._pending = _Pending(tuple(os.fspath(p) for p in filepaths), tuple(f for _, f in pairs), bgr, future)
+        request, pairs = _request("DecodeN12ToRGBAsync", filepaths, frame_ids, as_bgr)
+        self._slot.start(request, lambda: self._runner.submit([p for p, _ in pairs], [f for _, f in pairs],
+                                                              BGR if request.as_bgr else RGB))
 
     def DecodeN12ToRGBAsyncGetBuffer(self, filepaths: Sequence[str], frame_ids: Sequence[int],
                                      as_bgr: bool = False) -> list[RGBFrame]:
@@ -107,40 +184,44 @@ class PyNvSampleReader(Decoder):
             AsyncDecodeError: the request's own error (its file and frame named), raised here.
         """
         method = "DecodeN12ToRGBAsyncGetBuffer"
-        pairs = request_pairs(method, filepaths, frame_ids)
-        bgr = flag(method, "as_bgr", as_bgr)
-        pending = self._pending
-        if pending is None:
-            raise InvalidRequestError(f"{method}: no decode is waiting to be collected; call "
-                                      "DecodeN12ToRGBAsync(filepaths, frame_ids, as_bgr) first")
-        asked = _Pending(tuple(os.fspath(p) for p in filepaths), tuple(f for _, f in pairs), bgr, pending.future)
-        if asked != pending:
-            diff = [name for name, a, b in (("filepaths", asked.paths, pending.paths),
-                                            ("frame_ids", asked.frame_ids, pending.frame_ids),
-                                            ("as_bgr", asked.as_bgr, pending.as_bgr)) if a != b]
-            raise InvalidRequestError(f"{method}: {' and '.join(diff)} differ from the waiting request's "
-                                      f"({pending.describe()}; asked: {asked.describe()})")
-        self._pending = None
-        return [RGBFrame(t, is_bgr=bgr) for t in pending.future.result()]
+        try:
+            request, _ = _request(method, filepaths, frame_ids, as_bgr)
+        except InvalidRequestError as exc:
+            waiting = self._slot.waiting
+            if waiting is None:
+                raise
+            # Arguments that cannot even form a request (as many frame ids as paths ...) do not match
+            # the waiting one either; it stays waiting.
+            raise InvalidRequestError(f"{exc.message}; the waiting request is {waiting.describe()}. "
+                                      f"{PARAMETERS_DIFFER} the waiting request, which stays waiting",
+                                      path=exc.path, frame_id=exc.frame_id) from None
+        return [RGBFrame(t, is_bgr=request.as_bgr) for t in self._slot.collect(request)]
 
     def clearAllReaders(self) -> None:
         """Drop the waiting request (if any) and free the decoder sessions, threads and caches; the
         next call makes new ones."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.future.cancel()
+        self._slot.drop()
         self._runner.release()
 
     def release_decoder(self) -> None:
         """Free the decoder sessions, threads and caches; the next call makes new ones. A waiting
         request is finished first and can still be collected."""
-        if self._pending is not None:
-            concurrent.futures.wait([self._pending.future])
+        self._slot.finish()
         self._runner.release()
 
     def close(self) -> None:
-        self._pending = None
+        self._slot.close()
         super().close()
+
+
+def _request(method: str, filepaths: Any, frame_ids: Any,
+             as_bgr: Any) -> tuple[AsyncRequest, list[tuple[str, int]]]:
+    """The checked request of a one-frame-per-file async call, and its ``(absolute path, frame id)``
+    pairs."""
+    pairs = request_pairs(method, filepaths, frame_ids)
+    request = AsyncRequest(tuple(os.fspath(p) for p in filepaths), tuple(f for _, f in pairs),
+                           flag(method, "as_bgr", as_bgr))
+    return request, pairs
 
 
 def CreateSampleReader(num_of_set: int, num_of_file: int, iGpu: int = 0,

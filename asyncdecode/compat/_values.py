@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["AV_CODEC_IDS", "AV_PIX_FMTS", "Codec", "DropCacheStatus", "FastStreamInfo"]
+__all__ = ["AV_CODEC_IDS", "AV_PIX_FMTS", "Codec", "DropCacheStatus", "FastStreamInfo", "PixelFormat"]
 
 #: AVCodecID of each FFmpeg codec name (``FastStreamInfo.codec_id``).
 AV_CODEC_IDS = {"mpeg2video": 2, "mpeg4": 12, "h264": 27, "hevc": 173, "vp9": 167, "av1": 225}
@@ -24,6 +24,34 @@ class Codec(enum.Enum):
     h264 = 4
     hevc = 8
     av1 = 11
+
+
+class PixelFormat(enum.IntEnum):
+    """Layout of a :class:`DecodedFrameExt`, by accvlab's ``Pixel_Format`` number (``frame.format``).
+
+    accvlab reports the number (``frame.format == 5``, ``int(frame.format)``); this layer reported the
+    name, so a member also equals its name (``frame.format == "P016"``). ``str()`` gives the name.
+    """
+
+    NV12 = 3
+    """8-bit 4:2:0: a luma plane, then one plane of interleaved U, V samples."""
+    YUV444 = 4
+    P016 = 5
+    """NV12's layout with 16-bit samples, the stream's bits in the high bits (10- and 12-bit 4:2:0)."""
+    YUV444_16BIT = 6
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return other == self.name
+        return int(self) == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = int.__hash__
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class DropCacheStatus(enum.Enum):

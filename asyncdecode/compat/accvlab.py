@@ -42,34 +42,42 @@ from typing import Any
 
 from ..media import probe
 from . import _bundles, _common, _frames
+from ._batch_reader import CreateBatchAsyncStreamReader, PyNvBatchAsyncStreamReader
 from ._common import path_list
 from ._errors import runtime_errors
 from ._frames import DecodedFrameExt, RGBFrame
 from ._gop_decoder import CachedGopDecoder, CreateGopDecoder, PyNvGopDecoder
 from ._sample_reader import CreateSampleReader, PyNvSampleReader
+from ._shared_store import GopRef, SharedGopStore
 from ._values import AV_CODEC_IDS, AV_PIX_FMTS, Codec, DropCacheStatus, FastStreamInfo
 
 # Every error leaving this API is a RuntimeError (accvlab's contract) and the asyncdecode error at once.
 for _cls in (_common.Decoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
-             _frames.PlaneView, DecodedFrameExt):
+             _frames.PlaneView, DecodedFrameExt, PyNvBatchAsyncStreamReader):
     runtime_errors(_cls)
 del _cls
+CreateBatchAsyncStreamReader = runtime_errors(CreateBatchAsyncStreamReader)
 CreateGopDecoder = runtime_errors(CreateGopDecoder)
 CreateSampleReader = runtime_errors(CreateSampleReader)
+SharedGopStore = runtime_errors(SharedGopStore)
 
 __all__ = [
     "CachedGopDecoder",
     "Codec",
+    "CreateBatchAsyncStreamReader",
     "CreateGopDecoder",
     "CreateSampleReader",
     "DecodedFrameExt",
     "DropCacheStatus",
     "FastStreamInfo",
     "GetFastInitInfo",
+    "GopRef",
+    "PyNvBatchAsyncStreamReader",
     "PyNvGopDecoder",
     "PyNvSampleReader",
     "RGBFrame",
     "SavePacketsToFile",
+    "SharedGopStore",
     "drop_videos_cache",
 ]
 
