@@ -24,9 +24,19 @@ T = TypeVar("T")
 # So the threshold follows the costs the jobs measure: an extra pays when the fraction hit, times what
 # a hit saves (decoding up to the frame, per wanted frame, and its conversion), is more than its own
 # conversion, with EXTRAS_COST_MARGIN to spare.
+#
+# Measured again on an H200 (2026-12-04, matrix_bench's cache cells, 640x360 HEVC, epoch-random over
+# 6 files): at a quarter of the set extras were hit 6.6% of the time and collecting them ran at
+# 0.67-0.87x no cache; at half the set 17% and 0.97-0.99x; the whole set 100% and 1.2x / 15x. All in
+# (allocation, the loop's bookkeeping, the threads' share of the GIL) an extra cost ~0.2 ms of host
+# CPU there, far more than its conversion measures, against ~0.6 ms that a hit saves. So on the GPU
+# the threshold does not go below EXTRAS_MIN_HIT_FRACTION_GPU.
 EXTRAS_MIN_HIT_FRACTION = 1 / 16
 """Extras are collected while at least this fraction of the resolved ones (hit or evicted) was hit
 (or more, where the measured costs ask for more: see :attr:`FrameCache.threshold`)."""
+EXTRAS_MIN_HIT_FRACTION_GPU = 1 / 4
+"""The same floor for an engine on the GPU (see above): the measured break-even lies between 0.17
+(parity) and 1.0 there."""
 EXTRAS_COST_MARGIN = 1.5
 """Threshold over the break-even hit fraction of the measured costs."""
 EXTRAS_PROBATION = 32
@@ -128,7 +138,7 @@ class FrameCache(ByteLru[torch.Tensor]):
     * the hit fraction of extras, each counted when it leaves the cache (hit before or not; counted at
       their hits, hits would come a cache's lifetime ahead of the wastes), decayed over about
       :data:`EXTRAS_WINDOW` of them (so that it follows a change of access pattern), must reach
-      :attr:`threshold`: at least :data:`EXTRAS_MIN_HIT_FRACTION`, and more where an extra's
+      :attr:`threshold`: at least :attr:`min_hit_fraction`, and more where an extra's
       conversion is dear against what a hit saves (the costs decode jobs measured, :meth:`note_job`:
       on the CPU a conversion costs more than decoding a frame). Until :data:`EXTRAS_PROBATION`
       extras are counted (none before the cache is full), extras are collected where they are cheap
@@ -144,9 +154,13 @@ class FrameCache(ByteLru[torch.Tensor]):
     start once it is full. Everything is O(1) per job and per entry.
     """
 
-    def __init__(self, capacity_bytes: int, *, cheap: bool = True) -> None:
+    def __init__(self, capacity_bytes: int, *, cheap: bool = True,
+                 min_hit_fraction: float = EXTRAS_MIN_HIT_FRACTION) -> None:
         super().__init__(capacity_bytes)
         self._cheap = cheap  # the prior, until a job's costs are noted (see break_even)
+        self.min_hit_fraction = min_hit_fraction
+        """The threshold's floor (:data:`EXTRAS_MIN_HIT_FRACTION`; the engine gives a GPU's cache
+        :data:`EXTRAS_MIN_HIT_FRACTION_GPU`)."""
         self._probe_credit = 0.0  # seconds of probing the jobs since the last probe allow
         self._waiting: set[Hashable] = set()  # keys of extra entries neither hit nor evicted yet
         self.extras_admitted = 0
@@ -188,7 +202,7 @@ class FrameCache(ByteLru[torch.Tensor]):
     @property
     def threshold(self) -> float:
         """The hit fraction extras must reach to be collected."""
-        return max(EXTRAS_MIN_HIT_FRACTION, EXTRAS_COST_MARGIN * self.break_even)
+        return max(self.min_hit_fraction, EXTRAS_COST_MARGIN * self.break_even)
 
     @property
     def extras_hit_fraction(self) -> float | None:
@@ -202,7 +216,7 @@ class FrameCache(ByteLru[torch.Tensor]):
         if self.capacity_bytes <= 0:
             return False
         if self._counted < EXTRAS_PROBATION:  # on probation (none counted before the cache is full)
-            return threshold <= EXTRAS_CHEAP
+            return EXTRAS_COST_MARGIN * self.break_even <= EXTRAS_CHEAP  # the costs' guess, not the floor
         return self._hit_w >= threshold * self._resolved_w
 
     def collect(self, job_bytes: int, extras: int = 0) -> bool:

@@ -22,7 +22,7 @@ import torch
 from ._backends import Backend, make_backend
 from ._backends.base import NVDEC_LIBRARIES
 from ._backends.cpu import CpuBackend
-from ._cache import FrameCache, GopCache
+from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache, GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
 from . import _readahead
@@ -186,7 +186,9 @@ class Engine:
         self._cache = GopCache(self.config.gop_cache_bytes)
         # Converting a frame is a GPU kernel on a device, dearer than decoding one on the CPU (the
         # cache's prior, until jobs measure the costs).
-        self._frames = FrameCache(self.config.frame_cache_bytes, cheap=self.backend.name != "cpu")
+        on_gpu = self.backend.name != "cpu"
+        self._frames = FrameCache(self.config.frame_cache_bytes, cheap=on_gpu,
+                                  min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU if on_gpu else EXTRAS_MIN_HIT_FRACTION)
         self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._turns: dict[tuple[str, int], list[asyncio.Future[None]]] = {}  # see _decode_gop

@@ -317,6 +317,32 @@ def test_threshold_from_measured_costs():
 
 
 @pytest.mark.measured_costs
+def test_a_gpu_cache_keeps_a_higher_floor_and_still_collects_on_probation():
+    """The engine gives a GPU's cache the floor EXTRAS_MIN_HIT_FRACTION_GPU: cheap conversions start by
+    collecting (a set that fits the cache is then served from it), and extras hit less often than
+    the floor stop being collected once counted."""
+    from asyncdecode._cache import EXTRAS_MIN_HIT_FRACTION_GPU
+
+    c = FrameCache(64, min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU)
+    c.note_job(convert_s=0.0001, converted=4, decode_s=0.0015, wanted=1)
+    assert c.threshold == EXTRAS_MIN_HIT_FRACTION_GPU and c.collecting  # on probation: the costs' guess
+    k = 0
+    while c.extras_wasted < 2 * EXTRAS_PROBATION:  # one extra in eight hit: above 1/16, under 1/4
+        c.put(("x", k), _t(), extra=True)
+        if k % 8 == 0:
+            assert c.get(("x", k)) is not None
+        k += 1
+    assert 0.1 < c.extras_hit_fraction < EXTRAS_MIN_HIT_FRACTION_GPU and not c.collecting
+    cpu_like = FrameCache(64)
+    cpu_like.note_job(convert_s=0.0001, converted=4, decode_s=0.0015, wanted=1)
+    for j in range(k):  # the same pattern passes the CPU's floor
+        cpu_like.put(("x", j), _t(), extra=True)
+        if j % 8 == 0:
+            cpu_like.get(("x", j))
+    assert cpu_like.collecting
+
+
+@pytest.mark.measured_costs
 async def test_dear_extras_are_not_collected_on_random_access(long_video, monkeypatch):
     """Where an extra costs half of what its hit saves (threshold 0.75), random access over a set much
     larger than the cache collects only in probes, and the cache still serves what was wanted."""
