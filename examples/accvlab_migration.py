@@ -49,6 +49,27 @@ def main(files: list[str], workdir: Path) -> None:
     reader.DecodeN12ToRGBAsyncGetBuffer(files, [5, 5])
     print("stream access: last step", tuple(clip_step.shape))
 
+    # Several frames of each clip per request, in the background: frames[v][f].
+    batch_reader = nvc.CreateBatchAsyncStreamReader(num_of_set=1, num_of_file=len(files),
+                                                    max_frames_per_decode_call=4, iGpu=0)
+    batch_reader.Decode(files, [[0, 1, 2, 3]] * len(files))
+    sweep = batch_reader.GetBuffer(files, [[0, 1, 2, 3]] * len(files))
+    print("batch reader:", len(sweep), "clips x", len(sweep[0]), "frames")
+
+    # GOP data shared between DataLoader workers and the main process (here all in one process):
+    # a worker looks a GOP up or puts it, and hands over a small GopRef; the main process decodes.
+    store = nvc.SharedGopStore.create(capacity=16, store_id=0)
+    refs = []
+    for path in files:
+        ref = store.lookup(path, 20)
+        if ref is None:  # a miss: demux the GOP and put it
+            data, firsts, lens = decoder.GetGOPList([path], [20])[0]
+            ref = store.put(path, firsts[0], lens[0], data)
+        refs.append(ref)
+    shared = decoder.DecodeFromGOPListRGB(store.get_batch(refs), files, [20, 20])
+    print("from the shared GOP store:", [tuple(torch.as_tensor(f, device=device).shape) for f in shared])
+    store.cleanup()
+
     # Errors are RuntimeError, as accvlab code expects (and asyncdecode's own error class at once).
     try:
         decoder.DecodeN12ToRGB(files, [10**6, 0])
@@ -57,6 +78,7 @@ def main(files: list[str], workdir: Path) -> None:
 
     # Not in accvlab: close() frees the engine's threads now (collection does it too).
     reader.close()
+    batch_reader.close()
     decoder.close()
 
 
