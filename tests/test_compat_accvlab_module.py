@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +70,17 @@ def test_save_packets_to_file_checks_the_data(assets, tmp_path):
     assert not (tmp_path / "junk.bin").exists()
     with pytest.raises(VideoOpenError, match="no_such_dir"):
         nvc.SavePacketsToFile(packets, tmp_path / "no_such_dir" / "x.bin")
+
+
+def test_the_migration_example_runs(tmp_path):
+    """examples/accvlab_migration.py, as a user runs it (CPU here): every workflow it shows completes."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "accvlab_migration.py"
+    here = str(Path(nvc.__file__).resolve().parents[2])  # the asyncdecode this test imports
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in ("identical: True", "batch reader: 2 clips x 4 frames", "from the shared GOP store",
+                 "error as accvlab raises it: FrameIndexError"):
+        assert line in done.stdout, done.stdout
