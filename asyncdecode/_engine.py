@@ -433,6 +433,8 @@ class Engine:
             "jobs_merged": pool.merged if pool else 0,
             "decoders_created": sum(p.decoders_created for p in (pool, self._fallback) if p is not None),
             "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, self._fallback) if p is not None),
+            "decoders_free": sum(p.free_decoders()[0] for p in (pool, self._fallback) if p is not None),
+            "decoders_free_bytes": sum(p.free_decoders()[1] for p in (pool, self._fallback) if p is not None),
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,

@@ -137,6 +137,13 @@ class DecoderPool:
         """Decoders the threads' sessions made so far."""
         return sum(w.session.counts.created for w in self._workers if w.session is not None)
 
+    def free_decoders(self) -> tuple[int, int]:
+        """Free decoders kept for later jobs, and the device memory they hold (about): every session's
+        own, or the device's once where its sessions share them."""
+        pools = {id(w.session.spares): w.session.spares for w in self._workers
+                 if w.session is not None and getattr(w.session, "spares", None) is not None}
+        return sum(len(p) for p in pools.values()), sum(p.nbytes for p in pools.values())
+
     @property
     def decoders_reconfigured(self) -> int:
         """Times a session switched a decoder to another stream shape in place."""

@@ -344,7 +344,25 @@ async def test_stats_count_decoders_made(assets):
         stats = eng.stats()
     assert 1 <= stats["decoders_created"] <= 2  # one per stream class, reused after
     assert stats["decoders_reconfigured"] == 0  # FFmpeg decoders are not switched in place
-    assert asyncio.get_running_loop() is not None
+    assert stats["decoders_free"] <= 2 and stats["decoders_free_bytes"] == 0  # FFmpeg's hold host memory
+
+
+async def test_stats_count_decoders_kept_free(assets):
+    """A thread that keeps its place in more GOPs than it may gives the oldest up: its decoder is then
+    kept free for the next job of its class (and counted in stats), not thrown away."""
+    from asyncdecode import probe
+
+    other, path = str(assets["hevc_closed"]), str(assets["h264_nob"])
+    starts = list(probe(path).keyframes)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        await eng.decode(other, [1])  # the thread keeps its place there, on an HEVC decoder
+        assert eng.stats()["decoders_free"] == 0
+        assert len(starts) >= CpuSession.max_positions
+        for k in starts[: CpuSession.max_positions]:  # as many H.264 GOPs as it keeps: the HEVC one goes
+            await eng.decode(path, [k + 1])
+        stats = eng.stats()
+    assert stats["decoders_free"] >= 1 and stats["decoders_free_bytes"] == 0  # FFmpeg's hold host memory
+
 
 
 def test_a_stream_too_large_for_the_gpu_is_refused_alone(driver):
