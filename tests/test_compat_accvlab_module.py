@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import asyncdecode
 import asyncdecode.compat.accvlab as nvc
 from asyncdecode import CorruptDataError, VideoOpenError
 
@@ -18,13 +19,15 @@ from asyncdecode import CorruptDataError, VideoOpenError
 def test_exported_names():
     assert nvc.__all__ == sorted(nvc.__all__)
     assert nvc.__all__ == [
-        "CachedGopDecoder", "Codec", "CreateBatchAsyncStreamReader", "CreateGopDecoder", "CreateSampleReader",
-        "DecodedFrameExt", "DropCacheStatus", "FastStreamInfo", "GetFastInitInfo", "GopRef",
-        "PyNvBatchAsyncStreamReader", "PyNvGopDecoder", "PyNvSampleReader", "RGBFrame", "SavePacketsToFile",
-        "SharedGopStore", "drop_videos_cache",
+        "CachedGopDecoder", "Codec", "CreateBatchAsyncGopDecoder", "CreateBatchAsyncStreamReader", "CreateGopDecoder",
+        "CreateSampleReader", "DecodedFrameExt", "DropCacheStatus", "FastStreamInfo", "GetFastInitInfo", "GopRef",
+        "PyNvBatchAsyncGopDecoder", "PyNvBatchAsyncStreamReader", "PyNvGopDecoder", "PyNvSampleReader", "RGBFrame",
+        "SaveGopToFile", "SavePacketsToFile", "SharedGopStore", "__version__", "drop_videos_cache",
     ]
     for name in nvc.__all__:
-        assert getattr(nvc, name).__module__.startswith("asyncdecode.compat")
+        if name != "__version__":
+            assert getattr(nvc, name).__module__.startswith("asyncdecode.compat")
+    assert nvc.__version__ == asyncdecode.__version__
 
 
 def test_import_is_cheap():

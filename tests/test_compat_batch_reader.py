@@ -139,12 +139,14 @@ def test_device_arguments():
 
 @pytest.mark.parametrize("which, frame_ids, as_bgr, match", [
     (3, [[0]], False, r"3 filepaths but 1 lists of frame ids \(one list per file path\)"),
-    (0, [], False, "filepaths is empty"),
-    (4, [[0]] * 4, False, r"4 files, more than this reader's num_of_file \(3\)"),
-    (3, [[0, 1, 2, 3, 4]] * 3, False, r"5 frames per file, more than this reader's max_frames_per_decode_call \(4\)"),
+    (0, [], False, "filepaths must not be empty"),
+    (4, [[0]] * 4, False, r"4 files asked for, more than num_of_file=3 allows \(Number of files \(4\) exceeds "
+                          r"num_of_file \(3\)\)"),
+    (3, [[0, 1, 2, 3, 4]] * 3, False, r"5 frames per file, more than max_frames_per_decode_call=4 allows \(frames per "
+                                      r"video \(5\) exceeds max_frames_per_decode_call \(4\)\)"),
     (3, [[0, 1], [0, 1], [0]], False, r"frame_ids\[2\] has 1 frame ids but frame_ids\[0\] has 2; every file must "
                                       "ask for the same number of frames"),
-    (3, [[], [], []], False, r"frame_ids\[0\] is empty"),
+    (3, [[], [], []], False, r"frame_ids\[0\] is empty; the lists of frame ids must not be empty"),
     (3, [0, 1, 2], False, r"frame_ids\[0\] must be a list of frame ids, not int"),
     (3, "012", False, "frame_ids must be a list of lists of frame ids, one per file path, not str"),
     (3, [[0], ["1"], [2]], False, "frame ids must be ints, not str"),

@@ -117,7 +117,7 @@ def test_cache_info_and_clear(decoder, files):
 
 
 def test_lru_bound_across_files(files, fetched):
-    with nvc.CreateGopDecoder(maxfiles=2, device="cpu", max_cached_files=2) as dec:
+    with nvc.CreateGopDecoder(maxfiles=3, device="cpu", max_cached_files=2) as dec:
         dec.GetGOP([files[0]], [1], useGOPCache=True)
         dec.GetGOP([files[1]], [1], useGOPCache=True)
         dec.GetGOP([files[0]], [2], useGOPCache=True)  # a hit: video1 is now the most recent

@@ -50,8 +50,9 @@ def test_default_constructor_and_fields():
 
 
 def test_errors(assets, tmp_path):
-    with pytest.raises(InvalidRequestError, match="filepaths is empty"):
-        nvc.GetFastInitInfo([])
+    assert nvc.GetFastInitInfo([]) == []  # as accvlab: no files, no infos
+    with pytest.raises(InvalidRequestError, match="filepaths must be a list of paths"):
+        nvc.GetFastInitInfo(str(assets["h264_nob"]))
     with pytest.raises(VideoOpenError, match="nothere.mp4"):
         nvc.GetFastInitInfo([str(assets["h264_nob"]), str(tmp_path / "nothere.mp4")])
     with pytest.raises(VideoOpenError, match="bad_text"):

@@ -243,8 +243,8 @@ def test_request_errors(decoder, files, assets, tmp_path):
             call([files[0]], [n])
     with pytest.raises(InvalidRequestError, match="2 filepaths but 1 frame_ids"):
         decoder.DecodeN12ToRGB(files, [0])
-    with pytest.raises(InvalidRequestError, match="filepaths is empty"):
-        decoder.GetGOP([], [])
+    packets, first_ids, gop_lens = decoder.GetGOP([], [])  # as accvlab: no frames, no GOPs
+    assert packets.dtype == np.uint8 and packets.size == 0 and first_ids == gop_lens == []
     with pytest.raises(InvalidRequestError, match="list of paths"):
         decoder.DecodeN12ToRGB(files[0], [0])
     with pytest.raises(InvalidRequestError, match="as_bgr must be a bool"):

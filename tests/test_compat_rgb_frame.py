@@ -19,7 +19,7 @@ def path(assets):
 
 
 def _frames(path, device, ids=(4, 9), as_bgr=False):
-    with nvc.PyNvGopDecoder(maxfiles=1, device=device) as dec:
+    with nvc.PyNvGopDecoder(maxfiles=len(ids), device=device) as dec:
         return dec.DecodeN12ToRGB([path] * len(ids), list(ids), as_bgr=as_bgr)
 
 
@@ -48,7 +48,7 @@ def test_bgr_frames(path):
 def test_frames_own_their_memory(path):
     """Unlike accvlab's pooled frames, a frame stays valid after later decodes and after its decoder
     is gone; views made from it keep it alive."""
-    with nvc.PyNvGopDecoder(maxfiles=1, device="cpu") as dec:
+    with nvc.PyNvGopDecoder(maxfiles=3, device="cpu") as dec:
         (frame,) = dec.DecodeN12ToRGB([path], [4])
         kept = np.asarray(frame).copy()
         view = np.asarray(frame)

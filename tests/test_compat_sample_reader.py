@@ -69,7 +69,8 @@ def test_async_then_getbuffer_equals_sync(reader, files):
 def test_stream_access_reads_forward(reader, files):
     """Frame t, then t+1 ... of two clips, one request ahead (the pattern the sample reader is for)."""
     device = reader.device
-    expected = _tensors(reader.DecodeN12ToRGB([files[0]] * 8 + [files[1]] * 8, list(range(8)) * 2), device)
+    with nvc.PyNvGopDecoder(maxfiles=16, device=device.type) as by_index:
+        expected = _tensors(by_index.DecodeN12ToRGB([files[0]] * 8 + [files[1]] * 8, list(range(8)) * 2), device)
     got = []
     reader.DecodeN12ToRGBAsync(files, [0, 0])
     for t in range(8):

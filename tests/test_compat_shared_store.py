@@ -50,7 +50,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decoder():
-    with nvc.CreateGopDecoder(maxfiles=2, iGpu=0, device="cpu") as dec:
+    with nvc.CreateGopDecoder(maxfiles=4, iGpu=0, device="cpu") as dec:
         yield dec
 
 

@@ -6,10 +6,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ..errors import InvalidRequestError
-from ._common import BGR, RGB, Decoder, flag, path_list, positive, request_pairs
+from ._common import BGR, RGB, Decoder, as_list, at_most, flag, path_list, positive, request_pairs
+from ._errors import MAX_FRAMES_PER_CALL, NOT_EMPTY, NUM_OF_FILE
 from ._frames import RGBFrame
 from ._runner import Device
 from ._sample_reader import AsyncRequest, AsyncSlot
@@ -108,21 +107,23 @@ class PyNvBatchAsyncStreamReader(Decoder):
     def _request(self, method: str, filepaths: Any, frame_ids: Any,
                  as_bgr: Any) -> tuple[AsyncRequest, list[tuple[str, int]]]:
         """The checked request of ``method``, and its ``(absolute path, frame id)`` pairs, file by file."""
-        paths = path_list(method, filepaths)
-        rows = _as_list(method, "frame_ids", frame_ids, "lists of frame ids, one per file path")
+        paths = path_list(method, filepaths, allow_empty=True)
+        rows = as_list(method, "frame_ids", frame_ids, "lists of frame ids, one per file path")
         if len(rows) != len(paths):
             raise InvalidRequestError(f"{method}: {len(paths)} filepaths but {len(rows)} lists of frame ids "
                                       "(one list per file path)")
-        if len(paths) > self.num_of_file:
-            raise InvalidRequestError(f"{method}: {len(paths)} files, more than this reader's num_of_file "
-                                      f"({self.num_of_file})")
-        rows = [_as_list(method, f"frame_ids[{v}]", row, "frame ids") for v, row in enumerate(rows)]
+        if not paths:
+            raise InvalidRequestError(f"{method}: filepaths {NOT_EMPTY}; ask for frames of at least one file")
+        at_most(method, len(paths), self.num_of_file, counted="files asked for", setting="num_of_file",
+                phrase=f"Number of files ({len(paths)}) {NUM_OF_FILE} ({self.num_of_file})")
+        rows = [as_list(method, f"frame_ids[{v}]", row, "frame ids") for v, row in enumerate(rows)]
         count = len(rows[0])
         if count == 0:
-            raise InvalidRequestError(f"{method}: frame_ids[0] is empty; ask for at least one frame per file")
-        if count > self.max_frames_per_decode_call:
-            raise InvalidRequestError(f"{method}: {count} frames per file, more than this reader's "
-                                      f"max_frames_per_decode_call ({self.max_frames_per_decode_call})")
+            raise InvalidRequestError(f"{method}: frame_ids[0] is empty; the lists of frame ids {NOT_EMPTY} "
+                                      "(ask for at least one frame per file)")
+        at_most(method, count, self.max_frames_per_decode_call, counted="frames per file",
+                setting="max_frames_per_decode_call",
+                phrase=f"frames per video ({count}) {MAX_FRAMES_PER_CALL} ({self.max_frames_per_decode_call})")
         for v, row in enumerate(rows):
             if len(row) != count:
                 raise InvalidRequestError(f"{method}: frame_ids[{v}] has {len(row)} frame ids but frame_ids[0] "
@@ -134,15 +135,6 @@ class PyNvBatchAsyncStreamReader(Decoder):
         request = AsyncRequest(tuple(os.fspath(p) for p in paths),
                                tuple(tuple(next(ids) for _ in row) for row in rows), flag(method, "as_bgr", as_bgr))
         return request, pairs
-
-
-def _as_list(method: str, name: str, value: Any, holds: str) -> list[Any]:
-    """``value`` as a list, checked to be a sequence (a numpy array too) and not a string."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidRequestError(f"{method}: {name} must be a list of {holds}, not {type(value).__name__}")
-    return list(value)
 
 
 def CreateBatchAsyncStreamReader(num_of_set: int, num_of_file: int, max_frames_per_decode_call: int, iGpu: int = 0,

@@ -79,19 +79,24 @@ def _bundle_end(mv: memoryview, offset: int) -> int:
     return min(offset + size, len(mv))
 
 
-def split(data: Any, *, what: str, path: str | None = None, verify: bool = True) -> list[GopBundle]:
-    """The bundles in ``data`` (one, or several back to back), parsed in place.
+def split(data: Any, *, what: str, path: str | None = None, verify: bool = True,
+          copy: bool = False) -> list[GopBundle]:
+    """The bundles in ``data`` (one, or several back to back), parsed in place (in a copy of the data
+    with ``copy``: for work that outlives the call, which the caller may reuse the data after).
 
     Args:
         what: Names the data in error messages (the file it came from, or the call and its videos).
         path: The file the data came from, if any (the error's ``path``).
         verify: Check each bundle's CRC-32.
+        copy: Parse a copy of the data.
 
     Raises:
         CorruptDataError: the data is empty, not bundles, truncated or damaged; the message names
             ``what`` and where in the data.
     """
     mv = _as_bytes_view(data, what)
+    if copy:
+        mv = memoryview(bytes(mv))
     if len(mv) == 0:
         raise CorruptDataError(f"{what}: the packet data is empty", path=path)
     bundles: list[GopBundle] = []
@@ -131,11 +136,12 @@ def load(path: str | os.PathLike[str]) -> np.ndarray:
     return data
 
 
-def save(data: Any, path: str | os.PathLike[str]) -> None:
-    """Write checked packet data to ``path`` atomically (a temporary file renamed over it)."""
+def save(data: Any, path: str | os.PathLike[str], *, method: str = "SavePacketsToFile") -> None:
+    """Write checked packet data to ``path`` atomically (a temporary file renamed over it); ``method``
+    names the call in error messages."""
     name = os.fspath(path)
-    mv = _as_bytes_view(data, "SavePacketsToFile")
-    split(mv, what="SavePacketsToFile: the data to save")
+    mv = _as_bytes_view(data, method)
+    split(mv, what=f"{method}: the data to save")
     tmp = f"{name}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         with open(tmp, "wb") as f:

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,16 +23,17 @@ from ._frames import DecodedFrameExt, RGBFrame, nv12_from_planes
 from ._runner import Device, Runner
 from ._values import FastStreamInfo
 
-__all__ = ["BGR", "RGB", "Decoder", "collect", "distinct", "flag", "path_list", "positive", "request_pairs"]
+__all__ = ["BGR", "RGB", "Decoder", "as_list", "at_most", "check_nv12", "collect", "decode_plan", "distinct", "flag",
+           "nv12_frame", "path_list", "positive", "request_pairs"]
 
 log = logging.getLogger("asyncdecode")
 
 
-def path_list(method: str, filepaths: Any) -> list[str]:
-    """The paths of a non-empty list of paths, as ``str``."""
+def path_list(method: str, filepaths: Any, *, allow_empty: bool = False) -> list[str]:
+    """The paths of a list of paths, as ``str``; it must not be empty unless ``allow_empty``."""
     if isinstance(filepaths, (str, bytes, os.PathLike)) or not isinstance(filepaths, Sequence):
         raise InvalidRequestError(f"{method}: filepaths must be a list of paths, not {type(filepaths).__name__}")
-    if not filepaths:
+    if not filepaths and not allow_empty:
         raise InvalidRequestError(f"{method}: filepaths is empty")
     out = []
     for p in filepaths:
@@ -42,9 +43,11 @@ def path_list(method: str, filepaths: Any) -> list[str]:
     return out
 
 
-def request_pairs(method: str, filepaths: Any, frame_ids: Any, fast_infos: Any = ()) -> list[tuple[str, int]]:
-    """``(absolute path, frame id)`` per requested frame, after checking the arguments."""
-    paths = path_list(method, filepaths)
+def request_pairs(method: str, filepaths: Any, frame_ids: Any, fast_infos: Any = (), *,
+                  allow_empty: bool = False) -> list[tuple[str, int]]:
+    """``(absolute path, frame id)`` per requested frame, after checking the arguments. Empty lists
+    are a request for nothing where ``allow_empty`` (accvlab's answer to them is then ``[]``)."""
+    paths = path_list(method, filepaths, allow_empty=allow_empty)
     if isinstance(frame_ids, np.ndarray):
         frame_ids = frame_ids.tolist()
     if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Sequence):
@@ -63,11 +66,28 @@ def request_pairs(method: str, filepaths: Any, frame_ids: Any, fast_infos: Any =
     return [(os.path.abspath(p), int(f)) for p, f in zip(paths, frame_ids)]
 
 
+def as_list(method: str, name: str, value: Any, holds: str) -> list[Any]:
+    """``value`` as a list, checked to be a sequence (a numpy array too) and not a string."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidRequestError(f"{method}: {name} must be a list of {holds}, not {type(value).__name__}")
+    return list(value)
+
+
 def flag(method: str, name: str, value: Any) -> bool:
     """``value``, checked to be a bool (numpy's too)."""
     if not isinstance(value, (bool, np.bool_)):
         raise InvalidRequestError(f"{method}: {name} must be a bool, not {type(value).__name__} ({value!r})")
     return bool(value)
+
+
+def at_most(method: str, count: int, most: int, *, counted: str, setting: str, phrase: str) -> None:
+    """Raise :class:`InvalidRequestError` when a call asks for more than a size the object was made
+    with allows (accvlab's limits: ``maxfiles``, ``num_of_file`` ...), with accvlab's ``phrase``."""
+    if count > most:
+        raise InvalidRequestError(f"{method}: {count} {counted}, more than {setting}={most} allows ({phrase}); "
+                                  f"ask for at most {most} per call, or create the object with a larger {setting}")
 
 
 def positive(name: str, value: Any) -> int:
@@ -96,69 +116,47 @@ class Decoder:
 
     # -- frames -------------------------------------------------------------------------------
 
-    def _rgb_by_path(self, method: str, filepaths: Any, frame_ids: Any, as_bgr: Any,
-                     fast_infos: Any = ()) -> list[RGBFrame]:
-        pairs = request_pairs(method, filepaths, frame_ids, fast_infos)
+    def _rgb_by_path(self, method: str, pairs: Sequence[tuple[str, int]], as_bgr: Any) -> list[RGBFrame]:
+        """Frames asked for by ``(absolute path, frame id)`` (checked by :func:`request_pairs`), as RGB."""
         bgr = flag(method, "as_bgr", as_bgr)
+        if not pairs:
+            return []
         tensors = self._runner.decode([p for p, _ in pairs], [f for _, f in pairs], BGR if bgr else RGB)
         return [RGBFrame(t, is_bgr=bgr) for t in tensors]
 
-    def _nv12_by_path(self, method: str, filepaths: Any, frame_ids: Any,
-                      fast_infos: Any = ()) -> list[DecodedFrameExt]:
-        pairs = request_pairs(method, filepaths, frame_ids, fast_infos)
+    def _nv12_by_path(self, pairs: Sequence[tuple[str, int]]) -> list[DecodedFrameExt]:
+        """Frames asked for by ``(absolute path, frame id)``, in the decoder's own samples."""
+        if not pairs:
+            return []
         bundles, which = distinct(self._source.extract(pairs))
         return self._nv12(bundles, which, pairs)
 
-    def _from_data(self, method: str, datas: Sequence[Any], filepaths: Any,
-                   frame_ids: Any) -> tuple[list[GopBundle], list[int], list[tuple[str, int]]]:
-        """Parse GOP data given to ``method`` and find the bundle of each requested frame."""
-        pairs = request_pairs(method, filepaths, frame_ids)
+    def _from_data(self, method: str, datas: Sequence[Any],
+                   pairs: Sequence[tuple[str, int]]) -> tuple[list[GopBundle], list[int]]:
+        """Parse GOP data given to ``method`` and find the bundle of each requested frame. An empty
+        array is nothing (what ``GetGOP`` of no frames gives) when no frame is asked for."""
         files = list(dict.fromkeys(p for p, _ in pairs))
-        names = ", ".join(os.path.basename(p) for p in files)
+        names = ", ".join(os.path.basename(p) for p in files) or "no frames"
         bundles: list[GopBundle] = []
         for i, data in enumerate(datas):
+            if not pairs and isinstance(data, np.ndarray) and data.size == 0:
+                continue
             what = f"{method}: GOP data{f' {i}' if len(datas) > 1 else ''} for {names}"
             bundles.extend(_bundles.split(data, what=what, path=files[0] if len(files) == 1 else None))
-        return bundles, _bundles.assign(bundles, pairs, method=method), pairs
+        return bundles, _bundles.assign(bundles, pairs, method=method)
 
     def _decode(self, bundles: Sequence[GopBundle], which: Sequence[int], fids: Sequence[int],
                 output: OutputSpec | None) -> list[Any]:
         """Frame ``fids[k]`` of bundle ``which[k]`` for every k, one decode pass per bundle."""
-        wanted: dict[int, set[int]] = {}
-        for b, f in zip(which, fids):
-            wanted.setdefault(b, set()).add(f)
-        order = list(wanted)
-        results = self._runner.decode_bundles([(bundles[b], sorted(wanted[b])) for b in order], output)
-        by_bundle = dict(zip(order, results))
-        out, seen = [], set()
-        for b, f in zip(which, fids):
-            frame = by_bundle[b][f]
-            if (b, f) in seen and output is not None:  # the same frame twice: each entry its own tensor
-                frame = frame.clone()
-            seen.add((b, f))
-            out.append(frame)
-        return out
+        jobs, finish = decode_plan(bundles, which, fids, output)
+        return finish(self._runner.decode_bundles(jobs, output)) if jobs else []
 
     def _nv12(self, bundles: Sequence[GopBundle], which: Sequence[int],
               pairs: Sequence[tuple[str, int]]) -> list[DecodedFrameExt]:
         fids = [f for _, f in pairs]
-        for b, fid in zip(which, fids):
-            bundle = bundles[b]
-            layout = planar_layout(bundle.pix_fmt)
-            if layout.gray or (layout.sx, layout.sy) != (2, 2):
-                raise UnsupportedStreamError(
-                    f"{bundle.source}: frame {fid} is {bundle.pix_fmt}, which has no NV12 form (4:2:0 only); "
-                    "use the RGB methods", path=bundle.source, frame_id=fid)
+        check_nv12(bundles, which, fids)
         planes = self._decode(bundles, which, fids, None)
-        out = []
-        for b, fid, p in zip(which, fids, planes):
-            bundle = bundles[b]
-            buf = nv12_from_planes(p, bit_depth=bundle.bit_depth, pix_fmt=bundle.pix_fmt, source=bundle.source,
-                                   frame_id=fid)
-            pts = int(bundle.packets["pts"][bundle.decode_index[fid]])
-            out.append(DecodedFrameExt(buf, height=bundle.height, width=bundle.width, bit_depth=bundle.bit_depth,
-                                       color_range=_bundles.COLOR_RANGES.get(bundle.color_range, 0), timestamp=pts))
-        return out
+        return [nv12_frame(bundles[b], fid, p) for b, fid, p in zip(which, fids, planes)]
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -223,3 +221,47 @@ def distinct(bundles: Sequence[GopBundle]) -> tuple[list[GopBundle], list[int]]:
     return out, [index[id(b)] for b in bundles]
 
 
+
+
+def decode_plan(bundles: Sequence[GopBundle], which: Sequence[int], fids: Sequence[int], output: OutputSpec | None
+                ) -> tuple[list[tuple[GopBundle, list[int]]], Callable[[Sequence[dict[int, Any]]], list[Any]]]:
+    """The decode jobs for frame ``fids[k]`` of bundle ``which[k]`` for every k (one job per bundle,
+    with all its wanted frames: one decode pass per GOP), and the function that turns the jobs'
+    results back into one frame per k, in order."""
+    wanted: dict[int, set[int]] = {}
+    for b, f in zip(which, fids):
+        wanted.setdefault(b, set()).add(f)
+    order = list(wanted)
+
+    def finish(results: Sequence[dict[int, Any]]) -> list[Any]:
+        by_bundle = dict(zip(order, results))
+        out, seen = [], set()
+        for b, f in zip(which, fids):
+            frame = by_bundle[b][f]
+            if (b, f) in seen and output is not None:  # the same frame twice: each entry its own tensor
+                frame = frame.clone()
+            seen.add((b, f))
+            out.append(frame)
+        return out
+
+    return [(bundles[b], sorted(wanted[b])) for b in order], finish
+
+
+def check_nv12(bundles: Sequence[GopBundle], which: Sequence[int], fids: Sequence[int]) -> None:
+    """Raise :class:`UnsupportedStreamError` for a frame whose stream has no NV12 / P016 form."""
+    for b, fid in zip(which, fids):
+        bundle = bundles[b]
+        layout = planar_layout(bundle.pix_fmt)
+        if layout.gray or (layout.sx, layout.sy) != (2, 2):
+            raise UnsupportedStreamError(
+                f"{bundle.source}: frame {fid} is {bundle.pix_fmt}, which has no NV12 form (4:2:0 only); "
+                "use the RGB methods", path=bundle.source, frame_id=fid)
+
+
+def nv12_frame(bundle: GopBundle, fid: int, planes: Any) -> DecodedFrameExt:
+    """Frame ``fid`` of ``bundle`` as a :class:`DecodedFrameExt`, from the decoder's planes."""
+    buf = nv12_from_planes(planes, bit_depth=bundle.bit_depth, pix_fmt=bundle.pix_fmt, source=bundle.source,
+                           frame_id=fid)
+    pts = int(bundle.packets["pts"][bundle.decode_index[fid]])
+    return DecodedFrameExt(buf, height=bundle.height, width=bundle.width, bit_depth=bundle.bit_depth,
+                           color_range=_bundles.COLOR_RANGES.get(bundle.color_range, 0), timestamp=pts)

@@ -29,6 +29,14 @@ PARAMETERS_DIFFER = "Request parameters do not match"
 GOP_DEMUX_FAILED = "GOP demux failed"
 BITSTREAM_FILTER_FAILED = "FFmpeg bitstream filter receive failed"
 CACHE_CAPACITY_POSITIVE = "cache_capacity must be positive"
+# Where accvlab enforces its size limits, each call says it its own way.
+MAX_FILES = "filepaths size is greater than max_num_files"  # GetGOP, GetGOPList, DecodeFromGOP*, GetGOPGroups
+MAX_DEMUX_RUNNERS = "required demux runners exceed max_num_files"  # Decode, DecodeN12ToRGB
+MAX_FRAMES = "total frames exceed max_num_files"  # DecodeFromGOPList, DecodeFromGOPListRGB
+MAX_GROUPS = "Grouped decoder configuration count exceeds max_num_files"  # DecodeFromGOPGroupsRGB
+NUM_OF_FILE = "exceeds num_of_file"  # the sample reader and the batch reader
+MAX_FRAMES_PER_CALL = "exceeds max_frames_per_decode_call"  # the batch readers
+NOT_EMPTY = "must not be empty"  # the batch readers: filepaths, a list of frame ids
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)

@@ -109,15 +109,26 @@ class Runner:
                        output: OutputSpec | None) -> list[dict[int, Any]]:
         """Decode the wanted frame ids of each bundle; ``output=None``: the decoder's planes
         (``(Y, U, V)`` integer tensors). Results in the order of ``jobs``, on the engine's device."""
+        fut = self.submit_bundles(jobs, output)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def submit_bundles(self, jobs: Sequence[tuple[GopBundle, Sequence[int]]],
+                       output: OutputSpec | None) -> concurrent.futures.Future[list[dict[int, Any]]]:
+        """:meth:`decode_bundles` started in the background: its results come in the future."""
         sync = self.engine()
         engine = sync.engine
+        jobs = [(b, sorted(set(w))) for b, w in jobs]
 
         async def run() -> list[dict[int, Any]]:
             if engine.state is not EngineState.OPEN:
                 raise EngineClosedError(f"the engine is {engine.state.value}", device=str(engine.device))
-            return await _gather([_decode_bundle(engine, b, sorted(set(w)), output) for b, w in jobs])
+            return await _gather([_decode_bundle(engine, b, w, output) for b, w in jobs])
 
-        return _run(sync, run())
+        return asyncio.run_coroutine_threadsafe(run(), sync._loop)  # type: ignore[arg-type]
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -145,16 +156,6 @@ class Runner:
     @property
     def closed(self) -> bool:
         return self._closed
-
-
-def _run(sync: SyncEngine, coro: Awaitable[T]) -> T:
-    """Run ``coro`` on the engine's loop thread and wait for it."""
-    fut = asyncio.run_coroutine_threadsafe(coro, sync._loop)  # type: ignore[arg-type]
-    try:
-        return fut.result()
-    except BaseException:
-        fut.cancel()
-        raise
 
 
 async def _decode_bundle(engine: Engine, bundle: GopBundle, wanted: list[int],

@@ -5,15 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..errors import EngineClosedError, InvalidRequestError
-from ._common import BGR, RGB, Decoder, flag, positive, request_pairs
-from ._errors import NO_PENDING_TASK, PARAMETERS_DIFFER
+from ._common import BGR, RGB, Decoder, at_most, flag, positive, request_pairs
+from ._errors import NO_PENDING_TASK, NUM_OF_FILE, PARAMETERS_DIFFER
 from ._frames import DecodedFrameExt, RGBFrame
 from ._runner import Device
 
@@ -29,37 +28,66 @@ class AsyncRequest:
     paths: tuple[str, ...]
     """The file paths as given (compared as strings, as accvlab does)."""
     frame_ids: tuple[Any, ...]
-    """One frame id per path, or (batch reader) one tuple of frame ids per path."""
+    """One frame id per path, or (batch readers) one tuple of frame ids per path."""
     as_bgr: bool
+    output: str = "RGB"
+    """The kind of frames: ``"RGB"`` (RGB or BGR), or ``"YUV"`` (native NV12 / P016 frames)."""
 
     def describe(self) -> str:
         ids = [list(f) if isinstance(f, tuple) else f for f in self.frame_ids]
-        return f"filepaths={list(self.paths)}, frame_ids={ids}, as_bgr={self.as_bgr}"
+        kind = "" if self.output == "RGB" else f", output={self.output}"
+        return f"filepaths={list(self.paths)}, frame_ids={ids}, as_bgr={self.as_bgr}{kind}"
+
+
+#: The arguments of the calls that start a request, where they are not ``filepaths, frame_ids, as_bgr``.
+_ARGUMENTS = {"DecodeFromGOPListRGB": "numpy_datas, filepaths, frame_ids, as_bgr",
+              "DecodeFromGOPList": "numpy_datas, filepaths, frame_ids"}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    request: AsyncRequest
+    future: concurrent.futures.Future[Any]
+    then: Callable[[Any], Any] | None
+    names: tuple[str, str]
+    """The calls that started it and that collect it."""
 
 
 class AsyncSlot:
     """The one request a reader keeps in the background: started by one call (``start_method``) and
-    collected by another (``collect_method``) given the same arguments."""
+    collected by another (``collect_method``) given the same arguments. A reader with two kinds of
+    request passes the pair of calls of each with ``names``. Calls from several threads are safe: a
+    request is collected once, by one of them."""
 
     def __init__(self, start_method: str, collect_method: str) -> None:
-        self._start_method = start_method
-        self._collect_method = collect_method
-        self._pending: tuple[AsyncRequest, concurrent.futures.Future[list[torch.Tensor]]] | None = None
+        self._names = (start_method, collect_method)
+        self._pending: _Pending | None = None
         self._closed = False
+        self._lock = threading.Lock()  # guards _pending and _closed; never held while waiting
+        self._starting = threading.Lock()  # one start at a time, waiting for the earlier request included
 
-    def start(self, request: AsyncRequest,
-              submit: Callable[[], concurrent.futures.Future[list[torch.Tensor]]]) -> None:
-        """Start ``request`` with ``submit()``. A request not collected yet is waited for and its result
-        dropped (with a logged warning): one request is kept, as in accvlab."""
-        self._check(self._start_method)
-        previous, self._pending = self._pending, None
-        if previous is not None:
-            log.warning("asyncdecode.compat.accvlab: %s called again before %s; the result of the earlier "
-                        "request (%s) is dropped", self._start_method, self._collect_method, previous[0].describe())
-            concurrent.futures.wait([previous[1]])
-        self._pending = (request, submit())
+    def start(self, request: AsyncRequest, submit: Callable[[], concurrent.futures.Future[Any]], *,
+              then: Callable[[Any], Any] | None = None, names: tuple[str, str] | None = None) -> None:
+        """Start ``request`` with ``submit()``; ``then``, if given, turns its result into what
+        :meth:`collect` returns. A request not collected yet is waited for and its result dropped
+        (with a logged warning): one request is kept, as in accvlab."""
+        names = names or self._names
+        with self._starting:
+            with self._lock:
+                self._check(names[0])
+                previous, self._pending = self._pending, None
+            if previous is not None:
+                log.warning("asyncdecode.compat.accvlab: %s called again before %s; the result of the earlier "
+                            "request (%s) is dropped", names[0], previous.names[1], previous.request.describe())
+                concurrent.futures.wait([previous.future])
+            future = submit()
+            with self._lock:
+                if self._closed:
+                    future.cancel()
+                    self._check(names[0])
+                self._pending = _Pending(request, future, then, names)
 
-    def collect(self, request: AsyncRequest) -> list[torch.Tensor]:
+    def collect(self, request: AsyncRequest, *, names: tuple[str, str] | None = None) -> Any:
         """The frames of the waiting request (waiting for them), which must be ``request``.
 
         Raises:
@@ -67,42 +95,55 @@ class AsyncSlot:
             EngineClosedError: the reader is closed.
             AsyncDecodeError: the request's own error, raised here.
         """
-        method = self._collect_method
-        self._check(method)
-        if self._pending is None:
-            raise InvalidRequestError(f"{method}: no decode is waiting to be collected; call "
-                                      f"{self._start_method}(filepaths, frame_ids, as_bgr) first ({NO_PENDING_TASK})")
-        waiting, future = self._pending
-        if request != waiting:
-            diff = [name for name, a, b in (("filepaths", request.paths, waiting.paths),
-                                            ("frame_ids", request.frame_ids, waiting.frame_ids),
-                                            ("as_bgr", request.as_bgr, waiting.as_bgr)) if a != b]
-            raise InvalidRequestError(f"{method}: {' and '.join(diff)} differ from the waiting request's "
-                                      f"({waiting.describe()}; asked: {request.describe()}). {PARAMETERS_DIFFER} "
-                                      "the waiting request, which stays waiting")
-        self._pending = None
-        return future.result()
+        start_method, method = names or self._names
+        with self._lock:
+            self._check(method)
+            pending = self._pending
+            if pending is None:
+                arguments = _ARGUMENTS.get(start_method, "filepaths, frame_ids, as_bgr")
+                raise InvalidRequestError(f"{method}: no decode is waiting to be collected; call "
+                                          f"{start_method}({arguments}) first ({NO_PENDING_TASK})")
+            waiting = pending.request
+            if request.output != waiting.output:
+                raise InvalidRequestError(
+                    f"{method}: the waiting request ({waiting.describe()}) was started by {pending.names[0]}: "
+                    f"buffered result is {waiting.output}, not {request.output}. It stays waiting; collect it "
+                    f"with {pending.names[1]}")
+            if request != waiting:
+                diff = [name for name, a, b in (("filepaths", request.paths, waiting.paths),
+                                                ("frame_ids", request.frame_ids, waiting.frame_ids),
+                                                ("as_bgr", request.as_bgr, waiting.as_bgr)) if a != b]
+                raise InvalidRequestError(f"{method}: {' and '.join(diff)} differ from the waiting request's "
+                                          f"({waiting.describe()}; asked: {request.describe()}). "
+                                          f"{PARAMETERS_DIFFER} the waiting request, which stays waiting")
+            self._pending = None
+        result = pending.future.result()
+        return pending.then(result) if pending.then is not None else result
 
     @property
     def waiting(self) -> AsyncRequest | None:
         """The request waiting to be collected, if any."""
-        return self._pending[0] if self._pending is not None else None
+        pending = self._pending
+        return pending.request if pending is not None else None
 
     def finish(self) -> None:
         """Wait for the waiting request, if any; it stays collectable."""
-        if self._pending is not None:
-            concurrent.futures.wait([self._pending[1]])
+        pending = self._pending
+        if pending is not None:
+            concurrent.futures.wait([pending.future])
 
     def drop(self) -> None:
         """Cancel and forget the waiting request, if any."""
-        pending, self._pending = self._pending, None
+        with self._lock:
+            pending, self._pending = self._pending, None
         if pending is not None:
-            pending[1].cancel()
+            pending.future.cancel()
 
     def close(self) -> None:
         """Forget the waiting request; later calls raise :class:`~asyncdecode.EngineClosedError`."""
-        self._pending = None
-        self._closed = True
+        with self._lock:
+            self._pending = None
+            self._closed = True
 
     def _check(self, method: str) -> None:
         if self._closed:
@@ -114,7 +155,7 @@ class PyNvSampleReader(Decoder):
     flight in the background.
 
     The engine's decoder sessions keep their place in each GOP, so frame t+1 after frame t costs one
-    decode; ``num_of_set`` and ``num_of_file`` are checked and need no tuning.
+    decode; ``num_of_set`` is checked and needs no tuning. Empty lists decode to ``[]``, as in accvlab.
 
     Example:
         >>> reader = PyNvSampleReader(num_of_set=2, num_of_file=3)
@@ -125,7 +166,8 @@ class PyNvSampleReader(Decoder):
 
     Args:
         num_of_set: Readers per file in accvlab (positive; the engine shares its sessions).
-        num_of_file: Files read together (sizes the index cache).
+        num_of_file: The most files one call may read, as in accvlab ("Number of files to decode (N)
+            exceeds num_of_file" otherwise); it also sizes the index cache.
         iGpu, suppressNoColorRangeWarning, device: As for :class:`PyNvGopDecoder`.
     """
 
@@ -140,9 +182,10 @@ class PyNvSampleReader(Decoder):
         """Frame ``frame_ids[i]`` of ``filepaths[i]`` for every i, in NV12 (P016 for 10-bit).
 
         Raises:
-            As :meth:`PyNvGopDecoder.Decode`.
+            As :meth:`PyNvGopDecoder.Decode`; more than ``num_of_file`` files raise
+            :class:`~asyncdecode.InvalidRequestError`.
         """
-        return self._nv12_by_path("Decode", filepaths, frame_ids)
+        return self._nv12_by_path(self._pairs("Decode", filepaths, frame_ids))
 
     def DecodeN12ToRGB(self, filepaths: Sequence[str], frame_ids: Sequence[int],
                        as_bgr: bool = False) -> list[RGBFrame]:
@@ -157,7 +200,7 @@ class PyNvSampleReader(Decoder):
                         "waits to be collected; as in accvlab, its result (%s) is dropped", waiting.describe())
             self._slot.finish()
             self._slot.drop()
-        return self._rgb_by_path("DecodeN12ToRGB", filepaths, frame_ids, as_bgr)
+        return self._rgb_by_path("DecodeN12ToRGB", self._pairs("DecodeN12ToRGB", filepaths, frame_ids), as_bgr)
 
     def DecodeN12ToRGBAsync(self, filepaths: Sequence[str], frame_ids: Sequence[int],
                             as_bgr: bool = False) -> None:
@@ -165,10 +208,12 @@ class PyNvSampleReader(Decoder):
         :meth:`DecodeN12ToRGBAsyncGetBuffer` and the same arguments.
 
         One request is kept: if the previous one was not collected, this waits for it to finish,
-        logs a warning and drops its result. Malformed arguments raise here; errors of the decode
-        itself (a missing file, a bad frame id, damaged data) are raised by the GetBuffer call.
+        logs a warning and drops its result. Malformed arguments, and more than ``num_of_file`` files,
+        raise here; errors of the decode itself (a missing file, a bad frame id, damaged data) are
+        raised by the GetBuffer call.
         """
         request, pairs = _request("DecodeN12ToRGBAsync", filepaths, frame_ids, as_bgr)
+        self._at_most("DecodeN12ToRGBAsync", len(pairs))
         self._slot.start(request, lambda: self._runner.submit([p for p, _ in pairs], [f for _, f in pairs],
                                                               BGR if request.as_bgr else RGB))
 
@@ -197,6 +242,15 @@ class PyNvSampleReader(Decoder):
                                       path=exc.path, frame_id=exc.frame_id) from None
         return [RGBFrame(t, is_bgr=request.as_bgr) for t in self._slot.collect(request)]
 
+    def _pairs(self, method: str, filepaths: Any, frame_ids: Any) -> list[tuple[str, int]]:
+        pairs = request_pairs(method, filepaths, frame_ids, allow_empty=True)
+        self._at_most(method, len(pairs))
+        return pairs
+
+    def _at_most(self, method: str, files: int) -> None:
+        at_most(method, files, self.num_of_file, counted="files asked for", setting="num_of_file",
+                phrase=f"Number of files to decode ({files}) {NUM_OF_FILE} ({self.num_of_file})")
+
     def clearAllReaders(self) -> None:
         """Drop the waiting request (if any) and free the decoder sessions, threads and caches; the
         next call makes new ones."""
@@ -218,7 +272,7 @@ def _request(method: str, filepaths: Any, frame_ids: Any,
              as_bgr: Any) -> tuple[AsyncRequest, list[tuple[str, int]]]:
     """The checked request of a one-frame-per-file async call, and its ``(absolute path, frame id)``
     pairs."""
-    pairs = request_pairs(method, filepaths, frame_ids)
+    pairs = request_pairs(method, filepaths, frame_ids, allow_empty=True)
     request = AsyncRequest(tuple(os.fspath(p) for p in filepaths), tuple(f for _, f in pairs),
                            flag(method, "as_bgr", as_bgr))
     return request, pairs

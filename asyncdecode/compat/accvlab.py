@@ -28,7 +28,8 @@ Differences from accvlab (docs/compat_accvlab.md has the whole list):
 * Objects hold threads: ``close()`` them (or use ``with``) where that matters; they are closed when
   collected, too.
 * ``suppressNoColorRangeWarning`` is accepted and has no effect: untagged streams are converted as
-  limited range, as accvlab assumes, without a warning.
+  limited range, as accvlab assumes, without a warning. So is ``enable_gop_dependency_graph_optimization``:
+  the engine decodes a GOP once for all the frames asked of it, whatever the flag says.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+from .. import __version__
 from ..media import probe
 from . import _bundles, _common, _frames
+from ._batch_gop_decoder import CreateBatchAsyncGopDecoder, PyNvBatchAsyncGopDecoder
 from ._batch_reader import CreateBatchAsyncStreamReader, PyNvBatchAsyncStreamReader
 from ._common import path_list
 from ._errors import runtime_errors
@@ -53,9 +56,10 @@ from ._values import AV_CODEC_IDS, AV_PIX_FMTS, Codec, DropCacheStatus, FastStre
 
 # Every error leaving this API is a RuntimeError (accvlab's contract) and the asyncdecode error at once.
 for _cls in (_common.Decoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
-             _frames.PlaneView, DecodedFrameExt, PyNvBatchAsyncStreamReader):
+             _frames.PlaneView, DecodedFrameExt, PyNvBatchAsyncStreamReader, PyNvBatchAsyncGopDecoder):
     runtime_errors(_cls)
 del _cls
+CreateBatchAsyncGopDecoder = runtime_errors(CreateBatchAsyncGopDecoder)
 CreateBatchAsyncStreamReader = runtime_errors(CreateBatchAsyncStreamReader)
 CreateGopDecoder = runtime_errors(CreateGopDecoder)
 CreateSampleReader = runtime_errors(CreateSampleReader)
@@ -64,6 +68,7 @@ SharedGopStore = runtime_errors(SharedGopStore)
 __all__ = [
     "CachedGopDecoder",
     "Codec",
+    "CreateBatchAsyncGopDecoder",
     "CreateBatchAsyncStreamReader",
     "CreateGopDecoder",
     "CreateSampleReader",
@@ -72,12 +77,15 @@ __all__ = [
     "FastStreamInfo",
     "GetFastInitInfo",
     "GopRef",
+    "PyNvBatchAsyncGopDecoder",
     "PyNvBatchAsyncStreamReader",
     "PyNvGopDecoder",
     "PyNvSampleReader",
     "RGBFrame",
+    "SaveGopToFile",
     "SavePacketsToFile",
     "SharedGopStore",
+    "__version__",
     "drop_videos_cache",
 ]
 
@@ -86,13 +94,13 @@ log = logging.getLogger("asyncdecode")
 
 @runtime_errors
 def GetFastInitInfo(filepaths: Sequence[str | os.PathLike[str]]) -> list[FastStreamInfo]:
-    """Stream parameters of each file, from one packet scan each (no decoding).
+    """Stream parameters of each file, from one packet scan each (no decoding); none for no files.
 
     Raises:
-        InvalidRequestError: ``filepaths`` is empty or not a list of paths.
+        InvalidRequestError: ``filepaths`` is not a list of paths.
         VideoOpenError, CorruptDataError: a file is missing, not a video, or damaged.
     """
-    paths = path_list("GetFastInitInfo", filepaths)
+    paths = path_list("GetFastInitInfo", filepaths, allow_empty=True)
     out = []
     for path in paths:
         info = probe(path)
@@ -118,6 +126,19 @@ def SavePacketsToFile(numpy_data: Any, dst_filepath: str | os.PathLike[str]) -> 
         VideoOpenError: the file cannot be written.
     """
     _bundles.save(numpy_data, dst_filepath)
+
+
+@runtime_errors
+def SaveGopToFile(numpy_data: Any, dst_filepath: str | os.PathLike[str]) -> None:
+    """Write GOP data (one array of :meth:`PyNvGopDecoder.GetGOPList`, or any packet data) to a file,
+    atomically, for :meth:`PyNvGopDecoder.LoadGopsToList`: accvlab's newer name of
+    :func:`SavePacketsToFile`, which it is but for the name in error messages.
+
+    Raises:
+        CorruptDataError: the data is not GOP bundles, or is damaged.
+        VideoOpenError: the file cannot be written.
+    """
+    _bundles.save(numpy_data, dst_filepath, method="SaveGopToFile")
 
 
 def drop_videos_cache(filepaths: Sequence[str | os.PathLike[str]]) -> DropCacheStatus:
