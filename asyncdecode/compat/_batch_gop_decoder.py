@@ -13,12 +13,12 @@ from .._output import OutputSpec
 from ..errors import AsyncDecodeError, InvalidRequestError
 from ..gop import GopBundle
 from . import _bundles
-from ._common import (BGR, RGB, Decoder, as_list, at_most, check_nv12, decode_plan, flag, nv12_frame, path_list,
+from ._common import (BGR, RGB, as_list, at_most, check_nv12, decode_plan, flag, nv12_frame, path_list,
                       positive, request_pairs)
 from ._errors import MAX_FRAMES_PER_CALL, NOT_EMPTY
 from ._frames import DecodedFrameExt, RGBFrame
 from ._runner import Device
-from ._sample_reader import AsyncRequest, AsyncSlot
+from ._sample_reader import AsyncRequest, AsyncSlot, SlotDecoder
 
 __all__ = ["CreateBatchAsyncGopDecoder", "PyNvBatchAsyncGopDecoder"]
 
@@ -26,7 +26,7 @@ _RGB = ("DecodeFromGOPListRGB", "DecodeFromGOPListRGBGetBuffer")
 _YUV = ("DecodeFromGOPList", "DecodeFromGOPListGetBuffer")
 
 
-class PyNvBatchAsyncGopDecoder(Decoder):
+class PyNvBatchAsyncGopDecoder(SlotDecoder):
     """Several frames of each of several videos per request (V videos x F frames), decoded in the
     background from GOP data the caller already has: one call starts a request, another collects it
     as ``frames[v][f]``.
@@ -125,20 +125,6 @@ class PyNvBatchAsyncGopDecoder(Decoder):
             As :meth:`DecodeFromGOPListRGBGetBuffer`.
         """
         return self._slot.collect(_collected(_YUV[1], filepaths, frame_ids, False, "YUV"), names=_YUV)
-
-    # -- lifetime -----------------------------------------------------------------------------
-
-    def release_decoder(self) -> None:
-        """Free the decoder sessions, their threads and caches; the next call makes new ones. A waiting
-        request is finished first and can still be collected (as in accvlab)."""
-        self._slot.finish()
-        self._runner.release()
-
-    def close(self) -> None:
-        """Drop the waiting request (if any) and stop the engine for good (an asyncdecode addition;
-        idempotent). Later calls raise :class:`~asyncdecode.EngineClosedError`."""
-        self._slot.close()
-        super().close()
 
     # -- requests -----------------------------------------------------------------------------
 

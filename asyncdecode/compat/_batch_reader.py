@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ._common import BGR, RGB, Decoder, as_list, at_most, flag, path_list, positive, request_pairs
+from ._common import BGR, RGB, as_list, at_most, flag, path_list, positive, request_pairs
 from ._errors import MAX_FRAMES_PER_CALL, NOT_EMPTY, NUM_OF_FILE
 from ._frames import RGBFrame
 from ._runner import Device
-from ._sample_reader import AsyncRequest, AsyncSlot
+from ._sample_reader import AsyncRequest, AsyncSlot, SlotDecoder
 
 __all__ = ["CreateBatchAsyncStreamReader", "PyNvBatchAsyncStreamReader"]
 
 
-class PyNvBatchAsyncStreamReader(Decoder):
+class PyNvBatchAsyncStreamReader(SlotDecoder):
     """Several frames of each of several videos per request (V files x F frames), decoded in the
     background: one call starts a request, another collects it as ``frames[v][f]``.
 
@@ -91,18 +91,6 @@ class PyNvBatchAsyncStreamReader(Decoder):
         """Free the decoder sessions, threads and caches; the next call makes new ones. A waiting
         request is finished first and can still be collected (as in accvlab)."""
         self.release_decoder()
-
-    def release_decoder(self) -> None:
-        """Free the decoder sessions, threads and caches; the next call makes new ones. A waiting
-        request is finished first and can still be collected."""
-        self._slot.finish()
-        self._runner.release()
-
-    def close(self) -> None:
-        """Drop the waiting request (if any) and stop the engine for good (an asyncdecode addition;
-        idempotent). Later calls raise :class:`~asyncdecode.EngineClosedError`."""
-        self._slot.close()
-        super().close()
 
     def _request(self, method: str, filepaths: Any, frame_ids: Any,
                  as_bgr: Any) -> tuple[AsyncRequest, list[tuple[str, int]]]:

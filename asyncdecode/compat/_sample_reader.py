@@ -150,7 +150,25 @@ class AsyncSlot:
             raise EngineClosedError(f"{method}: the reader is closed")
 
 
-class PyNvSampleReader(Decoder):
+class SlotDecoder(Decoder):
+    """A decoder object with one request decoding in the background (its :class:`AsyncSlot`)."""
+
+    _slot: AsyncSlot
+
+    def release_decoder(self) -> None:
+        """Free the decoder sessions, threads and caches; the next call makes new ones. A waiting
+        request is finished first and can still be collected (as in accvlab)."""
+        self._slot.finish()
+        self._runner.release()
+
+    def close(self) -> None:
+        """Drop the waiting request (if any) and stop the engine for good (an asyncdecode addition;
+        idempotent). Later calls raise :class:`~asyncdecode.EngineClosedError`."""
+        self._slot.close()
+        super().close()
+
+
+class PyNvSampleReader(SlotDecoder):
     """Frames of many videos read one step after another (clips played forward), plus one request in
     flight in the background.
 
@@ -257,15 +275,6 @@ class PyNvSampleReader(Decoder):
         self._slot.drop()
         self._runner.release()
 
-    def release_decoder(self) -> None:
-        """Free the decoder sessions, threads and caches; the next call makes new ones. A waiting
-        request is finished first and can still be collected."""
-        self._slot.finish()
-        self._runner.release()
-
-    def close(self) -> None:
-        self._slot.close()
-        super().close()
 
 
 def _request(method: str, filepaths: Any, frame_ids: Any,
@@ -287,5 +296,3 @@ def CreateSampleReader(num_of_set: int, num_of_file: int, iGpu: int = 0,
         >>> frames = reader.Decode(["v0.mp4", "v1.mp4"], [0, 10])
     """
     return PyNvSampleReader(num_of_set, num_of_file, iGpu, suppressNoColorRangeWarning, device=device)
-
-

@@ -43,7 +43,7 @@ from typing import Any
 
 from .. import __version__
 from ..media import probe
-from . import _bundles, _common, _frames
+from . import _bundles, _common, _frames, _sample_reader
 from ._batch_gop_decoder import CreateBatchAsyncGopDecoder, PyNvBatchAsyncGopDecoder
 from ._batch_reader import CreateBatchAsyncStreamReader, PyNvBatchAsyncStreamReader
 from ._common import path_list
@@ -55,7 +55,7 @@ from ._shared_store import GopRef, SharedGopStore
 from ._values import AV_CODEC_IDS, AV_PIX_FMTS, Codec, DropCacheStatus, FastStreamInfo
 
 # Every error leaving this API is a RuntimeError (accvlab's contract) and the asyncdecode error at once.
-for _cls in (_common.Decoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
+for _cls in (_common.Decoder, _sample_reader.SlotDecoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
              _frames.PlaneView, DecodedFrameExt, PyNvBatchAsyncStreamReader, PyNvBatchAsyncGopDecoder):
     runtime_errors(_cls)
 del _cls
