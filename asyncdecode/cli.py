@@ -1,4 +1,5 @@
-"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE ...``, ``store build|verify``, ``bench``."""
+"""The ``asyncdecode`` command: ``demo``, ``probe FILE``, ``decode FILE ...``, ``store build|verify``, ``prepare``,
+``bench``."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from . import Engine, EngineConfig, GopStore, OutputSpec, __version__, probe
 from .errors import AsyncDecodeError
+
+if TYPE_CHECKING:  # asyncdecode.prepare is imported by the command that uses it
+    from .prepare import PrepareEstimate, PrepareSummary
 
 
 def write_png(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray) -> None:
@@ -199,6 +204,75 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import estimate, prepare
+
+    options = dict(gop=args.gop, codec=args.codec, bframes=args.bframes, quality=args.quality, audio=args.audio,
+                   workers=args.workers, executor=args.executor, progress=False if args.quiet else None)
+    if args.dry_run:
+        plan = asyncio.run(estimate(args.src_dir, args.dst_dir, **options))
+        if args.json:
+            print(json.dumps(plan.to_json(), indent=2))
+        else:
+            _print_estimate(plan)
+        return 0 if plan.ok else 1
+    summary = asyncio.run(prepare(args.src_dir, args.dst_dir, device=args.device, store=args.store, **options))
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        _print_prepared(summary)
+    for rel, error in sorted(summary.failed.items()):
+        print(f"  failed: {rel}: {error}", file=sys.stderr)
+    if summary.store is not None:
+        for rel, error in sorted(summary.store.errors.items()):
+            print(f"  not stored: {rel}: {error}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _cost_change(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return "?"
+    return f"{before:.1f} -> {after:.1f} ({before / after:.1f}x fewer)"
+
+
+def _print_estimate(plan: PrepareEstimate) -> None:
+    width = max([len(f.rel) for f in plan.files] + [4])
+    print(f"{'file':<{width}}  {'frames':>7}  {'codec':<16}  {'longest GOP':<11}  frames decoded per random frame")
+    for f in plan.files:
+        if f.status == "failed":
+            print(f"{f.rel:<{width}}  failed: {f.error}")
+            continue
+        codec = f"{f.codec_before}{'+B' if f.reorders_before else ''} -> {f.codec_after}"
+        gops = f"{f.gop_max_before} -> {f.gop_max_after}"
+        note = "  (up to date)" if f.status == "up_to_date" else ""
+        print(f"{f.rel:<{width}}  {f.frames:>7}  {codec:<16}  {gops:<11}  {_cost_change(f.cost_before, f.cost_after)}"
+              f"{note}")
+    todo = sum(f.status == "planned" for f in plan.files)
+    print(f"set: {len(plan.files)} videos ({todo} to re-encode, {len(plan.failed)} failed), {plan.frames} frames, "
+          f"{plan.source_bytes / 1e6:.1f} MB: {_cost_change(plan.cost_before, plan.cost_after)} frames decoded per "
+          "random frame; the size after is measured by the run")
+
+
+def _print_prepared(summary: PrepareSummary) -> None:
+    s = summary.settings
+    psnr = summary.psnr_db
+    audio = ", ".join(f"{what} in {n}" for what, n in summary.audio.items() if n) or "no videos"
+    print(f"{summary.done} videos re-encoded, {summary.up_to_date} up to date, {len(summary.failed)} failed of "
+          f"{len(summary.files)}; {summary.frames_encoded} frames in {summary.seconds:.1f} s "
+          f"(GOP {s['gop']}, {s['bframes']} B-frames, codec {s['codec'] or 'as the source'})")
+    if summary.source_bytes:
+        print(f"  random access: {_cost_change(summary.cost_before, summary.cost_after)} frames decoded per "
+              f"random frame")
+        change = 100 * (summary.output_bytes / summary.source_bytes - 1)
+        print(f"  size: {summary.source_bytes / 1e6:.2f} MB -> {summary.output_bytes / 1e6:.2f} MB ({change:+.0f}%)")
+    if psnr:
+        print(f"  PSNR against the source: min {min(psnr):.1f} dB, mean {sum(psnr) / len(psnr):.1f} dB "
+              f"over {len(psnr)} sampled frames")
+    print(f"  audio: {audio}")
+    if summary.store is not None:
+        print(f"  GOP store: {summary.store!r}")
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -250,6 +324,29 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("gop_dir", metavar="GOP_DIR")
     sv.add_argument("--quiet", action="store_true", help="no progress line")
     sv.set_defaults(func=cmd_store_verify)
+
+    pp = sub.add_parser("prepare", help="re-encode every video under SRC_DIR into DST_DIR with short GOPs, for fast "
+                                        "random access (resumes; skips videos already done)")
+    pp.add_argument("src_dir", metavar="SRC_DIR")
+    pp.add_argument("dst_dir", metavar="DST_DIR")
+    pp.add_argument("--gop", type=int, default=30, help="frames per GOP (default 30)")
+    pp.add_argument("--codec", choices=("h264", "hevc", "av1"), default=None,
+                    help="default: each source's codec where it can be encoded, else h264")
+    pp.add_argument("--bframes", type=int, default=0, help="B-frames between references (default 0)")
+    pp.add_argument("--quality", type=int, default=None,
+                    help="the encoder's CRF, lower is better (default: 16 h264, 18 hevc, 22 av1)")
+    pp.add_argument("--audio", choices=("copy", "drop"), default="copy",
+                    help="copy audio untouched (default) or drop it")
+    pp.add_argument("--device", choices=("cpu",), default="cpu", help="cpu (NVENC on the GPU is planned)")
+    pp.add_argument("--workers", type=int, default=None, help="videos re-encoded at once (default min(cores, 8))")
+    pp.add_argument("--executor", choices=("process", "thread"), default="process",
+                    help="run the workers as processes (default) or threads")
+    pp.add_argument("--dry-run", action="store_true",
+                    help="encode nothing: per video and for the set, random-access cost now and after")
+    pp.add_argument("--store", metavar="DIR", default=None, help="then build a GOP store of DST_DIR in DIR")
+    pp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pp.add_argument("--quiet", action="store_true", help="no progress line")
+    pp.set_defaults(func=cmd_prepare)
 
     bench = sub.add_parser("bench", add_help=False,
                            help="NVDEC benchmark: raw sessions, PyNvVideoCodec decoders and asyncdecode side by side "
