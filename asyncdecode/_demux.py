@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from . import _faults
 from .gop import GopBundle, GopReader
 from .media import VideoIndex
 
@@ -26,6 +27,8 @@ class ReaderPool:
     def read(self, index: VideoIndex, gop: int) -> GopBundle:
         reader = self._take(index)
         try:
+            if _faults.armed:
+                _faults.hit("demux", index.path)
             bundle = reader.read(gop)
         except BaseException:
             reader.close()

@@ -25,7 +25,7 @@ from ._backends.cpu import CpuBackend
 from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache, GopCache
 from ._demux import ReaderPool
 from ._output import OutputSpec
-from . import _readahead
+from . import _faults, _readahead
 from ._workers import DecoderPool, copy_frame
 from .errors import (AsyncDecodeError, CorruptDataError, EngineClosedError, FrameIndexError, InvalidRequestError,
                      UnsupportedStreamError, VideoOpenError)
@@ -69,7 +69,8 @@ class EngineConfig:
     output: OutputSpec = field(default_factory=OutputSpec)
     """Default output format; a call's ``output=`` overrides it."""
     close_timeout_s: float = 30.0
-    """How long ``aclose()`` waits for decoder threads to finish their current GOP."""
+    """How long ``aclose()`` waits, at most, for decoder threads to finish their current GOP and demux
+    threads their current read (a thread still busy then is left to finish, logged)."""
     unsupported: Literal["cpu", "raise"] = "cpu"
     """A stream the device's decoder cannot handle (H.264 High 10, 4:2:2 on NVDEC ...): decode it on
     the CPU and move the frames to the device (``"cpu"``), or fail with ``UnsupportedStreamError``."""
@@ -82,8 +83,9 @@ class EngineConfig:
     store_reads: int = 16
     """Bundle files read at once from a :class:`~asyncdecode.GopStore` (asynchronous reads)."""
     store_fallback: Literal["raise", "demux"] = "raise"
-    """A video the store lacks, a missing bundle file, or a video changed since the store was built:
-    fail the request (``"raise"``), or demux the video itself when it exists (``"demux"``, logged)."""
+    """A video the store lacks, a bundle file missing, unreadable or damaged, or a video changed since
+    the store was built: fail the request (``"raise"``, ``CorruptDataError`` naming the file), or demux
+    the video itself when it exists (``"demux"``, logged)."""
 
     def __post_init__(self) -> None:
         for name in ("decoder_threads", "queue_size"):
@@ -224,7 +226,8 @@ class Engine:
         self._loop = loop
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
-        self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop)
+        self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop,
+                                 on_loop_closed=self._loop_gone)
         self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK)
         self._closed = asyncio.Event()
         self._store_reads = asyncio.Semaphore(self.config.store_reads)
@@ -246,20 +249,25 @@ class Engine:
             await self._closed.wait()
             return
         self._state = EngineState.CLOSING
+        deadline = time.monotonic() + self.config.close_timeout_s
         try:
-            requests = list(self._requests)
-            for task in requests:
-                task.cancel()
-            if requests:
-                await asyncio.gather(*requests, return_exceptions=True)
-            if self._ahead is not None:
-                await self._ahead.close()
-            inflight = list(self._inflight.values())
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
+            # A loop that closed first (asyncio.run ended) took its tasks with it: nothing to cancel or wait for.
+            if self._loop is not None and not self._loop.is_closed():
+                requests = list(self._requests)
+                for task in requests:
+                    task.cancel()
+                if requests:
+                    await asyncio.gather(*requests, return_exceptions=True)
+                if self._ahead is not None:
+                    await self._ahead.close()
+                inflight = list(self._inflight.values())
+                if inflight:  # index, demux and store reads (their outcome is retrieved where they are made)
+                    _, late = await asyncio.wait(inflight, timeout=self.config.close_timeout_s)
+                    for fut in late:  # a read that hangs: its thread is left to it
+                        fut.cancel()
             assert self._pool is not None and self._executor is not None
             pools = [p for p in (self._pool, self._fallback) if p is not None]
-            await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pools, self._executor))
+            await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pools, self._executor, deadline))
         finally:
             self._readers.close()
             self._cache.clear()
@@ -269,13 +277,30 @@ class Engine:
             assert self._closed is not None
             self._closed.set()
 
-    def _shutdown_threads(self, pools: list[DecoderPool], executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    def _shutdown_threads(self, pools: list[DecoderPool], executor: concurrent.futures.ThreadPoolExecutor,
+                          deadline: float) -> None:
+        """Stop the decoder and demux threads, waiting for them until ``deadline`` (``time.monotonic()``)."""
         for pool in pools:
-            pool.close(self.config.close_timeout_s)
+            pool.close(max(0.0, deadline - time.monotonic()))
             if pool.alive():
-                log.warning("asyncdecode: %d decoder thread(s) still busy after %.0f s", pool.alive(),
+                log.warning("asyncdecode: %d decoder thread(s) still busy after %.1f s", pool.alive(),
                             self.config.close_timeout_s)
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
+        busy = 0
+        for t in list(getattr(executor, "_threads", ())):  # CPython's; shutdown(wait=True) waits without a limit
+            t.join(max(0.0, deadline - time.monotonic()))
+            busy += t.is_alive()
+        if busy:
+            log.warning("asyncdecode: %d demux thread(s) still busy after %.1f s", busy, self.config.close_timeout_s)
+
+    def _loop_gone(self) -> None:
+        """The engine's event loop closed while the engine was open (``asyncio.run`` ended first): the
+        decoder threads end (this runs on one of them), and the demux threads and open files go too."""
+        log.warning("asyncdecode: the event loop of an open Engine on %s closed; its threads stop (close "
+                    "engines with `async with` or `await engine.aclose()`)", self.device)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._readers.close()  # readers in use are closed when they are given back
 
     def __del__(self) -> None:
         if getattr(self, "_state", EngineState.CLOSED) in (EngineState.OPEN, EngineState.CLOSING):
@@ -420,6 +445,7 @@ class Engine:
             "decoder_library": self.backend.library,
             "device": str(self.device),
             "decoder_threads": pool.threads if pool else 0,
+            "decoder_threads_replaced": sum(p.threads_replaced for p in (pool, self._fallback) if p is not None),
             "requests": n.requests,
             "requests_failed": n.requests_failed,
             "requests_cancelled": n.requests_cancelled,
@@ -868,6 +894,11 @@ class Engine:
         t = time.perf_counter()
         try:
             return self._readers.read(index, gop)
+        except OSError as exc:  # the file system's error (FFmpeg's come as CorruptDataError)
+            frames = index.gop_frame_range(gop)
+            raise CorruptDataError(f"{index.path}: GOP {gop} (frames {frames.start}..{frames.stop - 1}) cannot be "
+                                   f"read ({exc.strerror or exc})", path=index.path, frame_id=frames.start,
+                                   device=str(self.device)) from exc
         finally:
             self._n.demux_s += time.perf_counter() - t
 
@@ -879,18 +910,20 @@ class Engine:
         try:
             async with self._store_reads:
                 bundle, nbytes = await self._read_bundle(path)
-        except CorruptDataError as exc:
-            raise CorruptDataError(f"{index.path}: GOP store file {path} is damaged ({exc})", path=index.path,
-                                   device=str(self.device)) from None
-        except FileNotFoundError:
+        except (CorruptDataError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                problem = f"GOP {gop} is missing from the GOP store ({path})"
+            elif isinstance(exc, OSError):  # EIO, a permission ...
+                problem = f"GOP store file {path} cannot be read ({exc.strerror or exc})"
+            else:
+                problem = f"GOP store file {path} is damaged ({exc})"
             if self.config.store_fallback == "demux" and os.path.exists(index.path):
-                log.warning("asyncdecode: %s is missing from the GOP store; demuxing %s instead", path, index.path)
+                log.warning("asyncdecode: %s: %s; demuxing the video instead", index.path, problem)
                 video = await self._index_file(index.path)
                 assert self._loop is not None
                 self._n.demux_jobs += 1  # not through _bundle: this read is itself the in-flight job for the key
                 return await self._loop.run_in_executor(self._executor, self._demux, video, gop)
-            raise CorruptDataError(f"{index.path}: GOP {gop} is missing from the GOP store ({path})",
-                                   path=index.path, device=str(self.device)) from None
+            raise CorruptDataError(f"{index.path}: {problem}", path=index.path, device=str(self.device)) from exc
         finally:
             self._n.store_read_s += time.perf_counter() - t
         self._n.store_read_bytes += nbytes
@@ -1036,6 +1069,8 @@ class _Checked:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
+            if _faults.armed:
+                data = _faults.hit("store_read", path, data)
         key = (str(path), st.st_size, st.st_mtime_ns)
         with self._lock:
             verify = key not in self._seen

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -34,12 +37,14 @@ async def completed(
     Each item is a list of ``(job, result)`` in completion order, possibly empty (a tick to refresh
     a status line); ``result`` is what ``fn`` returned, or the :class:`BaseException` it raised or
     that broke the pool (a worker process that died). Processes start with ``spawn``: nothing of this
-    process's threads or event loop is inherited. Use it under ``contextlib.aclosing``: leaving early
+    process's threads or event loop is inherited; they end when this process dies (see
+    :func:`end_with_parent`). Use it under ``contextlib.aclosing``: leaving early
     cancels the jobs not started and waits for the running ones to end.
     """
     if executor == "process":
         pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs)
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            initargs=(initializer, initargs))
     else:
         pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="asyncdecode-pool",
                                                      initializer=initializer, initargs=initargs)
@@ -61,3 +66,25 @@ async def completed(
         for fut in pending:
             fut.cancel()
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def end_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it dies (a SIGKILLed ``store
+    build`` or ``prepare``), rather than go on writing into the folder that a rerun works in, and then
+    stay behind, idle, for good. A thread waits on the parent's sentinel (no polling)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="asyncdecode-parent-watch", daemon=True).start()
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    end_with_parent()
+    if initializer is not None:
+        initializer(*initargs)

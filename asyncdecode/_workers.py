@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from . import _faults
 from ._backends import Backend, DecodeCancelled, DecodeResult, Session
 from ._output import OutputSpec
 from .errors import AsyncDecodeError
@@ -93,10 +94,15 @@ class _Worker:
 
 
 class DecoderPool:
-    """``threads`` decoder threads of one backend fed by one bounded queue."""
+    """``threads`` decoder threads of one backend fed by one bounded queue.
 
-    def __init__(self, backend: Backend, *, threads: int, capacity: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    A thread whose loop fails outside a job's decode fails the job it held and is replaced
+    (``threads_replaced``). Threads end when the pool closes, or when the event loop closes first
+    (``on_loop_closed`` is called then, once, from a decoder thread).
+    """
+
+    def __init__(self, backend: Backend, *, threads: int, capacity: int, loop: asyncio.AbstractEventLoop,
+                 on_loop_closed: Callable[[], None] | None = None) -> None:
         if threads < 1 or capacity < 1:
             raise ValueError("threads and capacity must be >= 1")
         self.backend = backend
@@ -117,10 +123,13 @@ class DecoderPool:
         self.merged = 0
         self.decode_s = 0.0
         self.convert_s = 0.0
-        self._threads = [
-            threading.Thread(target=self._run, args=(w,), name=f"asyncdecode-{backend.name}-{i}", daemon=True)
-            for i, w in enumerate(self._workers)
-        ]
+        self.threads_replaced = 0
+        self._retired_created = 0  # decoders made by sessions of threads that died
+        self._retired_reconfigured = 0
+        self._on_loop_closed = on_loop_closed
+        self._loop_gone_told = False
+        self._named = 0
+        self._threads = [self._thread(w) for w in self._workers]
         for t in self._threads:
             t.start()
 
@@ -135,7 +144,7 @@ class DecoderPool:
     @property
     def decoders_created(self) -> int:
         """Decoders the threads' sessions made so far."""
-        return sum(w.session.counts.created for w in self._workers if w.session is not None)
+        return self._retired_created + sum(w.session.counts.created for w in self._workers if w.session is not None)
 
     def free_decoders(self) -> tuple[int, int]:
         """Free decoders kept for later jobs, and the device memory they hold (about): every session's
@@ -147,7 +156,8 @@ class DecoderPool:
     @property
     def decoders_reconfigured(self) -> int:
         """Times a session switched a decoder to another stream shape in place."""
-        return sum(w.session.counts.reconfigured for w in self._workers if w.session is not None)
+        return self._retired_reconfigured + sum(w.session.counts.reconfigured for w in self._workers
+                                                if w.session is not None)
 
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                      collect: bool = False, queued: Callable[[], None] | None = None) -> DecodeResult:
@@ -291,6 +301,8 @@ class DecoderPool:
     def _take(self, me: _Worker) -> DecodeJob | None:
         with self._lock:
             while True:
+                if self._loop.is_closed():  # nobody can be told any more (the engine was never closed)
+                    return None
                 job = self._pick(me)
                 if job is not None:
                     if not job.cancelled:
@@ -373,32 +385,88 @@ class DecoderPool:
             startup_error = exc
             log.error("decoder thread %s could not open a %s session: %s",
                       threading.current_thread().name, self.backend.name, exc)
+        device = str(self.backend.device)
+        job: DecodeJob | None = None  # taken and not reported yet
         try:
             while True:
                 job = self._take(me)
                 if job is None:
+                    if self._loop.is_closed() and not self._stopping:
+                        self._loop_gone()
                     return
+                if _faults.armed:
+                    _faults.hit("thread", job.bundle.source)
+                result: DecodeResult | None = None
+                error: BaseException | None = None
                 if job.cancelled:
-                    self._report(job, None, None)
+                    pass
                 elif me.session is None:
-                    self._report(job, None, _as_engine_error(startup_error, job))
+                    error = _as_engine_error(startup_error, job, device)
                 else:
                     try:
                         result = me.session.decode(job.bundle, job.wanted, job.output, lambda: job.cancelled,
                                                    lambda: self._keep(me, job), job.collect)
                     except DecodeCancelled:
-                        self._report(job, None, None)
+                        pass
                     except BaseException as exc:
                         _drop_locals(exc)
-                        self._report(job, None, _as_engine_error(exc, job))
-                    else:
-                        self._report(job, result, None)
-                        del result  # an idle thread keeps no frames alive
+                        error = _as_engine_error(exc, job, device)
+                done, job = job, None
+                self._report(done, result, error)
+                del done, result, error  # an idle thread keeps no frames alive
                 self._done_with(me)
-                del job
+        except BaseException as exc:  # outside a job's decode: the thread ends, another takes its place
+            self._died(me, job, exc)
         finally:
             if me.session is not None:
                 me.session.close()
+
+    def _died(self, me: _Worker, job: DecodeJob | None, exc: BaseException) -> None:
+        """A decoder thread's loop failed: fail the job it held, give up its session and the GOPs it kept
+        its place in (their jobs go to other threads), and start a thread in its place."""
+        name = threading.current_thread().name
+        log.error("asyncdecode: decoder thread %s died (%s: %s); starting another", name, type(exc).__name__, exc,
+                  exc_info=exc)
+        _drop_locals(exc)
+        if job is not None:
+            bundle = job.bundle
+            error = AsyncDecodeError(
+                f"{bundle.source}: decoder thread {name} died while decoding the GOP at frame "
+                f"{bundle.first_frame_id} ({type(exc).__name__}: {exc}); another thread took its place",
+                path=bundle.source, frame_id=min(job.wanted, default=None), device=str(self.backend.device))
+            error.__cause__ = exc
+            self._report(job, None, error)
+        session, me.session = me.session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception as close_exc:  # what it holds goes with the garbage collector
+                log.debug("asyncdecode: closing the session of a dead thread failed: %s", close_exc)
+        self._done_with(me)  # without a session it keeps no place: jobs waiting for it are woken
+        with self._lock:
+            if session is not None:
+                self._retired_created += session.counts.created
+                self._retired_reconfigured += session.counts.reconfigured
+            if self._stopping:
+                return
+            i = self._workers.index(me)
+            worker = self._workers[i] = _Worker(self._lock)
+            thread = self._threads[i] = self._thread(worker)
+            self.threads_replaced += 1
+        thread.start()
+
+    def _thread(self, worker: _Worker) -> threading.Thread:
+        self._named += 1
+        return threading.Thread(target=self._run, args=(worker,), daemon=True,
+                                name=f"asyncdecode-{self.backend.name}-{self._named - 1}")
+
+    def _loop_gone(self) -> None:
+        """The event loop closed while the pool was open (``asyncio.run`` ended before ``aclose()``):
+        nobody can be told of results any more; the threads end. ``on_loop_closed`` is called once."""
+        with self._lock:
+            told, self._loop_gone_told = self._loop_gone_told, True
+        if not told and self._on_loop_closed is not None:
+            self._on_loop_closed()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop every thread after the jobs already queued (blocking; call from a worker thread)."""
@@ -446,12 +514,12 @@ def _drop_locals(exc: BaseException) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
-def _as_engine_error(exc: BaseException | None, job: DecodeJob) -> BaseException:
+def _as_engine_error(exc: BaseException | None, job: DecodeJob, device: str) -> BaseException:
     if isinstance(exc, AsyncDecodeError):
         return exc
     bundle = job.bundle
     wrapped = AsyncDecodeError(
-        f"{bundle.source}: decoding the GOP at frame {bundle.first_frame_id} failed: "
-        f"{type(exc).__name__}: {exc}", path=bundle.source, frame_id=min(job.wanted, default=None))
+        f"{bundle.source}: decoding the GOP at frame {bundle.first_frame_id} failed on {device}: "
+        f"{type(exc).__name__}: {exc}", path=bundle.source, frame_id=min(job.wanted, default=None), device=device)
     wrapped.__cause__ = exc
     return wrapped

@@ -12,6 +12,7 @@ derive from the matching built-in exception, so ``except IndexError`` keeps work
      │    ├── StaleStoreError                     a GOP store's source video changed after the store was built
      │    └── TruncatedStreamError                an ingested stream ended (or its source failed) inside a packet
      ├── InvalidRequestError       (ValueError)  malformed arguments (mismatched list lengths, bad OutputSpec)
+     ├── DeviceMemoryError         (MemoryError) the device (GPU or host) ran out of memory for a request
      ├── BackendUnavailableError   (RuntimeError) the requested device or decoder library is not usable here
      └── EngineClosedError         (RuntimeError) the engine was used after ``aclose()``
 
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncDecodeError",
     "BackendUnavailableError",
     "CorruptDataError",
+    "DeviceMemoryError",
     "EngineClosedError",
     "FrameIndexError",
     "InvalidRequestError",
@@ -100,6 +102,15 @@ class TruncatedStreamError(CorruptDataError):
 
 class InvalidRequestError(AsyncDecodeError, ValueError):
     """The call itself is malformed: mismatched list lengths, a wrong type, an invalid output spec."""
+
+
+class DeviceMemoryError(AsyncDecodeError, MemoryError):
+    """The device ran out of memory while decoding a request (its outputs, a decoder, a frame).
+
+    The request fails; the engine goes on. Asking again may succeed once memory is free: fewer
+    requests in flight, a smaller ``frame_cache_bytes`` or output size. The device's own error
+    (``torch.OutOfMemoryError``, a CUDA error, ``MemoryError``) is the ``__cause__``.
+    """
 
 
 class BackendUnavailableError(AsyncDecodeError, RuntimeError):

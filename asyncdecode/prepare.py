@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from . import _encode, _pool
+from . import _encode, _faults, _pool
 from ._backends.base import feed_plan
 from .errors import AsyncDecodeError, CorruptDataError, InvalidRequestError, VideoOpenError
 from .gop import GopReader
@@ -764,6 +764,8 @@ def _atomic_output(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if _faults.armed:
+            _faults.hit("write", final)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -22,7 +22,8 @@ they come from the same version of the source, writes the rest, and removes left
 files. A source that changed is rebuilt from scratch.
 
 One build runs on a store at a time (a lock file in ``GOP_DIR`` enforces it where ``fcntl`` exists);
-readers may read while a build runs.
+readers may read while a build runs. Worker processes end with the build: one that is killed leaves none
+writing on behind its back.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, TextIO, Union
 
+from . import _faults, _pool
 from .errors import AsyncDecodeError, CorruptDataError, InvalidRequestError, StaleStoreError, VideoOpenError
 from .gop import GopBundle, GopReader
 from .media import FileStamp, VideoInfo, build_index, file_stamp
@@ -426,7 +428,7 @@ class GopStore:
         """Store the videos ``todo`` in a pool of ``workers``, one video per task, counting into ``tally``."""
         if executor == "process":
             pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"))
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool.end_with_parent)
         else:
             pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="asyncdecode-store")
         loop = asyncio.get_running_loop()
@@ -635,6 +637,8 @@ def _load_bundle(video: _StoredVideo, entry: StoredGop) -> GopBundle:
     where = f"frames {entry.first_frame_id}..{last} of {video.rel}"
     try:
         data = path.read_bytes()
+        if _faults.armed:
+            data = _faults.hit("store_read", path, data)
     except FileNotFoundError as exc:
         raise CorruptDataError(
             f"GOP store bundle {path} is missing ({where}); the store is damaged: remove "
@@ -742,6 +746,8 @@ def _write_atomic(path: Path, data: bytes | memoryview) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _faults.armed:
+            _faults.hit("write", path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

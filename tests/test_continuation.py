@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from asyncdecode import Engine, EngineConfig, _workers, probe
+from asyncdecode import Engine, EngineConfig, _faults, _workers, probe
 from asyncdecode._backends.cpu import CpuSession
 from asyncdecode.gop import extract_gops
 
@@ -169,15 +169,22 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth,
 async def test_a_cancelled_request_leaves_a_merged_one_served(assets, truth):
     name = "h264_bframes"
     path = assets[name]
+    other = assets["h264_nob"]
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
-        await eng.prefetch(path, [13])
-        busy = await _keep_the_thread_busy(eng, assets, truth)
-        first = eng.submit(path, [14])
-        second = eng.submit(path, [13, 15])
-        while eng.stats()["jobs_merged"] < 1 and not busy.done():
-            await asyncio.sleep(0.001)
-        first.cancel()
-        got = await second
+        await eng.prefetch([path, other], [13, 1])
+        # The one thread held inside another job (paused at its first packet) until the two requests
+        # below have merged in the queue: not a race with how long that job takes.
+        with _faults.inject("decode", match=str(other), action="pause") as hold:
+            busy = eng.submit(other, [1])
+            assert await asyncio.to_thread(hold.wait_fired, 1, 30.0)
+            first = eng.submit(path, [14])
+            second = eng.submit(path, [13, 15])
+            async with asyncio.timeout(30):
+                while eng.stats()["jobs_merged"] < 1:
+                    await asyncio.sleep(0.001)
+            first.cancel()
+            hold.release()
+            got = await asyncio.wait_for(second, 30)
         await asyncio.gather(busy, first, return_exceptions=True)
         assert eng.stats()["jobs_merged"] == 1 and first.cancelled()
     assert _equal(got, [truth[name][13], truth[name][15]])

@@ -134,7 +134,7 @@ async def test_many_bad_and_good_requests_interleaved(eng, assets, tmp_path):
 
 def test_error_tree_and_pickling():
     assert set(errors.__all__) == {
-        "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "EngineClosedError",
+        "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "DeviceMemoryError", "EngineClosedError",
         "FrameIndexError", "InvalidRequestError", "StaleStoreError", "TruncatedStreamError", "UnsupportedStreamError",
         "VideoOpenError"}
     assert issubclass(errors.FrameIndexError, IndexError)
@@ -142,6 +142,7 @@ def test_error_tree_and_pickling():
     assert issubclass(errors.StaleStoreError, errors.CorruptDataError)
     assert issubclass(errors.TruncatedStreamError, errors.CorruptDataError)
     assert issubclass(errors.EngineClosedError, RuntimeError)
+    assert issubclass(errors.DeviceMemoryError, MemoryError)
     for name in errors.__all__:
         cls = getattr(errors, name)
         assert issubclass(cls, AsyncDecodeError)

@@ -9,10 +9,10 @@ import asyncdecode
 def test_exported_members():
     assert asyncdecode.__all__ == sorted(asyncdecode.__all__)
     assert asyncdecode.__all__ == [
-        "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "Engine", "EngineClosedError",
-        "EngineConfig", "EngineState", "Frame", "FrameIndexError", "GopStore", "IngestStream", "InvalidRequestError",
-        "OutputSpec", "SharedBundle", "SharedGopCache", "StaleStoreError", "SyncEngine", "TruncatedStreamError",
-        "UnsupportedStreamError", "VideoInfo", "VideoOpenError", "drop_page_cache", "probe",
+        "AsyncDecodeError", "BackendUnavailableError", "CorruptDataError", "DeviceMemoryError", "Engine",
+        "EngineClosedError", "EngineConfig", "EngineState", "Frame", "FrameIndexError", "GopStore", "IngestStream",
+        "InvalidRequestError", "OutputSpec", "SharedBundle", "SharedGopCache", "StaleStoreError", "SyncEngine",
+        "TruncatedStreamError", "UnsupportedStreamError", "VideoInfo", "VideoOpenError", "drop_page_cache", "probe",
     ]
     for name in asyncdecode.__all__:
         assert getattr(asyncdecode, name).__module__.startswith("asyncdecode")

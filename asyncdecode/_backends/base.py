@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -20,8 +21,10 @@ from typing import Any, ContextManager
 import numpy as np
 import torch
 
+from .. import _faults
 from .._output import ColorParams, OutputSpec
-from ..errors import AsyncDecodeError, BackendUnavailableError, CorruptDataError, InvalidRequestError
+from ..errors import (AsyncDecodeError, BackendUnavailableError, CorruptDataError, DeviceMemoryError,
+                      InvalidRequestError)
 from ..gop import FLAG_DISPOSABLE, GopBundle
 
 log = logging.getLogger("asyncdecode")
@@ -45,6 +48,22 @@ def feed_plan(table: Any, wanted: Collection[int], after: int = -1) -> list[int]
     keep = ~((table["flags"][: last + 1] & FLAG_DISPOSABLE).astype(bool) & ~hits[: last + 1])
     keep[: after + 1] = False
     return np.flatnonzero(keep).tolist()
+
+
+_OUT_OF_MEMORY = re.compile(r"out[ _]of[ _]memory", re.IGNORECASE)
+
+
+def memory_error(exc: Exception, bundle: GopBundle, frame_id: int, device: str) -> DeviceMemoryError | None:
+    """The engine error for a decode that ran out of memory, whichever library said so (torch's
+    ``OutOfMemoryError``, a CUDA or driver error that names it, ``MemoryError`` on the host); ``None``
+    for any other failure."""
+    if not (isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
+            or (isinstance(exc, RuntimeError) and _OUT_OF_MEMORY.search(str(exc)))):
+        return None
+    return DeviceMemoryError(
+        f"{bundle.source}: out of memory on {device} decoding the GOP at frame {bundle.first_frame_id} "
+        f"({type(exc).__name__}: {exc}); fewer requests in flight or smaller outputs need less",
+        path=bundle.source, frame_id=frame_id, device=device)
 
 
 @dataclass
@@ -377,6 +396,8 @@ class PacketSession(Session):
                 pos.pending.discard(fid)
                 if fid in remaining:
                     tc = time.perf_counter()
+                    if _faults.armed:
+                        _faults.hit("convert", bundle.source)
                     result.frames[fid] = self._convert(frame, bundle, params, output)
                     t_conv += time.perf_counter() - tc
                     remaining.discard(fid)
@@ -418,6 +439,8 @@ class PacketSession(Session):
                     extras |= {f for f in pos.pending if f < furthest and f in index}
                     extras -= remaining
                     extras -= pos.ahead.keys()
+                if _faults.armed:
+                    _faults.hit("convert", bundle.source)
                 native = self._native_run(pos.decoder, bundle, params, output, remaining, furthest,
                                           sorted(extras)) or False
             if native:
@@ -427,6 +450,8 @@ class PacketSession(Session):
                         raise DecodeCancelled
                     step = native.step()
                     absorb(step)
+                    if _faults.armed:
+                        _faults.hit("decode", bundle.source, count=len(step.fed))
                     if not step.more:
                         break
                 if step.left is None:
@@ -438,6 +463,8 @@ class PacketSession(Session):
             for i in indices:
                 if cancelled():
                     raise DecodeCancelled
+                if _faults.armed:
+                    _faults.hit("decode", bundle.source)
                 result.fed += 1
                 pos.last = i
                 pos.pending.add(rows[i][3])
@@ -485,7 +512,8 @@ class PacketSession(Session):
                 self._throw_away(pos.decoder)
             error = None
             if isinstance(exc, Exception) and not isinstance(exc, AsyncDecodeError):
-                error = self._fail(bundle, exc, min(remaining, default=bundle.first_frame_id))
+                frame_id = min(remaining, default=bundle.first_frame_id)
+                error = memory_error(exc, bundle, frame_id, self.device) or self._fail(bundle, exc, frame_id)
             if error is None:
                 raise
             raise error from exc
