@@ -32,23 +32,23 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from . import _encode, _faults, _pool
+from . import _encode, _pool
 from ._backends.base import feed_plan
 from .errors import AsyncDecodeError, CorruptDataError, InvalidRequestError, VideoOpenError
 from .gop import GopReader
 from .media import VideoIndex, VideoInfo, build_index, file_stamp
-from .store import BuildSummary, GopStore, _fsync_dir, _ProgressLine, _read_json, _write_atomic, find_videos
+from .store import (BuildSummary, GopStore, _atomic_output, _fsync_dir, _ProgressLine, _read_json, _write_atomic,
+                    find_videos)
 
 __all__ = [
     "DEFAULT_GOP",
@@ -73,7 +73,7 @@ PSNR_FRAMES = 16
 FORMAT_VERSION = 1
 _FORMAT = "asyncdecode.prepare"
 _RECORD_SUFFIX = ".prepare.json"
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")  # store._atomic_output's temporary names
 
 
 def record_path(output: PathLike) -> Path:
@@ -753,24 +753,6 @@ def _check_output(job: _Job, before: VideoInfo, after: VideoInfo, settings: _enc
     if problems:
         raise AsyncDecodeError(f"{job.source}: the re-encoded file was not kept: {'; '.join(problems)}",
                                path=job.source)
-
-
-@contextlib.contextmanager
-def _atomic_output(final: Path) -> Iterator[Path]:
-    """A temporary name next to ``final`` to write; renamed over ``final`` (after an fsync) when the
-    block ends normally, removed when it raises."""
-    tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if _faults.armed:
-            _faults.hit("write", final)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _remove_leftovers(final: Path) -> None:

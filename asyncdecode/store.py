@@ -738,21 +738,29 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``path`` so that no reader ever sees part of it: temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+@contextlib.contextmanager
+def _atomic_output(final: Path) -> Iterator[Path]:
+    """A temporary name next to ``final`` to write (``.NAME.PID-TOKEN.tmp``); renamed over ``final``
+    (after an fsync) when the block ends normally, removed when it raises: no reader ever sees part of
+    ``final``."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if _faults.armed:
-            _faults.hit("write", path)
-        os.replace(tmp, path)
+            _faults.hit("write", final)
+        os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write ``path`` so that no reader ever sees part of it: temporary file, fsync, rename."""
+    with _atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def _fsync_dir(folder: Path) -> None:
