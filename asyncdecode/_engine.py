@@ -439,6 +439,7 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
         n, pool, cache, frames = self._n, self._pool, self._cache, self._frames
+        free = [p.free_decoders() for p in (pool, self._fallback) if p is not None]
         return {
             "state": self._state.value,
             "backend": self.backend.name,
@@ -459,8 +460,8 @@ class Engine:
             "jobs_merged": pool.merged if pool else 0,
             "decoders_created": sum(p.decoders_created for p in (pool, self._fallback) if p is not None),
             "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, self._fallback) if p is not None),
-            "decoders_free": sum(p.free_decoders()[0] for p in (pool, self._fallback) if p is not None),
-            "decoders_free_bytes": sum(p.free_decoders()[1] for p in (pool, self._fallback) if p is not None),
+            "decoders_free": sum(count for count, _ in free),
+            "decoders_free_bytes": sum(nbytes for _, nbytes in free),
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,
