@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
 import re
 import secrets
@@ -426,37 +425,20 @@ class GopStore:
     async def _run_builds(self, video_root: Path, todo: list[str], tally: _Tally, line: _ProgressLine, *,
                           workers: int, executor: Literal["process", "thread"]) -> None:
         """Store the videos ``todo`` in a pool of ``workers``, one video per task, counting into ``tally``."""
-        if executor == "process":
-            pool: concurrent.futures.Executor = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool.end_with_parent)
-        else:
-            pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="asyncdecode-store")
-        loop = asyncio.get_running_loop()
-        futures = {
-            loop.run_in_executor(pool, _build_video, str(video_root / rel), rel, str(self.root / rel)): rel
-            for rel in todo
-        }
-        pending = set(futures)
-        try:
-            while pending:
-                # Wake at least twice a second so the status line's clock and rate keep moving.
-                done, pending = await asyncio.wait(pending, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                for fut in done:
-                    rel = futures[fut]
-                    try:
-                        result = fut.result()
-                    except concurrent.futures.BrokenExecutor as exc:
-                        result = _VideoResult(rel, error=f"the worker died while storing it ({exc})")
+        jobs = [(str(video_root / rel), rel, str(self.root / rel)) for rel in todo]
+        # Workers busy with a video when the build stops finish it (each file they write is whole either way).
+        async with contextlib.aclosing(_pool.completed(_build_job, jobs, workers=workers, executor=executor)) as runs:
+            async for batch in runs:
+                for (_, rel, _), result in batch:
+                    if isinstance(result, concurrent.futures.BrokenExecutor):
+                        result = _VideoResult(rel, error=f"the worker died while storing it ({result})")
+                    elif isinstance(result, BaseException):
+                        raise result
                     self._forget(rel)
                     if result.error is not None:
                         log.warning("GOP store: %s not stored: %s", rel, result.error)
                     tally.add(result)
                 line.show(tally.line())
-        finally:
-            for fut in pending:
-                fut.cancel()
-            # Workers busy with a video finish it (each file they write is whole either way).
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     def _out_of_date(self, videos: list[str]) -> list[str]:
         """The videos that have no index, or one that records another size or mtime than the source's."""
@@ -667,6 +649,11 @@ def _outside(rel: str) -> bool:
 
 
 # -- writing (runs in build workers) -----------------------------------------------------------------
+
+
+def _build_job(job: tuple[str, str, str]) -> _VideoResult:
+    """:func:`_build_video` of one ``(source, rel, folder)`` job (a worker pool's call)."""
+    return _build_video(*job)
 
 
 def _build_video(source: str, rel: str, folder: str) -> _VideoResult:
