@@ -1,7 +1,8 @@
 """Whole-file jobs on a pool of worker processes or threads, awaited from the event loop.
 
-Offline tools (``store build``, :mod:`asyncdecode.prepare`) hand one job per video to a pool and keep a status line
-moving while the jobs run: :func:`completed` yields what finished at least twice a second.
+Offline tools (``store build``, :mod:`asyncdecode.prepare`) hand one job per video to a pool and keep
+a status line moving while the jobs run: :func:`completed` yields what finished at least twice a
+second.
 """
 
 from __future__ import annotations
