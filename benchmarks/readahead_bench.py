@@ -14,7 +14,9 @@ counters of the timed pass. Reported: the
 On the GPU the same run also times PyNvVideoCodec (``--no-contenders`` leaves it out), each for
 2 s after a 0.3 s warm-up: a ThreadedDecoder per clip and a thread each, ``get_batch_frames`` of 1 and
 of 16 frames (the better one is the contender), for 1 clip and for the 6; and the hardware's ceiling:
-6, 12 and 18 ThreadedDecoders over the 6 clips at 16 frames per call, the best decoded frames/s.
+6, 12 and 18 ThreadedDecoders over the 6 clips at 16 frames per call, the best decoded frames/s;
+and the engine's own ceiling, 7, 10 and 14 decoder threads on the 6 clips read 3 times side by side
+at 16 frames per request (decoded frames/s): the ceiling is the best of both.
 Issue 19's targets against them: 6 clips at 1 frame per request >= 2x the contender and >= 0.7x the
 ceiling; 1 clip at 1 frame per request >= 3x one decoder on that clip.
 
@@ -106,6 +108,37 @@ async def cell(device: str, paths: list[str], per: int, ahead: bool) -> dict[str
             **{k: v - before[k] for k, v in s.items() if k.startswith("read_ahead")}}
 
 
+ENGINE_CEILING_THREADS = (7, 10, 14)
+
+
+async def engine_ceiling(paths: list[str], threads: int, repeats: int = 3, device: str = "cuda") -> dict[str, Any]:
+    """The engine's best decoded frames/s with ``threads`` decoder threads: the clips each read
+    ``repeats`` times side by side, each from another point on (``len(paths) * repeats`` streams), 16
+    frames per request, many in flight; timed on the second pass of one engine."""
+    from asyncdecode import Engine, EngineConfig, probe
+
+    frames = min(probe(p).num_frames for p in paths)
+    starts = list(range(0, frames, 16))
+    # Each repeat of a clip reads from another point on (wrapping round): distinct GOPs, nothing merged.
+    turns = [starts[r * len(starts) // repeats:] + starts[:r * len(starts) // repeats] for r in range(repeats)]
+    reqs = [(p, list(range(t[i], min(t[i] + 16, frames)))) for i in range(len(starts)) for t in turns for p in paths]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    async with Engine(device=device, config=EngineConfig(decoder_threads=threads)) as eng:
+        async def one_pass() -> None:
+            async for _ in eng.stream(reqs, depth=4 * len(paths) * repeats):
+                pass
+        await one_pass()
+        sync()
+        before = eng.stats()
+        t0 = time.perf_counter()
+        await one_pass()
+        sync()
+        wall = time.perf_counter() - t0
+        decoded = eng.stats()["frames_decoded"] - before["frames_decoded"]
+    return {"decoder_threads": threads, "streams": len(paths) * repeats, "frames_per_s": decoded / wall,
+            "seconds": wall}
+
+
 CONTENDER_WARM_S = 0.3
 CONTENDER_S = 2.0
 CEILING_DECODERS = (6, 12, 18)
@@ -152,7 +185,8 @@ def against_contenders(rows: list[dict[str, Any]], cont: dict[str, Any]) -> list
     med = {k: statistics.median(r["frames_per_s"] for r in v) for k, v in _grouped(rows).items()}
     best = {c: max([r["frames_per_s"] for r in cont["threaded"] if r["clips"] == c and "error" not in r] or [0.0])
             for c in (1, CLIPS)}
-    ceiling = max([r["frames_per_s"] for r in cont["ceiling"] if "error" not in r] or [0.0])
+    ceiling = max([r["frames_per_s"] for r in cont["ceiling"] + cont.get("engine_ceiling", []) if "error" not in r]
+                  or [0.0])
     if not (best[1] and best[CLIPS] and ceiling):
         return ["PyNvVideoCodec cells failed (see the table): no ratios against them"]
     out = []
@@ -206,6 +240,12 @@ def table(res: dict[str, Any]) -> str:
         for r in cont["ceiling"]:
             lines.append(f"| ceiling (clips repeated) | {r['decoders']} | 16 | "
                          f"{r.get('error') or format(r['frames_per_s'], '.0f')} |")
+    if cont.get("engine_ceiling"):
+        lines += ["", "The hardware's ceiling as the engine reaches it: decoded frames/s (read-ahead and frames "
+                  "decoded on the way included), the 6 clips read 3 times side by side, 16 frames per request:", "",
+                  "| decoder threads | streams | decoded frames/s |", "|---:|---:|---:|"]
+        for r in cont["engine_ceiling"]:
+            lines.append(f"| {r['decoder_threads']} | {r['streams']} | {r['frames_per_s']:.0f} |")
     elif cont.get("note"):
         lines += ["", cont["note"]]
     lines += ["", "## Ratios", ""]
@@ -255,6 +295,16 @@ async def main(argv: list[str] | None = None) -> int:
     paths = ensure_files(Path(args.data), w, h, n)
     res: dict[str, Any] = {"meta": machine(args.device), "files": f"{CLIPS} x {w}x{h} HEVC GOP 30, {n} frames",
                            "repeat": args.repeat, "cells": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")
+
+    def write() -> None:
+        """What was measured so far (written after each stage: a later crash keeps the earlier cells)."""
+        res["ratios"] = ratios(res["cells"]) + against_contenders(res["cells"], res.get("contenders") or {})
+        (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+        (out / f"{name}.md").write_text(table(res))
+
     for clips in (1, CLIPS):
         for per in PER_REQUEST:
             for _ in range(args.repeat):
@@ -265,14 +315,16 @@ async def main(argv: list[str] | None = None) -> int:
                           f"{r['frames_per_s']:7.0f} frames/s, {r['decoded_per_returned']:.2f} decoded/returned, "
                           f"{r['read_ahead_gops']} GOPs ahead ({r['read_ahead_used']} used, "
                           f"{r['read_ahead_wasted']} wasted)", flush=True)
+        write()
     if args.device == "cuda" and not args.no_contenders:
-        res["contenders"] = contenders(paths)
-    res["ratios"] = ratios(res["cells"]) + against_contenders(res["cells"], res.get("contenders") or {})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")
-    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
-    (out / f"{name}.md").write_text(table(res))
+        res["contenders"] = {"engine_ceiling": []}
+        for k in ENGINE_CEILING_THREADS:
+            r = await engine_ceiling(paths, k)
+            res["contenders"]["engine_ceiling"].append(r)
+            print(f"ceiling: the engine, {k} decoder threads: {r['frames_per_s']:7.0f} decoded frames/s", flush=True)
+        write()
+        res["contenders"].update(contenders(paths))
+    write()
     print("\n".join(res["ratios"]))
     return 0
 

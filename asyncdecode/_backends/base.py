@@ -512,7 +512,8 @@ class PacketSession(Session):
                 self._throw_away(pos.decoder)
             error = None
             if isinstance(exc, Exception) and not isinstance(exc, AsyncDecodeError):
-                frame_id = min(remaining, default=bundle.first_frame_id)
+                # A native run fails after a chunk, perhaps with every wanted frame made: name the job's first.
+                frame_id = int(min(remaining or wanted, default=bundle.first_frame_id))
                 error = memory_error(exc, bundle, frame_id, self.device) or self._fail(bundle, exc, frame_id)
             if error is None:
                 raise
