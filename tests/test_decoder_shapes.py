@@ -264,6 +264,37 @@ def test_spare_decoders_keep_the_best_fitting_and_give_up_the_least_recently_use
     assert len(spares) == 0 and closed[-1] is big and spares.nbytes == 0
 
 
+def test_spare_decoders_idle_too_long_go_but_the_last_of_each_key(monkeypatch):
+    """With max_idle_s, the extra decoders a burst made go once no thread took them for that long;
+    the newest of each key stays (its next job finds it), and taking one keeps it."""
+    from asyncdecode._backends import base
+
+    now = [1000.0]
+    monkeypatch.setattr(base.time, "monotonic", lambda: now[0])
+    closed = []
+    spares = base.SpareDecoders(16, nbytes=lambda d: d.nbytes, close=closed.append, max_idle_s=30)
+    x1, x2, x3, y1 = _Dec("x1"), _Dec("x2"), _Dec("x3"), _Dec("y1")
+    for dec in (x1, x2, y1):
+        spares.give(dec.name[0], dec)
+    now[0] += 20
+    spares.give("x", x3)
+    assert spares.expire() == 0 and closed == []  # nothing idle for 30 s yet
+    now[0] += 15  # x1, x2, y1 idle for 35 s; x3 for 15 s
+    assert spares.expire() == 2 and closed == [x1, x2]  # y1: the last of its key; x3: not idle long
+    assert spares.keys() == ["y", "x"] and spares.nbytes == 20 and spares.expired == 2
+    assert spares.expire() == 0  # looked at most once a second
+    now[0] += 100
+    assert spares.take("x", lambda d: 1) is x3  # the last of each key stays, however long idle
+    spares.give("x", x3)
+    now[0] += 1.5
+    assert spares.expire() == 0 and len(spares) == 2
+    never = base.SpareDecoders(16, close=closed.append)  # max_idle_s 0: never by time
+    never.give("x", x1)
+    never.give("x", x2)
+    now[0] += 1000
+    assert never.expire() == 0 and len(never) == 2
+
+
 def test_spare_decoders_claim_a_key_for_one_maker():
     """room() tells one idle thread at a time to make a decoder of a key none is free of, and only
     while it fits without pushing another out."""

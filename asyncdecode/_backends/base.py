@@ -172,7 +172,10 @@ class DecoderCounts:
 class SpareDecoders:
     """Free decoders, drained and ready for a keyframe, by class (``key``), the least recently given
     back first; bounded by a count and by the device memory they hold (the least recently used go
-    first: ``close``d). Thread-safe: a session's own, or one shared by all sessions of a device (a
+    first: ``close``d), and, with ``max_idle_s``, by time: a decoder not taken for that long goes
+    unless it is the last of its key, so that the pool holds what the work of late needs (a few
+    decoders of a size decoded on many threads at once, during a burst) rather than growing, burst by
+    burst, to its bounds. Thread-safe: a session's own, or one shared by all sessions of a device (a
     decoder taken by one thread is that thread's until it is given back).
 
     Args:
@@ -181,24 +184,31 @@ class SpareDecoders:
             least one is kept, however large.
         nbytes: The device memory one decoder holds (asked when it is given back).
         close: Frees a decoder that goes (called outside the lock; must not raise).
+        max_idle_s: A free decoder not taken for this long is closed, the newest of each key
+            excepted (0: never by time); looked at when decoders are given back and when
+            :meth:`expire` is called (idle threads do), at most once a second.
     """
 
     def __init__(self, max_count: int, max_bytes: int = 0, *, nbytes: Callable[[Any], int] = lambda d: 0,
-                 close: Callable[[Any], None] = lambda d: None) -> None:
+                 close: Callable[[Any], None] = lambda d: None, max_idle_s: float = 0.0) -> None:
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self.max_idle_s = max_idle_s
         self._nbytes = nbytes
         self._close = close
         self._lock = threading.Lock()
-        self._free: list[tuple[Hashable, Any, int]] = []  # (key, decoder, bytes), oldest first
+        self._free: list[tuple[Hashable, Any, int, float]] = []  # (key, decoder, bytes, given at), oldest first
         self._bytes = 0
+        self._looked = time.monotonic()  # when expire() last looked
+        self.expired = 0
+        """Decoders closed for having been idle too long, so far."""
         self._claims: set[Hashable] = set()
         self._kept: set[Hashable] = set()  # keys a decoder was ever given back for
 
     def fit(self, key: Hashable, fit: Callable[[Any], int]) -> int:
         """0 when no free decoder of ``key`` is here, else 1 + the best ``fit`` among them."""
         with self._lock:
-            return max((1 + fit(d) for k, d, _ in self._free if k == key), default=0)
+            return max((1 + fit(d) for k, d, _, _ in self._free if k == key), default=0)
 
     def take(self, key: Hashable, fit: Callable[[Any], int]) -> Any | None:
         """The free decoder of ``key`` that fits best (the most recently given back of equals), now the
@@ -212,7 +222,7 @@ class SpareDecoders:
                         best, best_fit = i, f
             if best < 0:
                 return None
-            _, decoder, nbytes = self._free.pop(best)
+            _, decoder, nbytes, _ = self._free.pop(best)
             self._bytes -= nbytes
             return decoder
 
@@ -222,16 +232,44 @@ class SpareDecoders:
         nbytes = self._nbytes(decoder)
         gone = []
         with self._lock:
-            self._free.append((key, decoder, nbytes))
+            self._free.append((key, decoder, nbytes, time.monotonic()))
             self._kept.add(key)
             self._bytes += nbytes
             free = self._free
             while len(free) > self.max_count or (self.max_bytes and len(free) > 1 and self._bytes > self.max_bytes):
-                _, old, old_bytes = free.pop(0)
+                _, old, old_bytes, _ = free.pop(0)
                 self._bytes -= old_bytes
                 gone.append(old)
         for old in gone:
             self._close(old)
+        self.expire()
+
+    def expire(self) -> int:
+        """Close the free decoders not taken for ``max_idle_s``, each key's newest excepted (at most
+        once a second; a cheap no-op otherwise). Returns how many went."""
+        now = time.monotonic()
+        if not self.max_idle_s or now - self._looked < 1.0:
+            return 0
+        gone = []
+        with self._lock:
+            self._looked = now
+            since = now - self.max_idle_s
+            free = self._free
+            if not free or free[0][3] >= since:  # oldest first: none idle that long
+                return 0
+            newest = {entry[0]: i for i, entry in enumerate(free)}
+            kept = []
+            for i, entry in enumerate(free):
+                if entry[3] < since and newest[entry[0]] != i:
+                    gone.append(entry[1])
+                    self._bytes -= entry[2]
+                else:
+                    kept.append(entry)
+            self._free = kept
+            self.expired += len(gone)
+        for old in gone:
+            self._close(old)
+        return len(gone)
 
     def room(self, key: Hashable) -> int:
         """For making the first decoder of ``key`` ahead of its jobs: the bytes it could hold without
@@ -240,6 +278,7 @@ class SpareDecoders:
         ahead for those would be made while the others decode, for a moment's use), another caller
         is making one, or there is no room. Give the claim back with :meth:`unclaim` (after
         :meth:`give`)."""
+        self.expire()
         with self._lock:
             if key in self._claims or key in self._kept or len(self._free) >= self.max_count:
                 return 0
@@ -256,7 +295,7 @@ class SpareDecoders:
     def keys(self) -> list[Hashable]:
         """The keys of the free decoders, oldest first (one entry per decoder)."""
         with self._lock:
-            return [k for k, _, _ in self._free]
+            return [k for k, _, _, _ in self._free]
 
     def newest(self) -> Any | None:
         """The decoder given back last (``None`` when none is free)."""
@@ -274,7 +313,7 @@ class SpareDecoders:
     def clear(self) -> None:
         """Close every free decoder (taken ones stay their takers')."""
         with self._lock:
-            gone = [d for _, d, _ in self._free]
+            gone = [d for _, d, _, _ in self._free]
             self._free.clear()
             self._bytes = 0
         for decoder in gone:
@@ -346,16 +385,22 @@ class PacketSession(Session):
     """Free decoders a session keeps for later jobs, at most (least recently used given up first)."""
     spare_bytes: int = 0
     """Device memory the free decoders may take together, about (0: no bound but ``max_spares``)."""
+    spare_idle_s: float = 0.0
+    """A free decoder not taken for this long is closed, the last of its key excepted (0: never)."""
 
     def __init__(self) -> None:
         self.positions: OrderedDict[int, Position] = OrderedDict()
         self.spares = SpareDecoders(self.max_spares, self.spare_bytes, nbytes=self._decoder_bytes,
-                                    close=self._throw_away)
+                                    close=self._throw_away, max_idle_s=self.spare_idle_s)
         """Free decoders (the session's own; a subclass may share one between the sessions of a device)."""
         self.counts = DecoderCounts()
 
     def fits(self, bundle: GopBundle) -> int:
         return self.spares.fit(self._key(bundle), lambda d: self._fit(d, bundle))
+
+    def prepare(self) -> bool:
+        self.spares.expire()  # an idle thread: free decoders no job took for a while go
+        return False
 
     def decode(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec | None,
                cancelled: Callable[[], bool], keep: Callable[[], bool] = _never,

@@ -57,14 +57,19 @@ DEFAULT_SESSIONS = int(os.environ.get("ASYNCDECODE_NVDEC_SESSIONS", "10"))
 SPARE_BYTES: int | None = int(os.environ["ASYNCDECODE_NVDEC_SPARE_BYTES"]) if os.environ.get(
     "ASYNCDECODE_NVDEC_SPARE_BYTES") else None
 
-SPARES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARES", "64"))
-"""Free libnvcuvid decoders a device keeps at most (besides :data:`SPARE_BYTES`;
-``ASYNCDECODE_NVDEC_SPARES``). The bound on the host memory they hold: a decoder (parser and hardware
-decoder) holds about 26 MB of host memory whatever its size, more than a small one holds on the GPU
-(measured on an H200, driver 580: a soak's heap grew 183 MiB as the engine made 7 decoders, and fell
-back by 4.3 GiB when it closed 170). 64 keep a decoder ready for each size of a 48-size set and
-leave a few more for sizes decoded on several threads at once, in about 1.7 GB of host memory; 256
-held 4.4 GB and kept growing for minutes."""
+SPARES = int(os.environ.get("ASYNCDECODE_NVDEC_SPARES", "256"))
+"""Free libnvcuvid decoders a device keeps at most (besides :data:`SPARE_BYTES` and
+:data:`SPARE_IDLE_S`; ``ASYNCDECODE_NVDEC_SPARES``). Each also holds host memory: measured on an H200
+(driver 580), 5-20 MB resident (more for larger sizes) and 8 (H.264) to 26 MB (HEVC) of heap, most
+of it the parser's and never touched; and the GPU memory it takes is 1.2-2x what its surfaces count
+(a 640x368 HEVC decoder 19 MB, a 1920x1088 one 128 MB). 64 were too few for 24 sizes read 16
+frames a request on 10 threads (a decoder made for nearly every job: 0.08x the uniform set's rate)."""
+
+SPARE_IDLE_S = float(os.environ.get("ASYNCDECODE_NVDEC_SPARE_IDLE_S", "30"))
+"""A free decoder no thread took for this long is closed unless it is the last of its shape
+(``ASYNCDECODE_NVDEC_SPARE_IDLE_S``; 0: kept until the bounds push it out). Bursts make extra
+decoders of a shape (one per thread decoding it at once); without this the pool would keep the
+largest burst of every shape, growing towards its bounds for as long as new bursts come."""
 
 SESSION_SPARE_BYTES = 512 << 20
 """GPU memory the free PyNvVideoCodec decoders of one session may hold together, about: each session
@@ -168,7 +173,8 @@ class NvdecBackend(Backend):
             if budget is None:
                 total = torch.cuda.get_device_properties(self.device).total_memory
                 budget = min(4 << 30, total // 8)
-            self.spares = SpareDecoders(SPARES, budget, nbytes=lambda d: d.nbytes, close=_close_quietly)
+            self.spares = SpareDecoders(SPARES, budget, nbytes=lambda d: d.nbytes, close=_close_quietly,
+                                        max_idle_s=SPARE_IDLE_S)
 
     def classes(self) -> dict[tuple[str, int], tuple[int, int]]:
         """``(codec, bit depth)`` of every class of streams checked so far -> the largest size seen."""
@@ -254,6 +260,7 @@ class NvdecSession(PacketSession):
     max_positions = 2  # each position holds an NVDEC decoder and its surfaces in GPU memory
     max_spares = 32
     spare_bytes = SESSION_SPARE_BYTES
+    spare_idle_s = SPARE_IDLE_S
 
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__()
@@ -405,6 +412,7 @@ class CuvidSession(NvdecSession):
         else:
             wanted = [(shape, *shape) for shape in self._backend.shapes()]
         spares = self.spares
+        spares.expire()  # an idle thread: free decoders no job took for a while go
         for key, codec, bits, width, height in wanted:
             if key in self._unprepared:
                 continue
