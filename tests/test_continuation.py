@@ -129,18 +129,6 @@ async def test_interleaved_readers_of_the_same_gops_never_stall(assets, truth, t
         assert _equal(frames, [truth[name][i] for i in ids]), (name, ids)
 
 
-async def _keep_the_thread_busy(eng: Engine, assets, truth) -> asyncio.Future:
-    """Queue a long job on a one-thread engine and wait until the thread has taken it."""
-    files = [f for f in FILES if f != "h264_bframes"]
-    paths = [assets[f] for f in files for _ in truth[f]]
-    ids = [i for f in files for i in range(len(truth[f]))]
-    await eng.prefetch(paths, ids)
-    busy = eng.submit(paths, ids)
-    while eng.stats()["queue_depth"] or not eng.stats()["jobs_in_flight"]:
-        await asyncio.sleep(0.001)
-    return busy
-
-
 async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth, monkeypatch):
     """Requests that find a queued job for their GOP join it: one pass, each gets its own frames,
     copied only where two requests asked for the same frame."""
@@ -149,13 +137,23 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth,
     monkeypatch.setattr(_workers, "copy_frame", lambda frame: copies.append(frame) or copy(frame))
     name = "h264_bframes"
     path = assets[name]
+    other = assets["h264_nob"]
     gop = [f for f in range(len(truth[name])) if probe(path).gop_of(f) == 1]
+    wanted = [[gop[-1]], [gop[2], gop[5]], [gop[1]], [gop[-1], gop[0]]]
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
-        await eng.prefetch(path, gop)
-        busy = await _keep_the_thread_busy(eng, assets, truth)
-        wanted = [[gop[-1]], [gop[2], gop[5]], [gop[1]], [gop[-1], gop[0]]]
-        results = await asyncio.gather(*(eng.decode(path, ids) for ids in wanted))
-        await busy
+        await eng.prefetch([path] * len(gop) + [other], gop + [1])
+        # The one thread held inside another job (paused at its first packet) until the requests
+        # below have merged in the queue: not a race with how long that job takes.
+        with _faults.inject("decode", match=str(other), action="pause") as hold:
+            busy = eng.submit(other, [1])
+            assert await asyncio.to_thread(hold.wait_fired, 1, 30.0)
+            requests = [asyncio.ensure_future(eng.decode(path, ids)) for ids in wanted]
+            async with asyncio.timeout(30):
+                while eng.stats()["jobs_merged"] < len(wanted) - 1:
+                    await asyncio.sleep(0.001)
+            hold.release()
+        results = await asyncio.wait_for(asyncio.gather(*requests), 30)
+        await asyncio.wait_for(busy, 30)
         s = eng.stats()
     for ids, frames in zip(wanted, results):
         assert _equal(frames, [truth[name][i] for i in ids])
