@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the encoder's CRF, lower is better (default: 16 h264, 18 hevc, 22 av1)")
     pp.add_argument("--audio", choices=("copy", "drop"), default="copy",
                     help="copy audio untouched (default) or drop it")
-    pp.add_argument("--device", choices=("cpu",), default="cpu", help="cpu (NVENC on the GPU is planned)")
+    pp.add_argument("--device", choices=("cpu",), default="cpu", help="cpu (no NVENC path: see docs/prepare.md)")
     pp.add_argument("--workers", type=int, default=None, help="videos re-encoded at once (default min(cores, 8))")
     pp.add_argument("--executor", choices=("process", "thread"), default="process",
                     help="run the workers as processes (default) or threads")
@@ -356,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ._nvdec_bench import main as bench_main
+    from . import bench  # imported by the command that uses it
 
-    return bench_main(args.rest)
+    return bench.main(args.rest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,15 +1,15 @@
 """NVDEC benchmark (``asyncdecode bench``) with this repository's data and results folders.
 
-    python benchmarks/nvdec_bench.py [--seconds 4] [--quick] [--sessions N]
+    python benchmarks/nvdec_bench.py [--seconds 4] [--quick] [--sessions N] [...]
 
 Videos are made under benchmarks/data/nvdec if absent; results go to benchmarks/results/nvdec_bench.*.
-See asyncdecode/_nvdec_bench.py for what is measured.
+The benchmark is :mod:`asyncdecode.bench`; docs/bench.md says what it measures and how to read it.
 """
 
 import sys
 from pathlib import Path
 
-from asyncdecode._nvdec_bench import main
+from asyncdecode.bench import main
 
 HERE = Path(__file__).resolve().parent
 

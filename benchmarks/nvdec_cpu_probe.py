@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from asyncdecode._backends import _cuvid
-from asyncdecode._nvdec_bench import _encode
+from asyncdecode.bench import _encode
 from asyncdecode.gop import extract_gops
 from asyncdecode.media import probe
 

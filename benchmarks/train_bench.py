@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 def dataset(args: argparse.Namespace) -> tuple[list[list[str]], int]:
     """``clips[k][camera]`` paths and the frames per video."""
     if not args.small:
-        from asyncdecode._nvdec_bench import FRAMES, make_dataset
+        from asyncdecode.bench import FRAMES, make_dataset
 
         return make_dataset(Path(args.data or HERE / "data" / "nvdec")), FRAMES
     from asyncdecode.testing import VideoSpec, make_clip_set
@@ -194,11 +194,11 @@ async def run(args: argparse.Namespace) -> dict:
 
     # raw sequential rate (CUDA): the reference for stream access
     if res["capacity"]["backend"] == "nvdec":
-        from asyncdecode._nvdec_bench import raw_nvdec
+        from asyncdecode.bench import measure_raw_nvdec
         from asyncdecode.gop import extract_gops
 
         bundles = [extract_gops(p, list(probe(p).keyframes)) for p in files]
-        res["raw_sequential"] = [raw_nvdec(bundles, k, "sequential", args.seconds, seed=k) for k in (14, 28)]
+        res["raw_sequential"] = [measure_raw_nvdec(bundles, k, "sequential", args.seconds, seed=k) for k in (14, 28)]
         for r in res["raw_sequential"]:
             print(f"raw sequential K={r['sessions']}: {r['decoded_per_s']:.0f} frames/s", flush=True)
     return res

@@ -1,24 +1,40 @@
-"""NVDEC benchmark: the hardware ceiling, PyNvVideoCodec as users run it, and asyncdecode, side by side.
+"""The NVDEC benchmark behind ``asyncdecode bench``: the hardware's ceiling, PyNvVideoCodec as users
+run it, and asyncdecode, side by side on the same files. Needs a CUDA GPU with NVDEC and PyNvVideoCodec.
 
-Makes the benchmark set if absent (6 cameras x 4 clips, 1600x900 HEVC, GOP 30, no B-frames, 10 fps,
-235 frames, structured moving content at about 150 kbit per frame) and measures, in one process on
-the same files:
+It makes its video set if absent (:func:`make_dataset`: 6 cameras x 4 clips, 1600x900 HEVC, GOP 30,
+no B-frames, 10 fps, 235 frames, structured moving content at about 150 kbit per frame) and measures,
+in one process on those files:
 
-(a) raw NVDEC capacity: K parallel PyNvVideoCodec decoder sessions fed from memory by Python threads,
-    no conversion, K = 1, 7, 14, 28, 42, sequential (whole files) and random (keyframe .. random
-    target, then flush);
-(b) PyNvVideoCodec SimpleDecoder, one per camera, RGB output, one thread per camera (random and
-    sequential), and ThreadedDecoder (sequential, one per camera);
-(c) asyncdecode on cuda: random (one random frame per camera per step, many steps in flight),
-    sequential (the clips read from start to end, 16 frames of each camera per request), host CPU
-    seconds per output frame; and random access at several decoder-session counts;
-plus the cost of the fused NV12->RGB kernel against plain torch ops on one 1600x900 frame, and
-the host CPU of each PyNvVideoCodec ``Decode`` call (where the per-frame CPU goes).
+(a) raw NVDEC capacity (:func:`measure_raw_nvdec`): K parallel PyNvVideoCodec decoder sessions fed
+    from memory by Python threads, no conversion, K = 1, 7, 14, 28, 42, sequential (whole files) and
+    random (keyframe .. random target, then flush);
+(b) PyNvVideoCodec as users run it (:func:`measure_simple_decoder`): SimpleDecoder, one per camera,
+    RGB output, one thread per camera (random and sequential), and ThreadedDecoder (sequential, one
+    per camera);
+(c) asyncdecode on cuda (:func:`measure_engine`): random (one random frame per camera per step, many
+    steps in flight) and sequential (the clips read from start to end, 16 frames of each camera per
+    request), host CPU seconds per output frame, with each NVDEC library asked for; and both at
+    several decoder-session counts;
 
-Each contender runs twice, interleaved. Writes nvdec_bench.{json,md,png} to ``--out``.
+plus the fused NV12->RGB kernel against plain torch ops on one 1600x900 frame
+(:func:`measure_color_kernel`) and the host CPU of each PyNvVideoCodec ``Decode`` call, where the
+per-frame CPU goes (:func:`measure_decode_calls`). Each contender runs twice, interleaved, and each
+run is also set against the raw sequential rate measured right before it (sequential rates drift by
+tens of percent over a session on a shared machine).
 
-    asyncdecode bench [--data DIR] [--out DIR] [--seconds 4] [--quick]
-    python benchmarks/nvdec_bench.py      (the same, with the repository's data and results folders)
+Run it from the command line or from Python (not from a running event loop: it runs its own)::
+
+    asyncdecode bench [--data DIR] [--out DIR] [--seconds 4] [--quick] [--sessions N]
+    python benchmarks/nvdec_bench.py [...]   # the same, with the repository's data and results folders
+
+    from asyncdecode import bench
+    results = bench.run(data="bench/data", out="bench", quick=True)
+
+It writes ``nvdec_bench.json`` (every measurement, the summary ratios, and the machine: GPU, driver,
+versions), ``nvdec_bench.md`` (tables of the same, also printed) and ``nvdec_bench.png`` (a chart, if
+matplotlib is installed) to ``out``; :func:`run` returns what the JSON holds. Where NVDEC cannot be
+used it stops before making any video, with :class:`~asyncdecode.errors.BackendUnavailableError`
+saying why. ``docs/bench.md`` says how to read the results.
 """
 
 from __future__ import annotations
@@ -35,24 +51,41 @@ import random
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-CAMERAS, CLIPS, FRAMES, GOP, FPS, W, H = 6, 4, 235, 30, 10, 1600, 900
+from . import Engine, EngineConfig, __version__
+from ._backends import make_backend
+from .gop import GopBundle, extract_gops
+from .media import probe
+
+__all__ = [
+    "CAMERAS", "CLIPS", "FPS", "FRAMES", "GOP", "HEIGHT", "LIBRARIES", "WIDTH", "main", "make_dataset",
+    "measure_color_kernel", "measure_decode_calls", "measure_engine", "measure_raw_nvdec", "measure_simple_decoder",
+    "run",
+]
+
+#: The benchmark set: cameras per clip, clips, and each video's frames, GOP, frame rate and size.
+CAMERAS, CLIPS, FRAMES, GOP, FPS, WIDTH, HEIGHT = 6, 4, 235, 30, 10, 1600, 900
+
+#: The NVDEC libraries asyncdecode is measured with by default; the first is the one the summary rates.
+LIBRARIES = ("libnvcuvid", "PyNvVideoCodec")
 
 
 # -- data set -----------------------------------------------------------------------------------------
 
 
 def _frame(index: int, seed: int, texture: np.ndarray) -> np.ndarray:
-    from asyncdecode.testing import synthetic_frame
+    from .testing import synthetic_frame
 
-    img = synthetic_frame(index, W, H, seed=seed).astype(np.int16)
+    img = synthetic_frame(index, WIDTH, HEIGHT, seed=seed).astype(np.int16)
     shift = (5 * index + 37 * seed) % texture.shape[1]  # texture panning: detail that moves
-    tex = np.roll(texture, shift, axis=1)[:H, :W]
+    tex = np.roll(texture, shift, axis=1)[:HEIGHT, :WIDTH]
     return np.clip(img + tex[..., None], 0, 255).astype(np.uint8)
 
 
@@ -60,12 +93,12 @@ def _encode(path: Path, seed: int, kbit_per_frame: int) -> None:
     import av
 
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(-40, 40, size=(H // 8 + 1, W // 8 + 1)).astype(np.int16)
+    coarse = rng.integers(-40, 40, size=(HEIGHT // 8 + 1, WIDTH // 8 + 1)).astype(np.int16)
     texture = np.kron(coarse, np.ones((8, 8), np.int16))  # 8x8 blocks: structure, not noise
     tmp = path.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as out:
         st = out.add_stream("libx265", rate=FPS)
-        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+        st.width, st.height, st.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         st.time_base = Fraction(1, FPS)
         rate = kbit_per_frame * FPS
         st.options = {"preset": "superfast", "x265-params": (
@@ -81,20 +114,25 @@ def _encode(path: Path, seed: int, kbit_per_frame: int) -> None:
     tmp.rename(path)
 
 
-def make_dataset(root: Path, kbit_per_frame: int = 150) -> list[list[str]]:
-    """``clips[k][cam]`` paths; missing files are encoded in parallel processes."""
+def make_dataset(root: str | os.PathLike[str], kbit_per_frame: int = 150) -> list[list[str]]:
+    """The benchmark set under ``root``: ``clips[k][camera]`` paths (:data:`CLIPS` x :data:`CAMERAS`).
+
+    Files already there are kept; missing ones are encoded (libx265, in parallel processes, a few
+    minutes for the whole set). ``kbit_per_frame`` is the target bit rate, part of the file names.
+    """
+    root = Path(root)
     todo, clips = [], []
     for k in range(CLIPS):
         row = []
         for c in range(CAMERAS):
-            p = root / f"clip{k}" / f"cam{c}_{W}x{H}_hevc_gop{GOP}_{kbit_per_frame}k.mp4"
+            p = root / f"clip{k}" / f"cam{c}_{WIDTH}x{HEIGHT}_hevc_gop{GOP}_{kbit_per_frame}k.mp4"
             row.append(str(p))
             if not p.exists():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 todo.append((p, 1000 * k + c))
         clips.append(row)
     if todo:
-        print(f"encoding {len(todo)} files ({W}x{H} HEVC, {FRAMES} frames each) ...", flush=True)
+        print(f"encoding {len(todo)} files ({WIDTH}x{HEIGHT} HEVC, {FRAMES} frames each) ...", flush=True)
         with concurrent.futures.ProcessPoolExecutor(min(len(todo), os.cpu_count() or 1)) as ex:
             list(ex.map(_encode, [p for p, _ in todo], [s for _, s in todo], [kbit_per_frame] * len(todo)))
     return clips
@@ -117,8 +155,15 @@ def _run_threads(worker, n: int, seconds: float, stop: list[float], barrier: thr
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def raw_nvdec(bundles_by_file: list[list], k: int, pattern: str, seconds: float, seed: int) -> dict:
-    """K Python threads, each with its own decoder session, fed Annex B packets from memory."""
+def measure_raw_nvdec(bundles_by_file: list[list[GopBundle]], k: int, pattern: Literal["sequential", "random"],
+                      seconds: float, seed: int) -> dict:
+    """Raw NVDEC capacity: ``k`` Python threads, each with its own PyNvVideoCodec decoder session, fed
+    Annex B packets from memory, no conversion, for ``seconds``.
+
+    ``bundles_by_file`` holds every file's GOPs (:func:`asyncdecode.gop.extract_gops`).
+    ``"sequential"`` decodes whole files; ``"random"`` a random GOP up to a random target, then
+    flushes. Returns ``decoded`` pictures, ``decoded_per_s`` and the process's ``cpu_s``.
+    """
     import PyNvVideoCodec as nvc
 
     datas = [[[np.frombuffer(bytes(b.packet(i)), np.uint8) for i in range(len(b))] for b in file]
@@ -162,8 +207,11 @@ def raw_nvdec(bundles_by_file: list[list], k: int, pattern: str, seconds: float,
             "decoded_per_s": sum(counts) / wall, "cpu_s": cpu}
 
 
-def simple_decoder(paths: list[str], pattern: str, seconds: float, seed: int, threaded: bool = False) -> dict:
-    """PyNvVideoCodec SimpleDecoder (or ThreadedDecoder), one per camera, one thread per camera."""
+def measure_simple_decoder(paths: list[str], pattern: Literal["sequential", "random"], seconds: float, seed: int,
+                           threaded: bool = False) -> dict:
+    """PyNvVideoCodec as users run it: a SimpleDecoder (or, ``threaded``, a ThreadedDecoder, sequential
+    only) per file of ``paths``, RGB output, one thread each, for ``seconds``. Returns ``frames``,
+    ``frames_per_s`` and host ``cpu_ms_per_frame``."""
     import PyNvVideoCodec as nvc
 
     counts = [0] * len(paths)
@@ -210,7 +258,15 @@ def simple_decoder(paths: list[str], pattern: str, seconds: float, seed: int, th
     return {"frames": frames, "seconds": wall, "frames_per_s": frames / wall, "cpu_ms_per_frame": 1e3 * cpu / frames}
 
 
-async def engine_run(eng, clips: list[list[str]], pattern: str, seconds: float, seed: int, depth: int) -> dict:
+async def measure_engine(eng: Engine, clips: list[list[str]], pattern: Literal["sequential", "random"], seconds: float,
+                         seed: int, depth: int) -> dict:
+    """asyncdecode: ``eng.stream`` with ``depth`` requests in flight, for ``seconds``.
+
+    ``"random"``: one random frame of every camera of a random clip per request; ``"sequential"``:
+    the clips read from start to end, 16 consecutive frames of every camera per request. Returns
+    ``frames_per_s``, host ``cpu_ms_per_frame``, ``decoded_per_returned`` and the decoder threads'
+    decode and convert time per frame.
+    """
     rng = random.Random(seed)
 
     def requests():
@@ -245,16 +301,17 @@ async def engine_run(eng, clips: list[list[str]], pattern: str, seconds: float, 
             "thread_decode_ms_per_frame": 1e3 * (after["decode_s"] - before["decode_s"]) / frames}
 
 
-async def _warm_up(eng, clips: list[list[str]], pattern: str, depth: int) -> None:
+async def _warm_up(eng: Engine, clips: list[list[str]], pattern: str, depth: int) -> None:
     """A second of a pattern before it is timed: sequential reading keeps about 16 times the frames
     of random access in flight, and the first time it does, the CUDA allocator grows its pool for them
     (a training loop pays that once, not per step)."""
     if pattern == "sequential":
-        await engine_run(eng, clips, pattern, 1.0, seed=97, depth=depth)
+        await measure_engine(eng, clips, pattern, 1.0, seed=97, depth=depth)
 
 
-def call_costs(bundles_by_file: list[list], seconds: float = 2.0) -> dict:
-    """Host CPU of one PyNvVideoCodec ``Decode`` call (one session, whole GOPs), by frames it returned."""
+def measure_decode_calls(bundles_by_file: list[list[GopBundle]], seconds: float = 2.0) -> dict:
+    """Host CPU and wall time of one PyNvVideoCodec ``Decode`` call (one session, whole GOPs), by the
+    frames it returned: where the per-frame CPU goes."""
     import PyNvVideoCodec as nvc
 
     dec = nvc.CreateDecoder(gpuid=0, codec=nvc.cudaVideoCodec.HEVC, cudacontext=0, cudastream=0, usedevicememory=True)
@@ -281,12 +338,13 @@ def call_costs(bundles_by_file: list[list], seconds: float = 2.0) -> dict:
     return {k: {"calls": v[0], "cpu_us": 1e6 * v[1] / v[0], "wall_us": 1e6 * v[2] / v[0]} for k, v in acc.items()}
 
 
-def kernel_cost() -> dict:
-    from asyncdecode._backends._cuda_color import nv12_to_output
-    from asyncdecode._output import ColorParams, OutputSpec
+def measure_color_kernel() -> dict:
+    """Microseconds per 1600x900 NV12->RGB conversion: asyncdecode's fused kernel against plain torch ops."""
+    from ._backends._cuda_color import nv12_to_output
+    from ._output import ColorParams, OutputSpec
 
-    y = torch.randint(0, 256, (H, W), dtype=torch.uint8, device="cuda")
-    uv = torch.randint(0, 256, (H // 2, W // 2, 2), dtype=torch.uint8, device="cuda")
+    y = torch.randint(0, 256, (HEIGHT, WIDTH), dtype=torch.uint8, device="cuda")
+    uv = torch.randint(0, 256, (HEIGHT // 2, WIDTH // 2, 2), dtype=torch.uint8, device="cuda")
     params = ColorParams.resolve("bt709", "limited", "yuv420p")
     spec = OutputSpec()
 
@@ -314,45 +372,54 @@ def kernel_cost() -> dict:
     return out
 
 
-# -- main ---------------------------------------------------------------------------------------------
+# -- the whole run ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="asyncdecode bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=data or Path("asyncdecode-bench") / "data",
-                    help="benchmark videos (made if absent; default ./asyncdecode-bench/data)")
-    ap.add_argument("--out", type=Path, default=out or Path("asyncdecode-bench"),
-                    help="where the JSON, markdown and PNG go (default ./asyncdecode-bench)")
-    ap.add_argument("--seconds", type=float, default=4.0, help="per measurement (default 4)")
-    ap.add_argument("--quick", action="store_true", help="fewer session counts, 2 s measurements")
-    ap.add_argument("--sessions", type=int, default=None,
-                    help="asyncdecode's decoder sessions (default: the engine's own default)")
-    ap.add_argument("--libraries", default="libnvcuvid,PyNvVideoCodec",
-                    help="NVDEC libraries asyncdecode is measured with, comma separated; the first is the one "
-                         "the targets are checked on (default: libnvcuvid,PyNvVideoCodec)")
-    ap.add_argument("--delays", default="",
-                    help="also measure sequential reading (libnvcuvid) with these display delays for clips read on, "
-                         "comma separated (0-4; default: none)")
-    ap.add_argument("--output-surfaces", default="",
-                    help="with --delays: also with these numbers of output surfaces per decoder (default: the "
-                         "engine's)")
-    args = ap.parse_args(argv)
-    libraries = [x.strip() for x in args.libraries.split(",") if x.strip()]
-    delays = [int(x) for x in args.delays.split(",") if x.strip()]
-    surfaces = [int(x) for x in args.output_surfaces.split(",") if x.strip()] or [None]
-    secs = 2.0 if args.quick else args.seconds
-    ks = (1, 7, 28) if args.quick else (1, 7, 14, 28, 42)
-    sweep = (7, 28) if args.quick else (7, 10, 14, 28)
+def run(
+    *,
+    data: str | os.PathLike[str] = "asyncdecode-bench/data",
+    out: str | os.PathLike[str] = "asyncdecode-bench",
+    seconds: float = 4.0,
+    quick: bool = False,
+    sessions: int | None = None,
+    libraries: Sequence[str] = LIBRARIES,
+    delays: Sequence[int] = (),
+    output_surfaces: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Run the whole benchmark, print each measurement as it is made, write the results to ``out``.
 
-    from asyncdecode import Engine, EngineConfig, __version__
-    from asyncdecode._backends import make_backend
-    from asyncdecode.gop import extract_gops
-    from asyncdecode.media import probe
+    Args:
+        data: The benchmark videos' folder; missing videos are made (:func:`make_dataset`).
+        out: Where ``nvdec_bench.json``, ``.md`` and ``.png`` go; made if missing.
+        seconds: Each measurement's length.
+        quick: Fewer session counts (raw 1, 7, 28; asyncdecode 7, 28) and 2 s measurements.
+        sessions: asyncdecode's decoder sessions (``EngineConfig.decoder_threads``); default: the
+            engine's own.
+        libraries: The NVDEC libraries asyncdecode is measured with (``EngineConfig.nvdec_library``);
+            the summary rates the first.
+        delays: Also measure sequential reading on libnvcuvid with each of these display delays for
+            clips read on (0-4).
+        output_surfaces: With ``delays``: also with each of these numbers of output surfaces per
+            decoder; default: the engine's.
+
+    Returns:
+        What ``nvdec_bench.json`` holds: the measurements by contender (``raw``, ``raw_paired``,
+        ``simple``, ``engine``, ``engine_other``, ``sweep``, ``tuning``, ``kernel``,
+        ``decode_call_cpu``), the ratios in ``summary`` and the machine in ``meta``.
+
+    Raises:
+        BackendUnavailableError: NVDEC cannot be used here (before any video is made).
+    """
+    libraries = list(libraries)
+    surfaces: list[int | None] = list(output_surfaces) or [None]
+    secs = 2.0 if quick else seconds
+    ks = (1, 7, 28) if quick else (1, 7, 14, 28, 42)
+    sweep = (7, 28) if quick else (7, 10, 14, 28)
 
     make_backend("cuda")  # fails here, with the reason, where NVDEC cannot be used
     import PyNvVideoCodec as nvc
 
-    clips = make_dataset(args.data)
+    clips = make_dataset(data)
     files = [p for clip in clips for p in clip]
     sizes = [os.path.getsize(p) for p in files]
     kbit = sum(sizes) * 8 / 1000 / (len(files) * FRAMES)
@@ -363,7 +430,7 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
 
     for k in ks:
         for pattern in ("sequential", "random"):
-            r = raw_nvdec(bundles, k, pattern, secs, seed=k)
+            r = measure_raw_nvdec(bundles, k, pattern, secs, seed=k)
             res["raw"].append(r)
             print(f"raw K={k:2d} {pattern:10s} {r['decoded_per_s']:8.0f} decoded/s, "
                   f"{1e3 * r['cpu_s'] / r['decoded']:.3f} ms CPU per decoded frame", flush=True)
@@ -371,18 +438,18 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
     def config(sessions: int | None, library: str | None = None) -> EngineConfig:
         return EngineConfig(decoder_threads=sessions, nvdec_library=library or libraries[0])
 
-    async def engine_pass(run: int, library: str) -> None:
-        async with Engine(device="cuda", config=config(args.sessions, library)) as eng:
+    async def engine_pass(rep: int, library: str) -> None:
+        async with Engine(device="cuda", config=config(sessions, library)) as eng:
             for p in files:
                 await eng.info(p)
-            await engine_run(eng, clips, "random", 1.0, seed=99, depth=64)  # warm-up: sessions, kernels
+            await measure_engine(eng, clips, "random", 1.0, seed=99, depth=64)  # warm-up: sessions, kernels
             for pattern, depth in (("random", 64), ("sequential", 16)):
                 await _warm_up(eng, clips, pattern, depth)
-                r = await engine_run(eng, clips, pattern, secs, seed=run, depth=depth)
-                r.update(run=run, pattern=pattern, depth=depth, threads=eng.stats()["decoder_threads"],
+                r = await measure_engine(eng, clips, pattern, secs, seed=rep, depth=depth)
+                r.update(run=rep, pattern=pattern, depth=depth, threads=eng.stats()["decoder_threads"],
                          library=library)
                 res["engine" if library == libraries[0] else "engine_other"].append(r)
-                print(f"asyncdecode ({library}) run {run} {pattern:10s} {r['frames_per_s']:8.0f} frames/s "
+                print(f"asyncdecode ({library}) run {rep} {pattern:10s} {r['frames_per_s']:8.0f} frames/s "
                       f"cpu {r['cpu_ms_per_frame']:.3f} ms/frame, {r['decoded_per_returned']:.2f} decoded/returned, "
                       f"thread time per frame: decode {r['thread_decode_ms_per_frame']:.3f} ms, "
                       f"convert {r['thread_convert_ms_per_frame']:.3f} ms", flush=True)
@@ -392,10 +459,10 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
             async with Engine(device="cuda", config=config(k)) as eng:
                 for p in files:
                     await eng.info(p)
-                await engine_run(eng, clips, "random", 1.0, seed=99, depth=64)
+                await measure_engine(eng, clips, "random", 1.0, seed=99, depth=64)
                 for pattern, depth in (("random", 64), ("sequential", 16)):
                     await _warm_up(eng, clips, pattern, depth)
-                    r = await engine_run(eng, clips, pattern, secs, seed=k, depth=depth)
+                    r = await measure_engine(eng, clips, pattern, secs, seed=k, depth=depth)
                     r.update(sessions=k, pattern=pattern)
                     res["sweep"].append(r)
                     print(f"asyncdecode sessions={k:2d} {pattern:10s} {r['frames_per_s']:6.0f} frames/s "
@@ -403,7 +470,7 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
 
     async def tuning() -> None:
         """Sequential reading on libnvcuvid by display delay (and output surfaces) for clips read on."""
-        from asyncdecode._backends import _cuvid, nvdec
+        from ._backends import _cuvid, nvdec
 
         default_delay, default_surfaces = nvdec.READ_ON_DELAY, _cuvid._OUTPUT_SURFACES
         try:
@@ -411,11 +478,11 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
                 for n in surfaces:
                     nvdec.READ_ON_DELAY = delay
                     _cuvid._OUTPUT_SURFACES = n or default_surfaces
-                    async with Engine(device="cuda", config=config(args.sessions, "libnvcuvid")) as eng:
+                    async with Engine(device="cuda", config=config(sessions, "libnvcuvid")) as eng:
                         for p in files:
                             await eng.info(p)
-                        await engine_run(eng, clips, "sequential", 1.0, seed=98, depth=16)
-                        r = await engine_run(eng, clips, "sequential", secs, seed=delay, depth=16)
+                        await measure_engine(eng, clips, "sequential", 1.0, seed=98, depth=16)
+                        r = await measure_engine(eng, clips, "sequential", secs, seed=delay, depth=16)
                     r.update(delay=delay, output_surfaces=_cuvid._OUTPUT_SURFACES)
                     res["tuning"].append(r)
                     print(f"asyncdecode (libnvcuvid) delay={delay} output surfaces={r['output_surfaces']} sequential "
@@ -425,27 +492,27 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
 
     seq_best_k = max((r for r in res["raw"] if r["pattern"] == "sequential"),
                      key=lambda r: r["decoded_per_s"])["sessions"]
-    for run in (1, 2):
+    for rep in (1, 2):
         # The raw ceiling again right before this run's contenders: sequential rates drift by tens of
         # percent over a session on a shared machine, so each run is also compared with its own.
-        r = raw_nvdec(bundles, seq_best_k, "sequential", secs, seed=100 + run)
-        r.update(run=run)
+        r = measure_raw_nvdec(bundles, seq_best_k, "sequential", secs, seed=100 + rep)
+        r.update(run=rep)
         res["raw_paired"].append(r)
-        print(f"raw K={seq_best_k:2d} sequential (run {run}) {r['decoded_per_s']:8.0f} decoded/s", flush=True)
+        print(f"raw K={seq_best_k:2d} sequential (run {rep}) {r['decoded_per_s']:8.0f} decoded/s", flush=True)
         for pattern, threaded in (("random", False), ("sequential", False), ("sequential", True)):
-            cams = clips[run % len(clips)]
-            r = simple_decoder(cams, pattern, secs, seed=run, threaded=threaded)
-            r.update(run=run, pattern=pattern, decoder="ThreadedDecoder" if threaded else "SimpleDecoder")
+            cams = clips[rep % len(clips)]
+            r = measure_simple_decoder(cams, pattern, secs, seed=rep, threaded=threaded)
+            r.update(run=rep, pattern=pattern, decoder="ThreadedDecoder" if threaded else "SimpleDecoder")
             res["simple"].append(r)
-            print(f"{r['decoder']} run {run} {pattern:10s} {r['frames_per_s']:8.0f} frames/s", flush=True)
+            print(f"{r['decoder']} run {rep} {pattern:10s} {r['frames_per_s']:8.0f} frames/s", flush=True)
         for library in libraries:
-            asyncio.run(engine_pass(run, library))
+            asyncio.run(engine_pass(rep, library))
     asyncio.run(engine_sweep())
     if delays:
         asyncio.run(tuning())
 
-    res["kernel"] = kernel_cost()
-    res["decode_call_cpu"] = call_costs(bundles)
+    res["kernel"] = measure_color_kernel()
+    res["decode_call_cpu"] = measure_decode_calls(bundles)
     best_rand = max(r["decoded_per_s"] for r in res["raw"] if r["pattern"] == "random")
     best_seq = max(r["decoded_per_s"] for r in res["raw"] + res["raw_paired"] if r["pattern"] == "sequential")
     mean_decoded = (GOP + 1) / 2  # keyframe .. uniform random target in a GOP of 30
@@ -487,15 +554,65 @@ def main(argv: list[str] | None = None, *, data: Path | None = None, out: Path |
         "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
         "pynvvideocodec": getattr(nvc, "__version__", "2.2.4?"), "av": av.__version__,
         "asyncdecode": __version__, "kbit_per_frame": kbit, "files": len(files),
-        "video": f"{W}x{H} HEVC GOP {GOP} no B-frames {FPS} fps {FRAMES} frames", "seconds_per_measurement": secs,
+        "video": f"{WIDTH}x{HEIGHT} HEVC GOP {GOP} no B-frames {FPS} fps {FRAMES} frames",
+        "seconds_per_measurement": secs,
     }
-    out = args.out
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "nvdec_bench.json").write_text(json.dumps(res, indent=2))
     (out / "nvdec_bench.md").write_text(_markdown(res))
     print(_markdown(res))
     _chart(res, out / "nvdec_bench.png")
+    return res
+
+
+def main(argv: Sequence[str] | None = None, *, data: str | os.PathLike[str] | None = None,
+         out: str | os.PathLike[str] | None = None) -> int:
+    """``asyncdecode bench``: :func:`run` with the options in ``argv`` (default: ``sys.argv[1:]``).
+
+    ``data`` and ``out`` replace the defaults of ``--data`` and ``--out`` (``benchmarks/nvdec_bench.py``
+    points them into the repository). Returns the exit status.
+    """
+    args = _parser(data, out).parse_args(argv)
+    run(data=args.data, out=args.out, seconds=args.seconds, quick=args.quick, sessions=args.sessions,
+        libraries=args.libraries, delays=args.delays, output_surfaces=args.output_surfaces)
     return 0
+
+
+def _parser(data: str | os.PathLike[str] | None, out: str | os.PathLike[str] | None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="asyncdecode bench",
+        description="NVDEC benchmark: raw decoder sessions, PyNvVideoCodec's decoders and asyncdecode side by side "
+                    "on the same files (CUDA GPU). Writes nvdec_bench.json, .md and .png to --out.")
+    ap.add_argument("--data", type=Path, default=Path(data or "asyncdecode-bench/data"),
+                    help="benchmark videos (made if absent; default ./asyncdecode-bench/data)")
+    ap.add_argument("--out", type=Path, default=Path(out or "asyncdecode-bench"),
+                    help="where the JSON, markdown and PNG go (default ./asyncdecode-bench)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="per measurement (default 4)")
+    ap.add_argument("--quick", action="store_true", help="fewer session counts, 2 s measurements")
+    ap.add_argument("--sessions", type=int, default=None,
+                    help="asyncdecode's decoder sessions (default: the engine's own default)")
+    ap.add_argument("--libraries", type=_names, default=list(LIBRARIES),
+                    help="NVDEC libraries asyncdecode is measured with, comma separated; the first is the one "
+                         f"the targets are checked on (default: {','.join(LIBRARIES)})")
+    ap.add_argument("--delays", type=_numbers, default=[],
+                    help="also measure sequential reading (libnvcuvid) with these display delays for clips read on, "
+                         "comma separated (0-4; default: none)")
+    ap.add_argument("--output-surfaces", type=_numbers, default=[],
+                    help="with --delays: also with these numbers of output surfaces per decoder (default: the "
+                         "engine's)")
+    return ap
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _numbers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
 
 
 def _markdown(res: dict) -> str:
