@@ -28,7 +28,7 @@ from .errors import AsyncDecodeError, InvalidRequestError
 from .media import VideoInfo
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._core import EngineLike as Engine
 
 __all__ = ["frame_at", "frames", "frames_at"]
 
@@ -83,8 +83,8 @@ async def frames(engine: Engine, path: PathLike, *, start: int | None = 0, stop:
     step_ = _int_or_none("step", step)
     if step_ is None or step_ < 1:
         raise InvalidRequestError(f"step must be a positive int, not {step!r}")
-    spec = engine._spec(output)
-    loop = engine._ensure_open()
+    spec = engine.internal.output_spec(output)
+    loop = engine.internal.open()
     info = await engine.info(path)
     key = os.path.abspath(os.fspath(path))
     groups = iter(_by_gop(info, range(info.num_frames)[slice(start, stop, step_)]))
@@ -137,8 +137,8 @@ async def frames_at(engine: Engine, paths: PathLike | Sequence[PathLike], second
     if len(path_list) != len(times):
         raise InvalidRequestError(f"paths and seconds must have the same length (got {len(path_list)} paths "
                                   f"and {len(times)} times)")
-    spec = engine._spec(output)
-    engine._ensure_open()
+    spec = engine.internal.output_spec(output)
+    engine.internal.open()
     infos = {}
     for p in path_list:
         key = os.path.abspath(os.fspath(p))

@@ -1,36 +1,43 @@
-"""The asyncio engine: plans requests by GOP, fetches bundles through the GOP cache, feeds decoders."""
+"""The engine: the public façade over the request path's stages.
+
+A request goes index (:mod:`._index`) -> plan (:mod:`._plan`: ids checked and grouped by GOP) ->
+fetch (:mod:`._fetch`: the GOP's packets, cached, demuxed or read from a store) -> queue and decode
+(:mod:`._workers`: decoder threads, one NVDEC session or FFmpeg decoder each) -> the frames, on the
+device, in request order. Here: the engine's lifetime (open on first use, ``aclose()``), request
+bookkeeping and ``stats()``, the line of calls for one GOP (so that a GOP is decoded once for the
+requests that want it), the frame cache, GOP read-ahead (:mod:`._readahead`) and the CPU fallback
+pool; the add-ons (ingestion, time access, compat) come in through ``Engine.internal`` (:mod:`._core`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
 import logging
 import os
-import threading
 import time
 import warnings
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Hashable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar, Union
 
-import aiofiles.os
-import numpy as np
 import torch
 
 from ._backends import Backend, make_backend
 from ._backends.base import NVDEC_LIBRARIES
 from ._backends.cpu import CpuBackend
-from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache, GopCache
-from ._demux import ReaderPool
+from ._core import EngineState
+from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache
+from ._fetch import Gops
+from ._index import Indexes
+from ._once import Once, all_or_cancel
 from ._output import OutputSpec
-from . import _faults, _readahead
+from . import _plan, _readahead
 from ._workers import DecoderPool, copy_frame
-from .errors import (AsyncDecodeError, CorruptDataError, EngineClosedError, FrameIndexError, InvalidRequestError,
-                     UnsupportedStreamError, VideoOpenError)
+from .errors import EngineClosedError, InvalidRequestError, UnsupportedStreamError
 from .gop import GopBundle
-from .media import VideoIndex, build_index, file_stamp
+from .media import VideoIndex
 
 __all__ = ["Engine", "EngineConfig", "EngineState"]
 
@@ -113,13 +120,6 @@ class EngineConfig:
                                       f", not {self.nvdec_library!r}")
 
 
-class EngineState(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
 class _Counters:
     def __init__(self) -> None:
         self.requests = 0
@@ -179,25 +179,26 @@ class Engine:
         self._fallback: DecoderPool | None = None
         self._fallback_paths: set[str] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._store = gop_store
-        self._store_reads: asyncio.Semaphore | None = None  # made on the engine's loop
-        self._checked = _Checked()
-        self._read_bundle = aiofiles.os.wrap(self._checked.read)
-        self._store_fallbacks: set[str] = set()
-        self._readers = ReaderPool(self.config.max_open_files)
-        self._cache = GopCache(self.config.gop_cache_bytes)
+        self._n = _Counters()
+        self._once = Once()  # index, demux and store reads in flight, one per key
+        # The request path's stages (see DESIGN.md): index -> plan (_plan) -> fetch -> queue and decode.
+        self._indexes = Indexes(max_files=self.config.index_cache_files, store=gop_store,
+                                store_fallback=self.config.store_fallback, device=str(self.device), once=self._once,
+                                counters=self._n)
+        self._gops = Gops(self.config, indexes=self._indexes, device=str(self.device), once=self._once,
+                          counters=self._n)
         # Converting a frame is a GPU kernel on a device, dearer than decoding one on the CPU (the
         # cache's prior, until jobs measure the costs).
         on_gpu = self.backend.name != "cpu"
         self._frames = FrameCache(self.config.frame_cache_bytes, cheap=on_gpu,
                                   min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU if on_gpu else EXTRAS_MIN_HIT_FRACTION)
-        self._indexes: OrderedDict[str, VideoIndex] = OrderedDict()
-        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._turns: dict[tuple[str, int], list[asyncio.Future[None]]] = {}  # see _decode_gop
         self._ahead: _readahead.ReadAhead | None = None  # requests one at a time (made when the engine opens)
         self._requests: set[asyncio.Future[Any]] = set()
         self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
-        self._n = _Counters()
+        self.internal = _Internal(self)
+        """The engine's API for its add-ons (streaming ingestion, time access, compat): see
+        ``asyncdecode._core.EngineInternal``. Not a user API."""
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -226,11 +227,12 @@ class Engine:
         self._loop = loop
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
+        self._once.bind(loop, self._executor)
         self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop,
                                  on_loop_closed=self._loop_gone)
         self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK)
         self._closed = asyncio.Event()
-        self._store_reads = asyncio.Semaphore(self.config.store_reads)
+        self._gops.open()
         self._state = EngineState.OPEN
         log.info("asyncdecode engine open: backend %s (%s) on %s, %d decoder threads, queue %d",
                  self.backend.name, self.backend.library, self.device, threads, capacity)
@@ -240,7 +242,7 @@ class Engine:
         """Cancel requests in flight, stop decoder threads, free sessions and caches. Idempotent."""
         if self._state is EngineState.NEW:
             self._state = EngineState.CLOSED
-            self._readers.close()
+            self._gops.readers.close()
             return
         if self._state is EngineState.CLOSED:
             return
@@ -260,7 +262,7 @@ class Engine:
                     await asyncio.gather(*requests, return_exceptions=True)
                 if self._ahead is not None:
                     await self._ahead.close()
-                inflight = list(self._inflight.values())
+                inflight = self._once.pending()
                 if inflight:  # index, demux and store reads (their outcome is retrieved where they are made)
                     _, late = await asyncio.wait(inflight, timeout=self.config.close_timeout_s)
                     for fut in late:  # a read that hangs: its thread is left to it
@@ -269,8 +271,7 @@ class Engine:
             pools = [p for p in (self._pool, self._fallback) if p is not None]
             await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pools, self._executor, deadline))
         finally:
-            self._readers.close()
-            self._cache.clear()
+            self._gops.close()
             self._frames.clear()
             self._indexes.clear()
             self._state = EngineState.CLOSED
@@ -300,7 +301,7 @@ class Engine:
                     "engines with `async with` or `await engine.aclose()`)", self.device)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        self._readers.close()  # readers in use are closed when they are given back
+        self._gops.readers.close()  # readers in use are closed when they are given back
 
     def __del__(self) -> None:
         if getattr(self, "_state", EngineState.CLOSED) in (EngineState.OPEN, EngineState.CLOSING):
@@ -344,7 +345,7 @@ class Engine:
         decode jobs. Raises the same errors as :meth:`decode` for malformed arguments, immediately.
         """
         loop = self._ensure_open()
-        pairs = _pairs(paths, frame_ids)
+        pairs = _plan.pairs(paths, frame_ids)
         spec = self._spec(output)
         task = loop.create_task(self._request(pairs, spec, bool(stack)))
         self._track(task)
@@ -358,7 +359,7 @@ class Engine:
         later asks for the frames gets the error).
         """
         loop = self._ensure_open()
-        pairs = _pairs(paths, frame_ids)
+        pairs = _plan.pairs(paths, frame_ids)
         self._n.prefetch_requests += 1
         task = loop.create_task(self._prefetch(pairs))
         self._track(task)
@@ -383,7 +384,7 @@ class Engine:
         source = _aiter(requests)
         exhausted = False
         ahead = _readahead.ReadAhead(self._read_ahead_gop, self._pool.threads if self._pool else 1, self._n,
-                                     _readahead.Remaining.of(requests, _pairs))
+                                     _readahead.Remaining.of(requests, _plan.pairs))
         try:
             while True:
                 while not exhausted and len(pending) < depth:
@@ -424,7 +425,7 @@ class Engine:
         for bundle in bundles:
             if not isinstance(bundle, GopBundle):
                 raise InvalidRequestError(f"add_bundles takes GopBundle objects, not {type(bundle).__name__}")
-            index = await self._index(os.path.abspath(bundle.source))
+            index = await self._indexes.of(os.path.abspath(bundle.source))
             info = index.info
             gop = info.gop_of(bundle.first_frame_id) if 0 <= bundle.first_frame_id < info.num_frames else -1
             if gop < 0 or info.keyframes[gop] != bundle.first_frame_id or info.gop_lengths[gop] != bundle.frame_count:
@@ -432,13 +433,13 @@ class Engine:
                     f"{bundle.source}: the bundle for frames {bundle.first_frame_id}.."
                     f"{bundle.first_frame_id + bundle.frame_count - 1} is not a GOP of the video as indexed now",
                     path=bundle.source, frame_id=bundle.first_frame_id)
-            self._cache.put((index.path, index.stamp, gop), bundle)
+            self._gops.cache.put((index.path, index.stamp, gop), bundle)
             added += 1
         return added
 
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
-        n, pool, cache, frames = self._n, self._pool, self._cache, self._frames
+        n, pool, cache, frames = self._n, self._pool, self._gops.cache, self._frames
         free = [p.free_decoders() for p in (pool, self._fallback) if p is not None]
         return {
             "state": self._state.value,
@@ -493,9 +494,9 @@ class Engine:
             "read_ahead_frames": n.read_ahead_frames,
             "read_ahead_used": n.read_ahead_used,
             "read_ahead_wasted": n.read_ahead_wasted,
-            "store_checksums": self._checked.checked,
-            "store_fallback_files": len(self._store_fallbacks),
-            "open_files_opened": self._readers.opened,
+            "store_checksums": self._gops.checked.checked,
+            "store_fallback_files": len(self._indexes.store_fallbacks),
+            "open_files_opened": self._gops.readers.opened,
             "prefetch_requests": n.prefetch_requests,
             "prefetch_errors": n.prefetch_errors,
             "index_s": n.index_s,
@@ -507,7 +508,7 @@ class Engine:
     async def info(self, path: PathLike) -> Any:
         """:class:`~asyncdecode.VideoInfo` of ``path``, from the engine's index cache."""
         self._ensure_open()
-        return (await self._index(os.path.abspath(os.fspath(path)))).info
+        return (await self._indexes.of(os.path.abspath(os.fspath(path)))).info
 
     # -- streams, whole videos, times (asyncdecode._ingest, asyncdecode._access) ---------------
 
@@ -628,27 +629,16 @@ class Engine:
                             stack: bool = False) -> list[torch.Tensor]:
         if not pairs:
             return []
-        indexes = await self._indexes_for(pairs)
+        indexes = await self._indexes.for_pairs(pairs)
         if stack and spec.size is None:
-            sizes = {(indexes[p].info.height, indexes[p].info.width): p for p, _ in pairs}
-            if len(sizes) > 1:
-                found = ", ".join(f"{w}x{h} ({p})" for (h, w), p in sizes.items())
-                raise InvalidRequestError(f"stack=True needs every frame at one size, this request has {found}; "
-                                          "set OutputSpec.size to resize them to one", device=str(self.device))
-        groups: dict[tuple[str, int], set[int]] = {}
-        for path, fid in pairs:
-            index = indexes[path]
-            count = index.info.num_frames
-            if not 0 <= fid < count:
-                raise FrameIndexError(f"frame {fid} out of range for {path} (0..{count - 1})",
-                                      path=path, frame_id=fid, device=str(self.device))
-            groups.setdefault((path, index.info.gop_of(fid)), set()).add(fid)
+            _plan.check_one_size(pairs, indexes, str(self.device))
+        groups = _plan.by_gop(pairs, indexes, str(self.device))
         turns = [self._take_turn(key) for key in groups]  # now, in request order
         ahead = self._read_ahead()
         if ahead is not None:  # read on ahead of the files the requests read front to back
             ahead.plan(groups, indexes, spec)
         try:
-            results = await _all_or_cancel([
+            results = await all_or_cancel([
                 self._decode_gop(indexes[path], gop, wanted, spec, turn)
                 for ((path, gop), wanted), turn in zip(groups.items(), turns)
             ])
@@ -736,7 +726,7 @@ class Engine:
             if len(cached) == len(wanted):
                 return cached
             wanted = wanted - cached.keys()
-        bundle = await self._bundle(index, gop)
+        bundle = await self._gops.bundle(index, gop)
         if before is not None and not before.done():
             await asyncio.wait((before,))  # the call before this one is queued first (never cancelled from here)
         collect = False
@@ -808,153 +798,42 @@ class Engine:
 
     async def _prefetch(self, pairs: list[tuple[str, int]]) -> None:
         try:
-            indexes = await self._indexes_for(pairs)
+            indexes = await self._indexes.for_pairs(pairs)
             gops = {(p, indexes[p].info.gop_of(f)) for p, f in pairs if 0 <= f < indexes[p].info.num_frames}
-            await _all_or_cancel([self._bundle(indexes[p], g) for p, g in gops])
+            await all_or_cancel([self._gops.bundle(indexes[p], g) for p, g in gops])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._n.prefetch_errors += 1
             log.debug("asyncdecode prefetch failed: %s", str(exc))
 
-    # -- index and bundles (shared, deduplicated work) ---------------------------------------
 
-    async def _indexes_for(self, pairs: list[tuple[str, int]]) -> dict[str, VideoIndex]:
-        paths = list(dict.fromkeys(p for p, _ in pairs))
-        found = await _all_or_cancel([self._index(p) for p in paths])
-        return dict(zip(paths, found))
+class _Internal:
+    """:class:`~asyncdecode._core.EngineInternal` for one engine: its add-ons' way in."""
 
-    async def _index(self, path: str) -> VideoIndex | _StoreIndex:
-        if self._store is not None:
-            found = self._store_index(path)
-            if found is not None:
-                return found
-        return await self._index_file(path)
+    __slots__ = ("_engine",)
 
-    async def _index_file(self, path: str) -> VideoIndex:
-        try:
-            stamp = file_stamp(path)
-        except VideoOpenError as exc:
-            exc.device = str(self.device)
-            raise
-        index = self._indexes.get(path)
-        if index is not None and index.stamp == stamp:
-            self._indexes.move_to_end(path)
-            return index
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
-        def done(index: VideoIndex) -> None:
-            self._indexes[path] = index
-            self._indexes.move_to_end(path)
-            while len(self._indexes) > self.config.index_cache_files:
-                self._indexes.popitem(last=False)
+    def open(self) -> asyncio.AbstractEventLoop:
+        return self._engine._ensure_open()
 
-        def work() -> VideoIndex:
-            t = time.perf_counter()
-            try:
-                return build_index(path)
-            finally:
-                self._n.index_s += time.perf_counter() - t
+    def output_spec(self, output: OutputSpec | None) -> OutputSpec:
+        return self._engine._spec(output)
 
-        self._n.index_jobs += 1 if ("index", path, stamp) not in self._inflight else 0
-        return await self._shared(("index", path, stamp), work, done)
+    def track(self, task: asyncio.Future[Any]) -> None:
+        self._engine._track(task)
 
-    def _store_index(self, path: str) -> _StoreIndex | None:
-        """The store's plan of ``path``; ``None`` to demux the video instead (``store_fallback="demux"``)."""
-        store = self._store
-        try:
-            info, recorded = store.info(path), store.stamp(path)
-            if os.path.exists(path) and file_stamp(path) != recorded:  # one stat; gone videos: the store alone
-                store.check_source(path)  # raises StaleStoreError, with both stamps
-        except AsyncDecodeError as exc:
-            exc.device = str(self.device)
-            if self.config.store_fallback == "raise" or not os.path.exists(path):
-                raise
-            if path not in self._store_fallbacks:
-                self._store_fallbacks.add(path)
-                log.warning("asyncdecode: %s; demuxing the video instead", str(exc))
-            return None
-        return _StoreIndex(info, recorded)
+    async def decode_bundle(self, bundle: GopBundle, wanted: list[int],
+                            output: OutputSpec | None) -> dict[int, Any]:
+        frames, _ = await self._engine._decode_bundle(bundle, wanted, output)
+        return frames
 
-    async def _bundle(self, index: VideoIndex | _StoreIndex, gop: int) -> GopBundle:
-        key = (index.path, index.stamp, gop)
-        bundle = self._cache.get(key)
-        if bundle is not None:
-            return bundle
-        if isinstance(index, _StoreIndex):
-            if key not in self._inflight:
-                self._n.store_reads += 1
-            return await self._shared_async(key, lambda: self._read_stored(index, gop),
-                                            lambda b: self._cache.put(key, b))
-
-        if key not in self._inflight:
-            self._n.demux_jobs += 1
-        return await self._shared(key, lambda: self._demux(index, gop), lambda b: self._cache.put(key, b))
-
-    def _demux(self, index: VideoIndex, gop: int) -> GopBundle:
-        """Cut one GOP out of its video (in the demux pool), timed into ``stats()["demux_s"]``."""
-        t = time.perf_counter()
-        try:
-            return self._readers.read(index, gop)
-        except OSError as exc:  # the file system's error (FFmpeg's come as CorruptDataError)
-            frames = index.gop_frame_range(gop)
-            raise CorruptDataError(f"{index.path}: GOP {gop} (frames {frames.start}..{frames.stop - 1}) cannot be "
-                                   f"read ({exc.strerror or exc})", path=index.path, frame_id=frames.start,
-                                   device=str(self.device)) from exc
-        finally:
-            self._n.demux_s += time.perf_counter() - t
-
-    async def _read_stored(self, index: _StoreIndex, gop: int) -> GopBundle:
-        """One bundle file of the store, read asynchronously (bounded) and parsed in place."""
-        path = self._store.bundle_path(index.path, gop)
-        t = time.perf_counter()
-        assert self._store_reads is not None
-        try:
-            async with self._store_reads:
-                bundle, nbytes = await self._read_bundle(path)
-        except (CorruptDataError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                problem = f"GOP {gop} is missing from the GOP store ({path})"
-            elif isinstance(exc, OSError):  # EIO, a permission ...
-                problem = f"GOP store file {path} cannot be read ({exc.strerror or exc})"
-            else:
-                problem = f"GOP store file {path} is damaged ({exc})"
-            if self.config.store_fallback == "demux" and os.path.exists(index.path):
-                log.warning("asyncdecode: %s: %s; demuxing the video instead", index.path, problem)
-                video = await self._index_file(index.path)
-                assert self._loop is not None
-                self._n.demux_jobs += 1  # not through _bundle: this read is itself the in-flight job for the key
-                return await self._loop.run_in_executor(self._executor, self._demux, video, gop)
-            raise CorruptDataError(f"{index.path}: {problem}", path=index.path, device=str(self.device)) from exc
-        finally:
-            self._n.store_read_s += time.perf_counter() - t
-        self._n.store_read_bytes += nbytes
-        return bundle
-
-    async def _shared_async(self, key: Hashable, work: Callable[[], Awaitable[T]],
-                            on_result: Callable[[T], None]) -> T:
-        """Run the coroutine ``work()`` once for all concurrent callers with the same key.
-
-        A caller that is cancelled stops waiting; the work itself goes on for the others (and fills
-        the caches), under ``asyncio.shield``.
-        """
-        fut = self._inflight.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(work())
-            self._inflight[key] = fut
-
-            def finished(f: asyncio.Future[T]) -> None:
-                self._inflight.pop(key, None)
-                if not f.cancelled() and f.exception() is None:
-                    on_result(f.result())
-
-            fut.add_done_callback(finished)
-        return await asyncio.shield(fut)
-
-    async def _shared(self, key: Hashable, work: Callable[[], T], on_result: Callable[[T], None]) -> T:
-        """:meth:`_shared_async` for blocking ``work``, run in the demux pool (index and demux jobs)."""
-        assert self._loop is not None and self._executor is not None
-        loop, executor = self._loop, self._executor
-        return await self._shared_async(key, lambda: loop.run_in_executor(executor, work), on_result)
+    def count_served(self, frames: int) -> None:
+        n = self._engine._n
+        n.frames_requested += frames
+        n.frames_returned += frames
 
 
 _Turn = tuple[asyncio.Future[None] | None, asyncio.Future[None]]
@@ -966,57 +845,6 @@ def _settle(turn: asyncio.Future[None]) -> None:
     """Mark a call's turn done (the next call for the GOP may queue its job); once is enough."""
     if not turn.done():
         turn.set_result(None)
-
-
-def _pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:
-    """Validate a request's arguments into ``(path, frame_id)`` pairs."""
-    if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Iterable):
-        raise InvalidRequestError(f"frame_ids must be a sequence of ints, not {type(frame_ids).__name__}")
-    if isinstance(frame_ids, np.ndarray) or isinstance(frame_ids, torch.Tensor):
-        frame_ids = frame_ids.tolist()
-    ids = list(frame_ids)
-    if isinstance(paths, (str, os.PathLike)):
-        path_list = [paths] * len(ids)
-    elif isinstance(paths, Iterable) and not isinstance(paths, bytes):
-        path_list = list(paths)
-    else:
-        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
-    if len(path_list) != len(ids):
-        raise InvalidRequestError(
-            f"paths and frame_ids must have the same length (got {len(path_list)} paths and {len(ids)} frame ids)")
-    pairs = []
-    for p, f in zip(path_list, ids):
-        if not isinstance(p, (str, os.PathLike)):
-            raise InvalidRequestError(f"a path must be str or os.PathLike, not {type(p).__name__} ({p!r})")
-        if isinstance(f, bool) or not isinstance(f, (int, np.integer)):
-            raise InvalidRequestError(f"frame ids must be ints, not {type(f).__name__} ({f!r}) for {p}")
-        pairs.append((os.path.abspath(os.fspath(p)), int(f)))  # one key per file, however it is spelled
-    return pairs
-
-
-async def _all_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
-    """Await all; on the first failure (or on cancellation) cancel the rest, then raise."""
-    if len(aws) == 1:
-        return [await aws[0]]
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except asyncio.CancelledError:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    if pending:
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks:
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            for other in tasks:  # mark the other failures retrieved: one error per request
-                if other is not t and other.done() and not other.cancelled():
-                    other.exception()
-            raise t.exception()  # type: ignore[misc]
-    return [t.result() for t in tasks]
 
 
 def _to_device(frames: dict[int, Any], device: torch.device) -> dict[int, Any]:
@@ -1034,52 +862,3 @@ def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterato
             yield r
 
     return gen()
-
-
-@dataclass(frozen=True)
-class _StoreIndex:
-    """A video planned from a GOP store's index: its frames and GOPs, no packet table."""
-
-    info: Any
-    stamp: Any
-
-    @property
-    def path(self) -> str:
-        return self.info.path
-
-
-class _Checked:
-    """Bundle files whose checksum this engine has checked, by path, size and modification time.
-
-    Reading a bundle parses its structure every time, but its CRC-32 (a pass over every byte, about
-    half the host CPU of reading a 1600x900 HEVC GOP) only the first time the file is read as it is
-    now: a file rewritten since (another size or modification time) is checked again. ``asyncdecode
-    store verify`` checks every byte of a store.
-    """
-
-    _MAX = 1 << 17  # files remembered; forgotten all at once beyond (then checked again)
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, int, int]] = set()
-        self._lock = threading.Lock()  # reads run in several of aiofiles' threads at once
-        self.checked = 0
-        """Bundle reads that checked the checksum (a damaged file is checked again on every read)."""
-
-    def read(self, path: Any) -> tuple[GopBundle, int]:
-        """Read and parse one bundle file (in aiofiles' thread pool: one hop); the bundle and its size."""
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
-            if _faults.armed:
-                data = _faults.hit("store_read", path, data)
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        with self._lock:
-            verify = key not in self._seen
-            self.checked += verify
-        bundle = GopBundle.from_buffer(data, verify=verify)
-        if verify:
-            with self._lock:
-                if len(self._seen) >= self._MAX:
-                    self._seen.clear()
-                self._seen.add(key)
-        return bundle, len(data)

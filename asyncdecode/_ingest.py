@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _bitstream
 from ._annexb import OrderTracker
-from ._engine import EngineState
+from ._core import EngineState
 from ._frame import Frame
 from ._output import OutputSpec
 from .errors import (CorruptDataError, EngineClosedError, InvalidRequestError, TruncatedStreamError,
                      UnsupportedStreamError, VideoOpenError)
-from .gop import FLAG_DISPOSABLE, FLAG_KEY, GopBundle, _has_parameter_sets
-from .media import ANNEXB_FILTERS, _stream_info, best_video_stream
+from .gop import FLAG_DISPOSABLE, FLAG_KEY, GopBundle, has_parameter_sets
+from .media import ANNEXB_FILTERS, stream_info, best_video_stream
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._core import EngineLike as Engine
 
 __all__ = ["DEFAULT_BUFFER_BYTES", "DEFAULT_GOPS_AHEAD", "IngestStream", "Source"]
 
@@ -581,7 +581,7 @@ class _Run:
             self.feed = _Feed(self.pipe.read)
             self.pump = self.loop.create_task(self._pump())
         self.watch = self.loop.create_task(self._watch())
-        self.engine._track(self.watch)  # the engine's aclose() cancels it: the run then stops
+        self.engine.internal.track(self.watch)  # the engine's aclose() cancels it: the run then stops
         self.thread = threading.Thread(target=self._thread_main, name="asyncdecode-ingest", daemon=True)
         self.thread.start()
 
@@ -609,7 +609,7 @@ class _Run:
             return
         self.stop()
         if self.engine.state is EngineState.OPEN:
-            self.engine._track(self.loop.create_task(self.close()))
+            self.engine.internal.track(self.loop.create_task(self.close()))
 
     async def close(self) -> None:
         """Stop and wait for the pump and the ingest thread (the thread for ``close_timeout_s`` at most)."""
@@ -761,7 +761,7 @@ class _Run:
         feed = self.feed
         assert feed is not None
         stream = best_video_stream(container, self.label)
-        meta = _stream_info(stream, self.label)
+        meta = stream_info(stream, self.label)
         codec = meta["codec"]
         cc = stream.codec_context
         extradata = bytes(cc.extradata or b"")
@@ -782,7 +782,7 @@ class _Run:
 
         def emit(cut: _Cut, tail: bool = False) -> None:
             datas = [p.data for p in cut.packets]
-            if extradata and codec in ("h264", "hevc") and not _has_parameter_sets(codec, datas[0]):
+            if extradata and codec in ("h264", "hevc") and not has_parameter_sets(codec, datas[0]):
                 datas[0] = extradata + datas[0]  # self-contained: the keyframe carries the parameter sets
             disposable = _bitstream.disposable_flags(codec, datas)
             flags = [(FLAG_KEY if p.key else 0) | (FLAG_DISPOSABLE if d else 0)
@@ -880,7 +880,7 @@ class _Run:
         self.gops_in += 1
         gop.task = self.loop.create_task(self._decode(gop))
         gop.task.add_done_callback(lambda _: self.arrival.set())
-        self.engine._track(gop.task)
+        self.engine.internal.track(gop.task)
         self.gops.append(gop)
         self.arrival.set()
 
@@ -923,11 +923,9 @@ class _Run:
 
     async def _decode_bundle(self, bundle: GopBundle, wanted: list[int]) -> dict[int, Any]:
         """The wanted frames of one GOP, on the engine's decoder threads (or its CPU fallback pool)."""
-        engine = self.engine
-        frames, _ = await engine._decode_bundle(bundle, wanted, self.spec)
-        n = engine._n
-        n.frames_requested += len(wanted)
-        n.frames_returned += len(wanted)
+        internal = self.engine.internal
+        frames = await internal.decode_bundle(bundle, wanted, self.spec)
+        internal.count_served(len(wanted))
         return frames
 
     async def next(self) -> Frame:
@@ -1038,7 +1036,7 @@ class IngestStream(AsyncIterator[Frame]):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive int, not {value!r}")
         kind, label = _source_kind(source)
-        loop = engine._ensure_open()
+        loop = engine.internal.open()
         self._run = _Run(engine, loop, source, kind, label, _format_name(format), output, buffer_bytes, gops_ahead)
         self._started = False
 
@@ -1050,7 +1048,7 @@ class IngestStream(AsyncIterator[Frame]):
             self._started = True
             if self._run.stopping:
                 raise StopAsyncIteration
-            self._run.engine._ensure_open()
+            self._run.engine.internal.open()
             self._run.start()
         return await self._run.next()
 
@@ -1087,7 +1085,7 @@ class IngestStream(AsyncIterator[Frame]):
 def ingest(engine: Engine, source: Source, *, format: str | None = None, output: OutputSpec | None = None,
            buffer_bytes: int | None = None, gops_ahead: int | None = None) -> IngestStream:
     """:meth:`Engine.ingest`: validates the arguments now, starts at the first ``__anext__``."""
-    return IngestStream(engine, source, format=format, output=engine._spec(output),
+    return IngestStream(engine, source, format=format, output=engine.internal.output_spec(output),
                         buffer_bytes=DEFAULT_BUFFER_BYTES if buffer_bytes is None else buffer_bytes,
                         gops_ahead=DEFAULT_GOPS_AHEAD if gops_ahead is None else gops_ahead)
 

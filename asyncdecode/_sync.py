@@ -67,6 +67,15 @@ class SyncEngine:
             raise EngineClosedError("the SyncEngine is closed")
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the engine runs on, in the ``asyncdecode-loop`` thread.
+
+        Work for the engine goes to it with :func:`asyncio.run_coroutine_threadsafe`; the engine
+        belongs to this loop and must not be used from another.
+        """
+        return self._loop
+
+    @property
     def device(self) -> torch.device:
         return self.engine.device
 

@@ -48,7 +48,7 @@ from . import _bitstream
 from .errors import CorruptDataError, FrameIndexError
 from .media import ANNEXB_FILTERS, VideoIndex, build_index, open_container
 
-__all__ = ["FLAG_DISPOSABLE", "FLAG_KEY", "GopBundle", "GopReader", "GopStore", "extract_gops"]
+__all__ = ["FLAG_DISPOSABLE", "FLAG_KEY", "GopBundle", "GopReader", "extract_gops"]
 
 MAGIC = b"ADGOPB\r\n"
 END = b"ADGE"
@@ -64,6 +64,33 @@ FLAG_DISPOSABLE = 2
 
 def _pad8(n: int) -> int:
     return (n + 7) & ~7
+
+
+def bundle_size(buf: Any, offset: int = 0) -> int | None:
+    """Bytes of the serialized bundle that starts at ``offset`` in ``buf``, as its header says.
+
+    Reads the header alone (no version, structure or checksum check: :meth:`GopBundle.from_buffer`
+    does those), to find where one bundle ends in data holding several back to back.
+
+    Args:
+        buf: Any object with the buffer protocol (``bytes``, ``memoryview``, a numpy array, ...).
+        offset: Where the bundle starts in ``buf``, in bytes.
+
+    Returns:
+        The bundle's size in bytes, or ``None`` when fewer bytes than a header and trailer are left
+        after ``offset``.
+
+    Raises:
+        CorruptDataError: the bytes at ``offset`` do not start with the bundle magic.
+    """
+    if len(buf) - offset < _HEADER.size + _TRAILER.size:
+        return None
+    magic, _, _, meta_len, n, extra_len, payload_len = _HEADER.unpack_from(buf, offset)
+    if magic != MAGIC:
+        raise CorruptDataError(f"no asyncdecode GOP bundle at byte {offset} (magic {bytes(magic)!r}, "
+                               f"expected {MAGIC!r})")
+    return (_HEADER.size + _pad8(meta_len) + n * PACKET_DTYPE.itemsize + _pad8(extra_len) + payload_len
+            + _TRAILER.size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -326,7 +353,7 @@ class GopReader:
                                    f"cannot be read ({exc})", path=self.path, frame_id=frames.start) from exc
         if self._extradata and self.index.info.codec in ("h264", "hevc") and datas:
             # Make the bundle self-contained: the keyframe carries the parameter sets in-band.
-            if not _has_parameter_sets(self.index.info.codec, datas[0]):
+            if not has_parameter_sets(self.index.info.codec, datas[0]):
                 datas[0] = self._extradata + datas[0]
         disposable = _bitstream.disposable_flags(idx.info.codec, datas)
         flags = [(FLAG_KEY if k else 0) | (FLAG_DISPOSABLE if d else 0) for k, d in zip(keys, disposable)]
@@ -386,7 +413,7 @@ class GopReader:
                                "was indexed?)", path=self.path)
 
 
-def _has_parameter_sets(codec: str, data: bytes) -> bool:
+def has_parameter_sets(codec: str, data: bytes) -> bool:
     """Whether an Annex B packet carries an SPS (H.264 type 7; HEVC type 33) before its first picture."""
     pos = data.find(b"\x00\x00\x01")
     while pos >= 0 and pos + 3 < len(data):
@@ -429,13 +456,3 @@ def extract_gops(path: str | os.PathLike[str], frame_ids: Sequence[int]) -> list
             if g not in out:
                 out[g] = reader.read(g)
     return [out[g] for g in gops]
-
-
-def __getattr__(name: str) -> Any:
-    # GopStore is part of the GOP layer's public names but lives in asyncdecode.store, which builds on
-    # this module: it is looked up on first use, so that imports keep flowing one way.
-    if name == "GopStore":
-        from .store import GopStore
-
-        return GopStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

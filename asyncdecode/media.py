@@ -231,7 +231,10 @@ def best_video_stream(container: av.container.InputContainer, path: str) -> av.s
     return container.streams.best("video")
 
 
-def _stream_info(stream: Any, path: str) -> dict[str, Any]:
+def stream_info(stream: Any, path: str) -> dict[str, Any]:
+    """A video stream's description (codec, size, bit depth, colour, time base ...) as
+    :class:`VideoInfo` takes it, from its PyAV stream; ``path`` names it in errors. Shared with
+    streaming ingestion, which describes streams it never opens as files."""
     import av
 
     cc = stream.codec_context
@@ -267,7 +270,7 @@ def build_index(path: str | os.PathLike[str]) -> VideoIndex:
     container = open_container(path)
     try:
         stream = best_video_stream(container, path)
-        meta = _stream_info(stream, path)
+        meta = stream_info(stream, path)
         pts: list[int] = []
         dts: list[int] = []
         key: list[bool] = []

@@ -8,7 +8,8 @@ keyframe every ``gop`` frames; :func:`estimate` says beforehand what that buys.
 What is kept: every frame (count, size, timestamps, frame rate) and the colour description
 (matrix, range, primaries, transfer) as tagged; audio streams are copied untouched (or dropped with
 ``audio="drop"``); other streams (subtitles, data, further video streams) are left out. Encoding runs
-on the CPU with PyAV's FFmpeg encoders (libx264, libx265, SVT-AV1); NVENC on the GPU is planned.
+on the CPU with PyAV's FFmpeg encoders (libx264, libx265, SVT-AV1); no NVENC path (H100/H200-class
+GPUs have no NVENC encoder; see docs/prepare.md).
 
 Next to every output ``dst/<rel>`` a hidden record ``dst/<dir>/.<name>.prepare.json`` holds the
 source's size and mtime, the settings and what the run measured. A later run skips a video whose
@@ -47,8 +48,8 @@ from ._backends.base import feed_plan
 from .errors import AsyncDecodeError, CorruptDataError, InvalidRequestError, VideoOpenError
 from .gop import GopReader
 from .media import VideoIndex, VideoInfo, build_index, file_stamp
-from .store import (BuildSummary, GopStore, _atomic_output, _fsync_dir, _ProgressLine, _read_json, _write_atomic,
-                    find_videos)
+from ._files import ProgressLine, atomic_output, folder_lock, fsync_dir, read_json, write_atomic
+from .store import BuildSummary, GopStore, find_videos
 
 __all__ = [
     "DEFAULT_GOP",
@@ -73,7 +74,10 @@ PSNR_FRAMES = 16
 FORMAT_VERSION = 1
 _FORMAT = "asyncdecode.prepare"
 _RECORD_SUFFIX = ".prepare.json"
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")  # store._atomic_output's temporary names
+LOCK_NAME = ".asyncdecode-prepare.lock"
+"""Held in the destination folder while a run writes into it: a second run into the same folder fails
+at once (``InvalidRequestError``) instead of removing the first one's temporary files."""
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")  # _files.atomic_output's temporary names
 
 
 def record_path(output: PathLike) -> Path:
@@ -449,7 +453,7 @@ async def prepare(
         quality: The encoder's CRF (lower is better and larger); default per codec
             (:data:`asyncdecode._encode.DEFAULT_QUALITY`: 16 for H.264, 18 for HEVC, 22 for AV1).
         audio: ``"copy"`` (default) keeps every audio stream untouched; ``"drop"`` leaves them out.
-        device: ``"cpu"``, the only one for now (NVENC on the GPU is planned).
+        device: ``"cpu"``, the only one (no NVENC path: see docs/prepare.md).
         workers: Videos re-encoded at once; default ``min(cores, 8, videos)``. Each encoder gets
             ``cores // workers`` threads.
         executor: ``"process"`` (default) or ``"thread"`` workers.
@@ -468,7 +472,9 @@ async def prepare(
                                    audio=audio, device=device, workers=workers, executor=executor,
                                    psnr_frames=psnr_frames)
     show = _show_progress(progress)
-    reports = await plan.run(_prepare_video, "prepare", progress=show)
+    plan.dst.mkdir(parents=True, exist_ok=True)
+    with folder_lock(plan.dst, LOCK_NAME, f"another prepare is writing into {plan.dst}"):
+        reports = await plan.run(_prepare_video, "prepare", progress=show)
     built = None
     if store is not None:
         built = await GopStore(store, video_root=plan.dst).build(progress=show, workers=workers, executor=executor)
@@ -535,7 +541,7 @@ class _Plan:
         reports = dict(self.up_to_date)
         todo = [self.job(rel) for rel in self.videos if rel not in self.up_to_date]
         tally = _Tally(time.perf_counter(), what, videos=len(self.videos), up_to_date=len(self.up_to_date))
-        line = _ProgressLine(sys.stderr if progress else None)
+        line = ProgressLine(sys.stderr if progress else None)
         line.show(tally.line(), force=True)
         counter = _new_counter()
         try:
@@ -573,7 +579,8 @@ def _check_args(*, gop: int, codec: str | None, bframes: int, quality: int | Non
     if workers is not None:
         positive_int("workers", workers)
     if device != "cpu":
-        raise InvalidRequestError(f"device must be 'cpu', not {device!r} (encoding with NVENC on the GPU is planned)")
+        raise InvalidRequestError(f"device must be 'cpu', not {device!r} (there is no NVENC path: the "
+                                  "H100/H200-class GPUs it was to run on have no NVENC encoder)")
     if executor not in ("process", "thread"):
         raise InvalidRequestError(f"executor must be 'process' or 'thread', not {executor!r}")
     if audio not in ("copy", "drop"):
@@ -621,7 +628,7 @@ def _current_report(job: _Job) -> FileReport | None:
     Up to date: the record (of this format version) names the source's current size and mtime and
     the settings of this run, and the output has the size and mtime the record gives.
     """
-    doc = _read_json(record_path(job.output))
+    doc = read_json(record_path(job.output))
     try:
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("version") != FORMAT_VERSION:
             return None
@@ -702,7 +709,7 @@ def _prepare_checked(job: _Job, t0: float) -> FileReport:
         record_path(output).unlink()  # the output is about to change: it is no longer up to date
     _remove_leftovers(output)
     fmt = _encode.CONTAINER_FORMATS[output.suffix.lower()]
-    with _atomic_output(output) as tmp:
+    with atomic_output(output) as tmp:
         done = _encode.transcode(job.source, str(tmp), container_format=fmt, settings=settings,
                                  stream_index=info.stream_index, pix_fmt=info.pix_fmt, frame_pts=info.frame_pts,
                                  psnr_frames=job.psnr_frames, on_frames=_count_frames)
@@ -721,8 +728,8 @@ def _prepare_checked(job: _Job, t0: float) -> FileReport:
     record = {"format": _FORMAT, "version": FORMAT_VERSION, "source_rel": job.rel,
               "source": [source_index.stamp.size, source_index.stamp.mtime_ns], "output": [stamp.size, stamp.mtime_ns],
               "settings": settings.record(), "pix_fmt": done.pix_fmt, "report": report.to_json()}
-    _write_atomic(record_path(output), json.dumps(record, indent=1).encode())
-    _fsync_dir(output.parent)
+    write_atomic(record_path(output), json.dumps(record, indent=1).encode())
+    fsync_dir(output.parent)
     return report
 
 

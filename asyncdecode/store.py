@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import threading
 import time
@@ -46,9 +45,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, TextIO, Union
+from typing import Any, Literal, Union
 
 from . import _faults, _pool
+from ._files import ProgressLine, folder_lock, fsync_dir, read_json, write_atomic
 from .errors import AsyncDecodeError, CorruptDataError, InvalidRequestError, StaleStoreError, VideoOpenError
 from .gop import GopBundle, GopReader
 from .media import FileStamp, VideoInfo, build_index, file_stamp
@@ -407,11 +407,11 @@ class GopStore:
             raise VideoOpenError(f"video root {video_root} is not a folder", path=str(video_root))
         t0 = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
-        with _store_lock(self.root):
+        with folder_lock(self.root, _LOCK_NAME, f"another build is running on the GOP store {self.root}"):
             videos = await asyncio.to_thread(find_videos, video_root, exclude=self.root)
             todo = await asyncio.to_thread(self._out_of_date, videos)
             tally = _Tally(t0, videos=len(videos), skipped=len(videos) - len(todo))
-            line = _ProgressLine(sys.stderr if progress else None)
+            line = ProgressLine(sys.stderr if progress else None)
             try:
                 line.show(tally.line(), force=True)
                 if todo:
@@ -422,7 +422,7 @@ class GopStore:
                 line.close()
         return tally.summary()
 
-    async def _run_builds(self, video_root: Path, todo: list[str], tally: _Tally, line: _ProgressLine, *,
+    async def _run_builds(self, video_root: Path, todo: list[str], tally: _Tally, line: ProgressLine, *,
                           workers: int, executor: Literal["process", "thread"]) -> None:
         """Store the videos ``todo`` in a pool of ``workers``, one video per task, counting into ``tally``."""
         jobs = [(str(video_root / rel), rel, str(self.root / rel)) for rel in todo]
@@ -467,7 +467,7 @@ class GopStore:
         if not self.root.is_dir():
             raise InvalidRequestError(f"there is no GOP store at {self.root}", path=str(self.root))
         t0 = time.perf_counter()
-        line = _ProgressLine(sys.stderr if progress else None)
+        line = ProgressLine(sys.stderr if progress else None)
         bad: dict[str, str] = {}
         folders = bundles = nbytes = 0
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -674,14 +674,14 @@ def _store_video(source: str, rel: str, folder: Path) -> _VideoResult:
         (folder / INDEX_NAME).unlink()  # stale, or from an earlier run: the folder is about to change
     marker = {"format": _FORMAT, "version": FORMAT_VERSION, "source": rel,
               "source_size": stamp.size, "source_mtime_ns": stamp.mtime_ns}
-    resume = _read_json(folder / BUILD_MARKER_NAME) == marker
+    resume = read_json(folder / BUILD_MARKER_NAME) == marker
     expected = {bundle_name(int(f), len(index.gop_frame_range(g))) for g, f in enumerate(index.gop_first_frame)}
     for name in os.listdir(folder):
         # Leftover temporary files always go; bundles go unless they belong to this version of the source.
         if _TMP_RE.match(name) or (_BUNDLE_RE.match(name) and (not resume or name not in expected)):
             (folder / name).unlink()
     if not resume:
-        _write_atomic(folder / BUILD_MARKER_NAME, json.dumps(marker).encode())
+        write_atomic(folder / BUILD_MARKER_NAME, json.dumps(marker).encode())
 
     written = kept = bytes_written = 0
     gops = []
@@ -692,7 +692,7 @@ def _store_video(source: str, rel: str, folder: Path) -> _VideoResult:
             nbytes = _valid_bundle_size(path, frames) if resume else None
             if nbytes is None:
                 data = reader.read(g).buffer
-                _write_atomic(path, data)
+                write_atomic(path, data)
                 nbytes = len(data)
                 written += 1
                 bytes_written += nbytes
@@ -701,9 +701,9 @@ def _store_video(source: str, rel: str, folder: Path) -> _VideoResult:
             gops.append(StoredGop(frames.start, len(frames), path.name, nbytes))
     if file_stamp(source) != stamp:
         raise CorruptDataError(f"{source} changed while it was being stored; build again", path=source)
-    _fsync_dir(folder)  # the bundles' names are durable before the index that lists them
-    _write_atomic(folder / INDEX_NAME, _index_json(rel, stamp, index.info, gops))
-    _fsync_dir(folder)
+    fsync_dir(folder)  # the bundles' names are durable before the index that lists them
+    write_atomic(folder / INDEX_NAME, _index_json(rel, stamp, index.info, gops))
+    fsync_dir(folder)
     return _VideoResult(rel, frames=index.info.num_frames, written=written, kept=kept, bytes_written=bytes_written)
 
 
@@ -716,68 +716,6 @@ def _valid_bundle_size(path: Path, frames: range) -> int | None:
     if bundle.frame_ids != frames:
         return None
     return bundle.nbytes
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def _atomic_output(final: Path) -> Iterator[Path]:
-    """A temporary name next to ``final`` to write (``.NAME.PID-TOKEN.tmp``); renamed over ``final``
-    (after an fsync) when the block ends normally, removed when it raises: no reader ever sees part of
-    ``final``."""
-    tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if _faults.armed:
-            _faults.hit("write", final)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``path`` so that no reader ever sees part of it: temporary file, fsync, rename."""
-    with _atomic_output(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _store_lock(root: Path) -> Iterator[None]:
-    """Hold the store's build lock: two builds would delete each other's temporary files."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(root / _LOCK_NAME, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InvalidRequestError(f"another build is running on the GOP store {root}", path=str(root)) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 # -- progress ------------------------------------------------------------------------------------------
@@ -821,47 +759,6 @@ class _Tally:
         return BuildSummary(videos=self.videos, built=self.built, skipped=self.skipped, frames=self.frames,
                             bundles_written=self.written, bundles_kept=self.kept, bytes_written=self.bytes_written,
                             seconds=time.perf_counter() - self.t0, errors=dict(self.errors))
-
-
-class _ProgressLine:
-    """One status line: rewritten in place on a terminal, printed every ``log_interval_s`` otherwise.
-
-    Updates come faster than anyone reads them; they are shown at most ten times a second.
-    """
-
-    def __init__(self, stream: TextIO | None, *, log_interval_s: float = 10.0) -> None:
-        self._stream = stream
-        self._tty = bool(stream is not None and stream.isatty())
-        self._interval_s = 0.1 if self._tty else log_interval_s
-        self._last_shown = -float("inf")
-        self._width = 0
-        self._pending: str | None = None
-
-    def show(self, text: str, *, force: bool = False) -> None:
-        if self._stream is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_shown < self._interval_s:
-            self._pending = text
-            return
-        self._last_shown, self._pending = now, None
-        if self._tty:
-            self._stream.write("\r" + text.ljust(self._width))
-            self._width = len(text)
-        else:
-            self._stream.write(text + "\n")
-        self._stream.flush()
-
-    def close(self) -> None:
-        """Show the last update held back, and end the line."""
-        if self._stream is None:
-            return
-        if self._pending is not None:
-            self.show(self._pending, force=True)
-        if self._tty and self._width:
-            self._stream.write("\n")
-            self._stream.flush()
-        self._stream = None
 
 
 # -- page cache ----------------------------------------------------------------------------------------

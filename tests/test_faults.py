@@ -342,6 +342,8 @@ def test_store_build_killed_at_a_rename_leaves_whole_files_and_a_rerun_finishes(
 
 @pytest.mark.parametrize("executor, kill", [KILLS[0], KILLS[2]])
 def test_prepare_killed_at_a_rename_leaves_whole_files_and_a_rerun_finishes(tmp_path, executor, kill):
+    from asyncdecode.prepare import LOCK_NAME as prepare_lock
+
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_clip_set(src, cameras=2, spec=VideoSpec(width=64, height=48, num_frames=40, gop=40))
     args = ["prepare", str(src), str(dst), "--gop", "10", "--quiet", "--workers", "1", "--executor", executor]
@@ -352,7 +354,8 @@ def test_prepare_killed_at_a_rename_leaves_whole_files_and_a_rerun_finishes(tmp_
     assert len(tmp) == 1 and re.fullmatch(r"\.cam\d\.mp4\.\d+-[0-9a-f]{8}\.tmp", tmp[0].name)
     outputs = [p for p in final if p.suffix == ".mp4"]
     assert len(outputs) == 1 and probe(outputs[0]).num_frames == 40  # whole: every frame there
-    assert {p.name for p in final} == {outputs[0].name, f".{outputs[0].name}.prepare.json"}
+    # The run's lock file stays for the next run; nothing else but the whole output and its record.
+    assert {p.name for p in final} == {outputs[0].name, f".{outputs[0].name}.prepare.json", prepare_lock}
 
     again = _cli(args + ["--json"])
     assert again.returncode == 0, again.stderr

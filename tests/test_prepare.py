@@ -149,6 +149,11 @@ def test_audio_copied(long_gop) -> None:
 # -- resuming and atomic writes -------------------------------------------------------------------
 
 
+def _listed(folder: Path) -> list[str]:
+    """What a run left in ``folder``, its lock file aside (kept there for the next run)."""
+    return sorted(n for n in os.listdir(folder) if n != prepare_module.LOCK_NAME)
+
+
 def _stamps(root: Path) -> dict[str, int]:
     return {rel: (root / rel).stat().st_mtime_ns for rel in LONG_GOP_SET}
 
@@ -193,7 +198,7 @@ async def test_failed_encode_leaves_no_partial_file(tmp_path, monkeypatch) -> No
     summary = await prepare(src, dst, gop=30, executor="thread")
     assert not summary.ok and "No space left on device" in summary.failed["a.mp4"]
     assert len(partial) == 1 and partial[0][1] > 0  # half a video was written when it failed
-    assert sorted(os.listdir(dst)) == ["a.mp4"]  # no temporary file, no record
+    assert _listed(dst) == ["a.mp4"]  # no temporary file, no record
     assert (dst / "a.mp4").read_bytes() == old  # the previous output as it was
     monkeypatch.undo()
     again = await prepare(src, dst, gop=30, executor="thread")  # without a record it is not trusted
@@ -212,7 +217,7 @@ async def test_broken_sources_are_named_and_skipped(assets, tmp_path) -> None:
     summary = await prepare(src, tmp_path / "dst", executor="thread")
     assert summary.done == 1 and not summary.ok
     assert "truncated" in summary.failed["truncated.mp4"] and "not a readable media file" in summary.failed["text.mp4"]
-    assert sorted(os.listdir(tmp_path / "dst")) == [".good.mp4.prepare.json", "good.mp4"]
+    assert _listed(tmp_path / "dst") == [".good.mp4.prepare.json", "good.mp4"]
 
 
 @pytest.mark.parametrize("codec", [None, "av1"])
@@ -245,6 +250,22 @@ async def test_bframes_layout(tmp_path) -> None:
     assert summary.files[0].cost_after == pytest.approx(planned.files[0].cost_after)
     # Pictures nothing references are not decoded for a random frame: fewer than without B-frames.
     assert summary.files[0].cost_after < (20 + 1) / 2
+
+
+async def test_a_second_run_into_the_same_folder_fails_at_once(tmp_path) -> None:
+    """Two runs into one destination would remove each other's temporary files: the second fails,
+    naming the folder, and the first finishes."""
+    from asyncdecode._files import folder_lock
+
+    src = make_set(tmp_path / "src", {"a.mp4": VideoSpec(num_frames=12, gop=12)})
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with folder_lock(dst, prepare_module.LOCK_NAME, "held by the test"):  # the run in progress
+        with pytest.raises(InvalidRequestError, match=f"another prepare is writing into {dst}"):
+            await prepare(src, dst, gop=4, executor="thread")
+    assert not (dst / "a.mp4").exists()
+    summary = await prepare(src, dst, gop=4, executor="thread")  # the lock is free again
+    assert summary.ok and probe(dst / "a.mp4").keyframes == (0, 4, 8)
 
 
 async def test_bad_arguments(tmp_path, monkeypatch) -> None:

@@ -304,9 +304,9 @@ def test_store_pickles_as_its_settings_and_bounds_its_index_cache(built):
     assert (clone.root, clone.video_root, clone.index_cache_size, len(clone._indexes)) == \
         (store.root, store.video_root, 2, 0)
     assert clone.read_bundle("clip1/cam1.mp4", 2).to_bytes() == store.read_bundle("clip1/cam1.mp4", 2).to_bytes()
-    from asyncdecode.gop import GopStore as FromGop
+    from asyncdecode.store import GopStore as FromStore
 
-    assert FromGop is GopStore
+    assert FromStore is GopStore
 
 
 async def test_one_build_at_a_time(store_copy):

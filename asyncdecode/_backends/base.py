@@ -23,8 +23,7 @@ import torch
 
 from .. import _faults
 from .._output import ColorParams, OutputSpec
-from ..errors import (AsyncDecodeError, BackendUnavailableError, CorruptDataError, DeviceMemoryError,
-                      InvalidRequestError)
+from ..errors import AsyncDecodeError, CorruptDataError, DeviceMemoryError
 from ..gop import FLAG_DISPOSABLE, GopBundle
 
 log = logging.getLogger("asyncdecode")
@@ -719,37 +718,3 @@ class Backend(abc.ABC):
     def default_sessions(self) -> int:
         """How many decoder threads saturate this backend by default."""
         return 1
-
-
-def make_backend(device: str | torch.device, *, nvdec_library: str | None = None) -> Backend:
-    """The backend for ``device``: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (NVDEC) or ``"auto"``.
-
-    ``nvdec_library``: which library drives NVDEC (see ``EngineConfig.nvdec_library``).
-
-    Raises:
-        BackendUnavailableError: ``cuda`` was asked for and NVDEC cannot be used here.
-        InvalidRequestError: ``device`` is not one of the above.
-    """
-    from .cpu import CpuBackend
-
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "cpu":
-        return CpuBackend()
-    if device == "auto":
-        try:
-            return _nvdec_backend("cuda:0", nvdec_library)
-        except BackendUnavailableError:
-            return CpuBackend()
-    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
-        return _nvdec_backend(device if ":" in device else "cuda:0", nvdec_library)
-    raise InvalidRequestError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-
-
-def _nvdec_backend(device: str, library: str | None) -> Backend:
-    try:
-        from .nvdec import NvdecBackend
-    except ImportError as exc:  # the NVDEC backend lands with its own module
-        raise BackendUnavailableError(f"{device}: the NVDEC backend is not available in this build",
-                                      device=device) from exc
-    return NvdecBackend(device, library=library)

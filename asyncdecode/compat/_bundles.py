@@ -67,15 +67,9 @@ def _as_bytes_view(data: Any, what: str) -> memoryview:
 
 def _bundle_end(mv: memoryview, offset: int) -> int:
     """Where the bundle that starts at ``offset`` ends, from its header (the format of asyncdecode.gop)."""
-    header, trailer = _gop._HEADER, _gop._TRAILER
-    if len(mv) - offset < header.size + trailer.size:
+    size = _gop.bundle_size(mv, offset)
+    if size is None:
         return len(mv)  # from_buffer reports the truncation
-    magic, _, _, meta_len, count, extra_len, payload_len = header.unpack_from(mv, offset)
-    if magic != _gop.MAGIC:
-        raise CorruptDataError(f"no asyncdecode GOP bundle at byte {offset} (magic {bytes(magic)!r}, "
-                               f"expected {_gop.MAGIC!r})")
-    size = (header.size + _gop._pad8(meta_len) + count * _gop.PACKET_DTYPE.itemsize + _gop._pad8(extra_len)
-            + payload_len + trailer.size)
     return min(offset + size, len(mv))
 
 

@@ -19,7 +19,7 @@ from ._values import PixelFormat
 __all__ = ["DecodedFrameExt", "PlaneView", "RGBFrame", "nv12_from_planes"]
 
 
-class _Exported:
+class TensorExport:
     """Array protocols for a tensor on the CPU or a CUDA device.
 
     The protocol of the other kind of memory is absent (``hasattr`` is false), so that numpy, torch
@@ -73,7 +73,7 @@ def _byte_strides(t: torch.Tensor) -> list[int]:
     return [s * t.element_size() for s in t.stride()]
 
 
-class RGBFrame(_Exported):
+class RGBFrame(TensorExport):
     """One decoded frame as RGB (or BGR), ``(height, width, 3)`` ``uint8``, on the decoder's device.
 
     Read it without a copy with ``torch.as_tensor(frame, device="cuda")`` (CUDA array interface),
@@ -120,7 +120,7 @@ class RGBFrame(_Exported):
         return f"RGBFrame({'bgr' if self._bgr else 'rgb'} {w}x{h} on {self._tensor.device})"
 
 
-class PlaneView(_Exported):
+class PlaneView(TensorExport):
     """One plane of a :class:`DecodedFrameExt`: luma ``(H, W, 1)`` or interleaved chroma ``(H/2, W/2, 2)``,
     the shapes of accvlab's plane views."""
 
@@ -134,7 +134,7 @@ class PlaneView(_Exported):
         # As accvlab's plane views say it, since code written for accvlab compares these fields: the
         # strides always given (torch leaves them out for contiguous memory), and "|u2" for 16-bit
         # samples, which numpy, torch and CuPy parse as native uint16 (CUDA devices are little-endian).
-        cai = dict(_Exported.__cuda_array_interface__.fget(self))  # type: ignore[attr-defined]
+        cai = dict(TensorExport.__cuda_array_interface__.fget(self))  # type: ignore[attr-defined]
         if cai.get("strides") is None:
             cai["strides"] = tuple(_byte_strides(self._tensor))
         if cai["typestr"] == "<u2":
@@ -158,7 +158,7 @@ class PlaneView(_Exported):
         return f"PlaneView({'x'.join(map(str, self._tensor.shape))} {self._tensor.dtype} on {self._tensor.device})"
 
 
-class DecodedFrameExt(_Exported):
+class DecodedFrameExt(TensorExport):
     """One decoded frame in its native YUV 4:2:0 samples: NV12 (8-bit) or P016 (more bits, samples in
     the high bits of 16), on the decoder's device.
 

@@ -128,7 +128,7 @@ class Runner:
                 raise EngineClosedError(f"the engine is {engine.state.value}", device=str(engine.device))
             return await _gather([_decode_bundle(engine, b, w, output) for b, w in jobs])
 
-        return asyncio.run_coroutine_threadsafe(run(), sync._loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(run(), sync.loop)
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -162,8 +162,7 @@ async def _decode_bundle(engine: Engine, bundle: GopBundle, wanted: list[int],
                          output: OutputSpec | None) -> dict[int, Any]:
     """One bundle through the engine's decoder pool: the device's, or the CPU pool for streams the
     device cannot decode (frames moved to the device), as the engine decodes its own bundles."""
-    frames, _ = await engine._decode_bundle(bundle, wanted, output)
-    return frames
+    return await engine.internal.decode_bundle(bundle, wanted, output)
 
 
 async def _gather(aws: list[Awaitable[T]]) -> list[T]:

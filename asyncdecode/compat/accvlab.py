@@ -55,7 +55,7 @@ from ._shared_store import GopRef, SharedGopStore
 from ._values import AV_CODEC_IDS, AV_PIX_FMTS, Codec, DropCacheStatus, FastStreamInfo
 
 # Every error leaving this API is a RuntimeError (accvlab's contract) and the asyncdecode error at once.
-for _cls in (_common.Decoder, _sample_reader.SlotDecoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames._Exported, RGBFrame,
+for _cls in (_common.Decoder, _sample_reader.SlotDecoder, PyNvGopDecoder, CachedGopDecoder, PyNvSampleReader, _frames.TensorExport, RGBFrame,
              _frames.PlaneView, DecodedFrameExt, PyNvBatchAsyncStreamReader, PyNvBatchAsyncGopDecoder):
     runtime_errors(_cls)
 del _cls

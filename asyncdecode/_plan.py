@@ -1,0 +1,73 @@
+"""The plan stage of the request path: a request's arguments checked, its frames grouped by GOP.
+
+In: ``paths`` and ``frame_ids`` as the caller gave them, then the files' indexes (:mod:`._index`).
+Out: ``(path, frame_id)`` pairs (absolute paths, int ids; ``InvalidRequestError`` for malformed
+arguments), then the wanted frame ids of each ``(path, GOP)``, in request order
+(``FrameIndexError`` for an id out of range): one decode job per GOP, however many of its frames
+the request asks for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from .errors import FrameIndexError, InvalidRequestError
+
+__all__ = ["by_gop", "check_one_size", "pairs"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:
+    """Validate a request's arguments into ``(path, frame_id)`` pairs."""
+    if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Iterable):
+        raise InvalidRequestError(f"frame_ids must be a sequence of ints, not {type(frame_ids).__name__}")
+    if isinstance(frame_ids, np.ndarray) or isinstance(frame_ids, torch.Tensor):
+        frame_ids = frame_ids.tolist()
+    ids = list(frame_ids)
+    if isinstance(paths, (str, os.PathLike)):
+        path_list = [paths] * len(ids)
+    elif isinstance(paths, Iterable) and not isinstance(paths, bytes):
+        path_list = list(paths)
+    else:
+        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
+    if len(path_list) != len(ids):
+        raise InvalidRequestError(
+            f"paths and frame_ids must have the same length (got {len(path_list)} paths and {len(ids)} frame ids)")
+    pairs = []
+    for p, f in zip(path_list, ids):
+        if not isinstance(p, (str, os.PathLike)):
+            raise InvalidRequestError(f"a path must be str or os.PathLike, not {type(p).__name__} ({p!r})")
+        if isinstance(f, bool) or not isinstance(f, (int, np.integer)):
+            raise InvalidRequestError(f"frame ids must be ints, not {type(f).__name__} ({f!r}) for {p}")
+        pairs.append((os.path.abspath(os.fspath(p)), int(f)))  # one key per file, however it is spelled
+    return pairs
+
+
+def by_gop(pairs: list[tuple[str, int]], indexes: Mapping[str, Any], device: str) -> dict[tuple[str, int], set[int]]:
+    """The wanted frame ids of each ``(path, GOP)`` the pairs touch, in the order the request first
+    touches them; ``FrameIndexError`` for an id outside its video."""
+    groups: dict[tuple[str, int], set[int]] = {}
+    for path, fid in pairs:
+        info = indexes[path].info
+        count = info.num_frames
+        if not 0 <= fid < count:
+            raise FrameIndexError(f"frame {fid} out of range for {path} (0..{count - 1})",
+                                  path=path, frame_id=fid, device=device)
+        groups.setdefault((path, info.gop_of(fid)), set()).add(fid)
+    return groups
+
+
+def check_one_size(pairs: list[tuple[str, int]], indexes: Mapping[str, Any], device: str) -> None:
+    """For ``stack=True`` without a resize: every frame of the request at one size, else
+    ``InvalidRequestError`` naming the sizes."""
+    sizes = {(indexes[p].info.height, indexes[p].info.width): p for p, _ in pairs}
+    if len(sizes) > 1:
+        found = ", ".join(f"{w}x{h} ({p})" for (h, w), p in sizes.items())
+        raise InvalidRequestError(f"stack=True needs every frame at one size, this request has {found}; "
+                                  "set OutputSpec.size to resize them to one", device=device)
