@@ -47,8 +47,9 @@ or cancelled are counted (the requests a closed stream withdraws show in the eng
 
 **Samples**, every ``--sample-s`` (default 60; 20 for short runs is fine), twice: under load, then
 *quiet* (no new operation starts until none is in flight and the engine's queue is empty, then
-``gc.collect()``; the load resumes after). Each: RSS, anonymous RSS, the glibc heap in use and held
-(``mallinfo2``), on cuda device memory allocated / reserved and the whole GPU's used memory
+``gc.collect()``; the load resumes after). Each: RSS, anonymous RSS, the memory mappings and the RSS
+of the unnamed anonymous ones, of the main ``[heap]`` and of ``/dev/nvidia*`` (``/proc/self/smaps``:
+where memory outside malloc grows), the glibc heap in use and held (``mallinfo2``), on cuda device memory allocated / reserved and the whole GPU's used memory
 (``mem_get_info``: decoder surfaces are not torch's), open fds (/proc/self/fd), threads
 (``threading.active_count()`` and /proc/self/task), live Python objects (``gc.get_objects()``, quiet
 only), the engine's ``stats()`` (decoder threads, decoders created / free, GOP cache, frame cache,
@@ -243,6 +244,29 @@ def _status_kb() -> dict[str, int]:
     return out
 
 
+def _mappings() -> dict[str, float]:
+    """Where the resident memory is, from /proc/self/smaps: the memory mappings, the RSS of unnamed
+    anonymous mappings (glibc's arenas beyond the main heap, and what drivers map without a file),
+    of the main ``[heap]``, and of the NVIDIA driver's device mappings (``/dev/nvidia*``). A leak
+    outside malloc shows in one of these and not in the glibc heap figures."""
+    count, kb = 0, {"unnamed": 0, "heap": 0, "nvidia": 0}
+    where = None
+    with contextlib.suppress(OSError):
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split(None, 1)[0]
+                if "-" in first and not first.endswith(":"):  # a mapping's header line
+                    count += 1
+                    parts = line.split()
+                    name = parts[5] if len(parts) > 5 else ""
+                    where = ("unnamed" if not name else "heap" if name == "[heap]"
+                             else "nvidia" if name.startswith("/dev/nvidia") else None)
+                elif first == "Rss:" and where is not None:
+                    kb[where] += int(line.split()[1])
+    return {"mappings": count, "rss_unnamed_mib": kb["unnamed"] / 1024, "rss_main_heap_mib": kb["heap"] / 1024,
+            "rss_nvidia_mib": kb["nvidia"] / 1024}
+
+
 def process_sample(device: str, *, objects: bool = True, names: bool = False) -> dict[str, Any]:
     """This process's resources now."""
     kb = _status_kb()
@@ -251,6 +275,7 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
         "rss_file_mib": kb.get("RssFile", 0) / 1024, "rss_peak_mib": kb.get("VmHWM", 0) / 1024,
         "open_fds": len(os.listdir("/proc/self/fd")), "threads_py": threading.active_count(),
         "threads_os": len(os.listdir("/proc/self/task")),
+        **_mappings(),
     }
     if MALLINFO is not None:
         used, held = MALLINFO()
@@ -569,6 +594,10 @@ class Soak:
 SERIES = (
     ("rss_mib", "RSS (MiB)"),
     ("rss_anon_mib", "anonymous RSS (MiB)"),
+    ("rss_unnamed_mib", "RSS of unnamed anonymous mappings (MiB)"),
+    ("rss_main_heap_mib", "RSS of the main [heap] (MiB)"),
+    ("rss_nvidia_mib", "RSS of /dev/nvidia* mappings (MiB)"),
+    ("mappings", "memory mappings"),
     ("heap_in_use_mib", "glibc heap in use (MiB)"),
     ("heap_held_mib", "glibc heap held (MiB)"),
     ("cuda_allocated_mib", "device memory allocated (MiB)"),
@@ -586,7 +615,7 @@ SERIES = (
     ("frame_cache_bytes", "frame cache bytes"),
     ("index_cache_files", "index cache files"),
 )
-PROCESS_SERIES = 12
+PROCESS_SERIES = 16
 
 
 def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
