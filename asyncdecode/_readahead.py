@@ -6,7 +6,9 @@ With more decoder threads than clips being read, the others wait. Here the strea
 requests per file; where a file's frames come front to back a frame or two per request (requests in
 a row each starting in the GOP the last one started in, or the next: not random frames that happen
 to come later), the GOPs after the one being read are decoded whole, ahead, on the
-threads the files being read leave idle (as many GOPs at once as threads beyond one per file), and
+threads the files being read leave idle (as many GOPs at once as threads beyond one per file whose
+own session is decoding the GOP it reads: a file whose GOPs all come from the read-ahead leaves every
+thread to it, so one clip read a frame per request uses all the threads, not one), and
 the requests for their frames take them from there instead of decoding them again.
 
 Where the stream's requests are a list (or another sequence), the read-ahead knows what they will
@@ -164,8 +166,10 @@ class ReadAhead:
                 firsts[path] = (first, gop)
         # Threads the files being read leave idle: as many GOPs decoded ahead at once, at most (with no
         # thread to spare, read-ahead only takes positions the clips' own sessions keep their place in).
-        spare = self._threads - len(firsts) - sum(1 for e in self._gops.values() if not e.task.done())
-        per_file = max(1, (self._threads - len(firsts)) // max(1, len(firsts)))
+        # A file whose GOP this request reads was itself read ahead keeps no thread of its own busy.
+        reading = sum(1 for path, (_, gop) in firsts.items() if (path, gop, spec) not in self._gops)
+        spare = self._threads - reading - sum(1 for e in self._gops.values() if not e.task.done())
+        per_file = max(1, -(-(self._threads - reading) // max(1, len(firsts))))  # rounded up: every thread
         self._tick += 1
         if self._streak >= STREAK:
             self._drop_stale()
