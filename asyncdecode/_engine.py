@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -42,6 +44,9 @@ from .media import VideoIndex
 __all__ = ["Engine", "EngineConfig", "EngineState"]
 
 log = logging.getLogger("asyncdecode")
+
+_ENGINES = itertools.count()
+"""Numbers the engines of the process (their demux threads' names)."""
 
 PathLike = Union[str, "os.PathLike[str]"]
 Request = tuple[Union[PathLike, Sequence[PathLike]], Sequence[int]]
@@ -179,6 +184,7 @@ class Engine:
         self._fallback: DecoderPool | None = None
         self._fallback_paths: set[str] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._demux_prefix = f"asyncdecode-demux-{next(_ENGINES)}"  # this engine's demux threads (joined on close)
         self._n = _Counters()
         self._once = Once()  # index, demux and store reads in flight, one per key
         # The request path's stages (see DESIGN.md): index -> plan (_plan) -> fetch -> queue and decode.
@@ -226,7 +232,7 @@ class Engine:
         capacity = self.config.queue_size or 4 * threads
         self._loop = loop
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.config.demux_workers, thread_name_prefix="asyncdecode-demux")
+            max_workers=self.config.demux_workers, thread_name_prefix=self._demux_prefix)
         self._once.bind(loop, self._executor)
         self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop,
                                  on_loop_closed=self._loop_gone)
@@ -288,7 +294,8 @@ class Engine:
                             self.config.close_timeout_s)
         executor.shutdown(wait=False, cancel_futures=True)
         busy = 0
-        for t in list(getattr(executor, "_threads", ())):  # CPython's; shutdown(wait=True) waits without a limit
+        # shutdown(wait=True) waits without a limit: join this engine's demux threads (by name) until the deadline.
+        for t in [t for t in threading.enumerate() if t.name.startswith(self._demux_prefix + "_")]:
             t.join(max(0.0, deadline - time.monotonic()))
             busy += t.is_alive()
         if busy:
