@@ -81,12 +81,39 @@ class DecodeJob:
                             extra=result.extra if first else {}, timings=result.timings)
 
 
+class Deaths:
+    """When decoder threads of a pool died, and how long the next replacement waits before it takes
+    jobs: nothing while threads die now and then; once as many threads as the pool has died within
+    :data:`DEATHS_WINDOW_S`, 0.1 s, doubling with each further death that keeps it so, at most
+    :data:`DEATH_DELAY_MAX_S`. A fault that kills every thread it touches then costs a few threads a
+    few seconds, not a spinning loop of threads started and killed."""
+
+    def __init__(self, threads: int) -> None:
+        self._times: deque[float] = deque(maxlen=max(1, threads))
+        self._fast = 0
+
+    def delay(self, now: float) -> float:
+        """Count a death at ``now``; the delay for the thread that takes its place."""
+        self._times.append(now)
+        if len(self._times) == self._times.maxlen and now - self._times[0] <= DEATHS_WINDOW_S:
+            self._fast += 1
+        else:
+            self._fast = 0
+        return min(DEATH_DELAY_MAX_S, 0.1 * 2 ** (self._fast - 1)) if self._fast else 0.0
+
+
+DEATHS_WINDOW_S = 10.0
+DEATH_DELAY_MAX_S = 5.0
+
+
 class _Worker:
     """What the scheduler knows of one decoder thread (read and written under the pool's lock)."""
 
-    __slots__ = ("session", "held", "wake")
+    __slots__ = ("session", "held", "wake", "delay")
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, delay: float = 0.0) -> None:
+        self.delay = delay
+        """Seconds the thread waits before taking jobs (a replacement while threads keep dying)."""
         self.session: Session | None = None
         self.held: dict[int, int] = {}
         """``id(bundle)`` -> largest frame id asked for, for every GOP the thread decodes or keeps its place in."""
@@ -124,6 +151,7 @@ class DecoderPool:
         self.decode_s = 0.0
         self.convert_s = 0.0
         self.threads_replaced = 0
+        self._deaths = Deaths(threads)
         self._retired_created = 0  # decoders made by sessions of threads that died
         self._retired_reconfigured = 0
         self._on_loop_closed = on_loop_closed
@@ -378,6 +406,9 @@ class DecoderPool:
             pass
 
     def _run(self, me: _Worker) -> None:
+        if me.delay:  # in place of threads that keep dying: not at once (the pool closing ends the wait)
+            with self._lock:
+                me.wake.wait_for(lambda: self._stopping, timeout=me.delay)
         startup_error: BaseException | None = None
         try:
             me.session = self.backend.new_session()
@@ -450,7 +481,7 @@ class DecoderPool:
             if self._stopping:
                 return
             i = self._workers.index(me)
-            worker = self._workers[i] = _Worker(self._lock)
+            worker = self._workers[i] = _Worker(self._lock, self._deaths.delay(time.monotonic()))
             thread = self._threads[i] = self._thread(worker)
             self.threads_replaced += 1
         thread.start()

@@ -152,6 +152,35 @@ async def test_a_decoder_thread_that_dies_is_replaced(assets, device):
     assert not _join(_engine_threads(since=before))
 
 
+def test_threads_that_keep_dying_are_replaced_after_a_growing_wait():
+    """Threads that die now and then are replaced at once; when as many as the pool has die within
+    the window, each replacement waits, doubling, at most DEATH_DELAY_MAX_S: no spinning loop."""
+    from asyncdecode._workers import DEATH_DELAY_MAX_S, DEATHS_WINDOW_S, Deaths
+
+    deaths = Deaths(threads=2)
+    assert deaths.delay(0.0) == 0.0
+    assert deaths.delay(100.0) == 0.0  # two deaths, far apart
+    assert deaths.delay(101.0) == 0.1  # two within the window
+    assert deaths.delay(101.5) == 0.2
+    assert deaths.delay(102.0) == 0.4
+    assert [deaths.delay(103.0 + i) for i in range(8)][-1] == DEATH_DELAY_MAX_S
+    assert deaths.delay(103.0 + 7 + DEATHS_WINDOW_S + 1) == 0.0  # quiet again: at once
+
+
+async def test_a_fault_that_kills_every_thread_fails_each_request_and_does_not_spin(assets):
+    path = str(assets["h264_nob"])
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        with _faults.inject("thread", times=None) as fault:  # every job kills its thread
+            t0 = time.monotonic()
+            results = await bounded(asyncio.gather(*(eng.decode(path, [i]) for i in (3, 13, 23, 33)),
+                                                   return_exceptions=True))
+            took = time.monotonic() - t0
+        assert fault.fired == 4 and all(isinstance(r, AsyncDecodeError) and "died" in str(r) for r in results)
+        assert eng.stats()["decoder_threads_replaced"] == 4
+        assert took >= 0.1 + 0.2 + 0.4  # the replacements after the first waited, doubling
+        assert len(await bounded(eng.decode(path, [5]))) == 1  # the fault gone: the last replacement decodes
+
+
 async def test_a_thread_that_dies_keeping_its_place_in_a_gop_leaves_no_job_waiting_for_it(assets):
     """A thread that keeps its place in a GOP is the one that goes on with later jobs in that GOP; when
     it dies, those jobs go to another thread instead of waiting for it forever."""
