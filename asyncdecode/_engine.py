@@ -2,11 +2,12 @@
 
 A request goes index (:mod:`._index`) -> plan (:mod:`._plan`: ids checked and grouped by GOP) ->
 fetch (:mod:`._fetch`: the GOP's packets, cached, demuxed or read from a store) -> queue and decode
-(:mod:`._workers`: decoder threads, one NVDEC session or FFmpeg decoder each) -> the frames, on the
-device, in request order. Here: the engine's lifetime (open on first use, ``aclose()``), request
-bookkeeping and ``stats()``, the line of calls for one GOP (so that a GOP is decoded once for the
-requests that want it), the frame cache, GOP read-ahead (:mod:`._readahead`) and the CPU fallback
-pool; the add-ons (ingestion, time access, compat) come in through ``Engine.internal`` (:mod:`._core`).
+(:mod:`._decode`, :mod:`._workers`: decoder threads, one NVDEC session or FFmpeg decoder each, and a
+CPU fallback pool) -> the frames, on the device, in request order. Here: the engine's lifetime (open
+on first use, ``aclose()``), request bookkeeping and ``stats()``, the line of calls for one GOP (so
+that a GOP is decoded once for the requests that want it), the frame cache and GOP read-ahead
+(:mod:`._readahead`); the add-ons (ingestion, time access, compat) come in through
+``Engine.internal`` (:mod:`._core`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ import torch
 
 from ._backends import Backend, make_backend
 from ._backends.base import NVDEC_LIBRARIES
-from ._backends.cpu import CpuBackend
 from ._core import EngineState
 from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache
+from ._decode import Decoders
 from ._fetch import Gops
 from ._index import Indexes
 from ._once import Once, all_or_cancel
 from ._output import OutputSpec
 from . import _plan, _readahead
 from ._workers import DecoderPool, copy_frame
-from .errors import EngineClosedError, InvalidRequestError, UnsupportedStreamError
+from .errors import EngineClosedError, InvalidRequestError
 from .gop import GopBundle
 from .media import VideoIndex
 
@@ -180,9 +181,7 @@ class Engine:
         self.device = self.backend.device
         self._state = EngineState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool: DecoderPool | None = None
-        self._fallback: DecoderPool | None = None
-        self._fallback_paths: set[str] = set()
+        self._decoders = Decoders(self.backend, self.config)  # the decode stage: device pool and CPU fallback
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._demux_prefix = f"asyncdecode-demux-{next(_ENGINES)}"  # this engine's demux threads (joined on close)
         self._n = _Counters()
@@ -234,8 +233,7 @@ class Engine:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.demux_workers, thread_name_prefix=self._demux_prefix)
         self._once.bind(loop, self._executor)
-        self._pool = DecoderPool(self.backend, threads=threads, capacity=capacity, loop=loop,
-                                 on_loop_closed=self._loop_gone)
+        self._decoders.open(loop, threads=threads, capacity=capacity, on_loop_closed=self._loop_gone)
         self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK)
         self._closed = asyncio.Event()
         self._gops.open()
@@ -273,8 +271,8 @@ class Engine:
                     _, late = await asyncio.wait(inflight, timeout=self.config.close_timeout_s)
                     for fut in late:  # a read that hangs: its thread is left to it
                         fut.cancel()
-            assert self._pool is not None and self._executor is not None
-            pools = [p for p in (self._pool, self._fallback) if p is not None]
+            assert self._decoders.pool is not None and self._executor is not None
+            pools = self._decoders.pools()
             await asyncio.shield(asyncio.to_thread(self._shutdown_threads, pools, self._executor, deadline))
         finally:
             self._gops.close()
@@ -390,7 +388,7 @@ class Engine:
         pending: deque[asyncio.Future[Any]] = deque()
         source = _aiter(requests)
         exhausted = False
-        ahead = _readahead.ReadAhead(self._read_ahead_gop, self._pool.threads if self._pool else 1, self._n,
+        ahead = _readahead.ReadAhead(self._read_ahead_gop, self._decoders.threads, self._n,
                                      _readahead.Remaining.of(requests, _plan.pairs))
         try:
             while True:
@@ -446,28 +444,29 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
-        n, pool, cache, frames = self._n, self._pool, self._gops.cache, self._frames
-        free = [p.free_decoders() for p in (pool, self._fallback) if p is not None]
+        n, cache, frames = self._n, self._gops.cache, self._frames
+        pool, fallback = self._decoders.pool, self._decoders.fallback
+        free = [p.free_decoders() for p in (pool, fallback) if p is not None]
         return {
             "state": self._state.value,
             "backend": self.backend.name,
             "decoder_library": self.backend.library,
             "device": str(self.device),
             "decoder_threads": pool.threads if pool else 0,
-            "decoder_threads_replaced": sum(p.threads_replaced for p in (pool, self._fallback) if p is not None),
+            "decoder_threads_replaced": sum(p.threads_replaced for p in (pool, fallback) if p is not None),
             "requests": n.requests,
             "requests_failed": n.requests_failed,
             "requests_cancelled": n.requests_cancelled,
             "requests_in_flight": sum(1 for t in self._requests if not t.done()),
             "frames_requested": n.frames_requested,
             "frames_returned": n.frames_returned,
-            "frames_decoded": (pool.decoded if pool else 0) + (self._fallback.decoded if self._fallback else 0),
-            "cpu_fallback_files": len(self._fallback_paths),
+            "frames_decoded": (pool.decoded if pool else 0) + (fallback.decoded if fallback else 0),
+            "cpu_fallback_files": len(self._decoders.fallback_paths),
             "packets_fed": pool.fed if pool else 0,
             "jobs_continued": pool.continued if pool else 0,
             "jobs_merged": pool.merged if pool else 0,
-            "decoders_created": sum(p.decoders_created for p in (pool, self._fallback) if p is not None),
-            "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, self._fallback) if p is not None),
+            "decoders_created": sum(p.decoders_created for p in (pool, fallback) if p is not None),
+            "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, fallback) if p is not None),
             "decoders_free": sum(count for count, _ in free),
             "decoders_free_bytes": sum(nbytes for _, nbytes in free),
             "gop_cache_hits": cache.hits,
@@ -741,9 +740,9 @@ class Engine:
             info = index.info
             on_the_way = max(wanted) - info.keyframes[gop] + 1
             collect = cache.collect(on_the_way * spec.frame_bytes(info.height, info.width), on_the_way - len(wanted))
-        frames, extra = await self._decode_bundle(bundle, sorted(wanted), spec, collect=collect,
-                                                  costs=cache.note_job if on else None,
-                                                  queued=lambda: _settle(mine))
+        frames, extra = await self._decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
+                                                           costs=cache.note_job if on else None,
+                                                           queued=lambda: _settle(mine))
         if not on:
             return frames
         for fid, frame in extra.items():
@@ -752,56 +751,6 @@ class Engine:
             cache.put((index.path, fid, spec), frame)
             cached[fid] = copy_frame(frame)
         return cached
-
-    async def _decode_bundle(self, bundle: GopBundle, wanted: list[int], spec: OutputSpec | None, *,
-                             collect: bool = False, costs: Callable[[float, int, float, int], None] | None = None,
-                             queued: Callable[[], Any] | None = None) -> tuple[dict[int, Any], dict[int, Any]]:
-        """The wanted frames of one bundle (and, with ``collect``, the others that came out), on the
-        engine's device: decoded by the device's pool, or by the CPU pool for streams the device cannot
-        decode. ``spec=None``: the decoder's native planes (tuples of tensors).
-
-        Every path that decodes a bundle goes through here (requests, ingest, compat). ``costs``: told
-        the job's conversion seconds and frames converted, and its decode seconds and frames wanted;
-        ``queued``: called once the job is in the decoder queue.
-        """
-        pool = self._pool_for(bundle)
-        try:
-            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
-        except UnsupportedStreamError:
-            # Found out by the device's decoder itself (the backend now refuses such bundles up front).
-            pool = self._pool_for(bundle)
-            if pool is self._pool:
-                raise
-            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
-        if costs is not None:
-            timings = result.timings
-            costs(timings.get("convert_s", 0.0), len(result.frames) + len(result.extra),
-                  timings.get("decode_s", 0.0), len(wanted))
-        if pool is self._pool:
-            return result.frames, result.extra
-        return _to_device(result.frames, self.device), _to_device(result.extra, self.device)
-
-    def _pool_for(self, bundle: GopBundle) -> DecoderPool:
-        """The device's decoder pool, or the CPU pool for streams the device cannot decode."""
-        assert self._pool is not None and self._loop is not None
-        try:
-            self.backend.check(bundle)
-            return self._pool
-        except UnsupportedStreamError as exc:
-            if self.config.unsupported == "raise" or self.backend.name == "cpu":
-                exc.device = str(self.device)
-                raise
-            if bundle.source not in self._fallback_paths:
-                self._fallback_paths.add(bundle.source)
-                log.warning("asyncdecode: %s; decoding it on the CPU", str(exc))  # a string: a record keeps no frames alive
-        if self._fallback is None:
-            cpu = CpuBackend()
-            cpu.check(bundle)
-            self._fallback = DecoderPool(cpu, threads=self.config.cpu_fallback_threads,
-                                         capacity=2 * self.config.cpu_fallback_threads, loop=self._loop)
-        else:
-            self._fallback.backend.check(bundle)
-        return self._fallback
 
     async def _prefetch(self, pairs: list[tuple[str, int]]) -> None:
         try:
@@ -834,7 +783,7 @@ class _Internal:
 
     async def decode_bundle(self, bundle: GopBundle, wanted: list[int],
                             output: OutputSpec | None) -> dict[int, Any]:
-        frames, _ = await self._engine._decode_bundle(bundle, wanted, output)
+        frames, _ = await self._engine._decoders.decode_bundle(bundle, wanted, output)
         return frames
 
     def count_served(self, frames: int) -> None:
@@ -852,12 +801,6 @@ def _settle(turn: asyncio.Future[None]) -> None:
     """Mark a call's turn done (the next call for the GOP may queue its job); once is enough."""
     if not turn.done():
         turn.set_result(None)
-
-
-def _to_device(frames: dict[int, Any], device: torch.device) -> dict[int, Any]:
-    """Frames (tensors, or tuples of plane tensors) moved to ``device``."""
-    return {fid: tuple(p.to(device) for p in f) if isinstance(f, tuple) else f.to(device)
-            for fid, f in frames.items()}
 
 
 def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
