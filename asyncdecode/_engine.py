@@ -197,7 +197,7 @@ class Engine:
         on_gpu = self.backend.name != "cpu"
         self._frames = FrameCache(self.config.frame_cache_bytes, cheap=on_gpu,
                                   min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU if on_gpu else EXTRAS_MIN_HIT_FRACTION)
-        self._turns: dict[tuple[str, int], list[asyncio.Future[None]]] = {}  # see _decode_gop
+        self._turns = _plan.GopLines()  # the line of calls for each GOP (see _decode_gop)
         self._ahead: _readahead.ReadAhead | None = None  # requests one at a time (made when the engine opens)
         self._requests: set[asyncio.Future[Any]] = set()
         self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
@@ -639,7 +639,7 @@ class Engine:
         if stack and spec.size is None:
             _plan.check_one_size(pairs, indexes, str(self.device))
         groups = _plan.by_gop(pairs, indexes, str(self.device))
-        turns = [self._take_turn(key) for key in groups]  # now, in request order
+        turns = [self._turns.take(key, self._loop) for key in groups]  # now, in request order
         ahead = self._read_ahead()
         if ahead is not None:  # read on ahead of the files the requests read front to back
             ahead.plan(groups, indexes, spec)
@@ -650,7 +650,7 @@ class Engine:
             ])
         finally:
             for key, turn in zip(groups, turns):
-                self._end_turn(key, turn)
+                self._turns.end(key, turn)
         frames = {(path, fid): tensor
                   for (path, _), res in zip(groups, results) for fid, tensor in res.items()}
         out, seen = [], set()
@@ -661,16 +661,6 @@ class Engine:
             seen.add(pair)
             out.append(tensor)
         return out
-
-    def _take_turn(self, key: tuple[str, int]) -> _Turn:
-        """A place in the line of calls for one GOP (see :meth:`_decode_gop`): the call before (its
-        future is done once its job is queued, or it needs none) and this call's own."""
-        assert self._loop is not None
-        turns = self._turns.setdefault(key, [])
-        before = turns[-1] if turns else None
-        mine: asyncio.Future[None] = self._loop.create_future()
-        turns.append(mine)
-        return before, mine
 
     def _read_ahead(self) -> _readahead.ReadAhead | None:
         """The read-ahead of the running request: its stream's, else the engine's own (requests one at
@@ -684,20 +674,11 @@ class Engine:
                         spec: OutputSpec) -> tuple[Awaitable[dict[int, Any]], Callable[[], None]]:
         """A GOP's decode for the read-ahead: its place in the GOP's line taken now; what gives it back."""
         key = (index.path, gop)
-        turn = self._take_turn(key)
-        return self._decode_gop(index, gop, ids, spec, turn), lambda: self._end_turn(key, turn)
-
-    def _end_turn(self, key: tuple[str, int], turn: _Turn) -> None:
-        mine = turn[1]
-        _settle(mine)  # a call cancelled before it started
-        turns = self._turns.get(key)
-        if turns is not None and mine in turns:
-            turns.remove(mine)
-            if not turns:
-                del self._turns[key]
+        turn = self._turns.take(key, self._loop)
+        return self._decode_gop(index, gop, ids, spec, turn), lambda: self._turns.end(key, turn)
 
     async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
-                          turn: _Turn) -> dict[int, torch.Tensor]:
+                          turn: _plan.Turn) -> dict[int, torch.Tensor]:
         """The wanted frames of one GOP: from the frame cache, or decoded. Calls for one GOP reach the
         decoder queue in the order their turns were taken (the order of their requests): a call for
         frames further on that got its bundle first (from the cache, while the earlier ones were still
@@ -708,7 +689,7 @@ class Engine:
             got: dict[int, Any] = {}
             ahead = self._read_ahead()
             if ahead is not None and ahead.has(index.path, gop, spec):  # decoded ahead (or being)
-                _settle(mine)  # nothing of this call's goes to the queue before the next one's
+                _plan.settle(mine)  # nothing of this call's goes to the queue before the next one's
                 got = await ahead.take(index.path, gop, spec, wanted)
                 wanted = wanted - got.keys()
                 if not wanted:
@@ -716,7 +697,7 @@ class Engine:
             frames = await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
             return {**got, **frames} if got else frames
         finally:
-            _settle(mine)  # served from the cache, or failed: the next call need not wait
+            _plan.settle(mine)  # served from the cache, or failed: the next call need not wait
 
     async def _decode_gop_in_turn(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
                                   before: asyncio.Future[None] | None,
@@ -742,7 +723,7 @@ class Engine:
             collect = cache.collect(on_the_way * spec.frame_bytes(info.height, info.width), on_the_way - len(wanted))
         frames, extra = await self._decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
                                                            costs=cache.note_job if on else None,
-                                                           queued=lambda: _settle(mine))
+                                                           queued=lambda: _plan.settle(mine))
         if not on:
             return frames
         for fid, frame in extra.items():
@@ -790,17 +771,6 @@ class _Internal:
         n = self._engine._n
         n.frames_requested += frames
         n.frames_returned += frames
-
-
-_Turn = tuple[asyncio.Future[None] | None, asyncio.Future[None]]
-"""A call's place in the line of calls for one GOP: the call before's future, and its own (done once
-its job is queued, or it needs none). See ``Engine._decode_gop``."""
-
-
-def _settle(turn: asyncio.Future[None]) -> None:
-    """Mark a call's turn done (the next call for the GOP may queue its job); once is enough."""
-    if not turn.done():
-        turn.set_result(None)
 
 
 def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:

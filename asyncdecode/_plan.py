@@ -4,11 +4,13 @@ In: ``paths`` and ``frame_ids`` as the caller gave them, then the files' indexes
 Out: ``(path, frame_id)`` pairs (absolute paths, int ids; ``InvalidRequestError`` for malformed
 arguments), then the wanted frame ids of each ``(path, GOP)``, in request order
 (``FrameIndexError`` for an id out of range): one decode job per GOP, however many of its frames
-the request asks for.
+the request asks for. And the line of calls for each GOP (:class:`GopLines`): calls for one GOP
+reach the decoder queue in the order of their requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
@@ -18,7 +20,7 @@ import torch
 
 from .errors import FrameIndexError, InvalidRequestError
 
-__all__ = ["by_gop", "check_one_size", "pairs"]
+__all__ = ["GopLines", "Turn", "by_gop", "check_one_size", "pairs", "settle"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -71,3 +73,47 @@ def check_one_size(pairs: list[tuple[str, int]], indexes: Mapping[str, Any], dev
         found = ", ".join(f"{w}x{h} ({p})" for (h, w), p in sizes.items())
         raise InvalidRequestError(f"stack=True needs every frame at one size, this request has {found}; "
                                   "set OutputSpec.size to resize them to one", device=device)
+
+
+Turn = tuple[Union[asyncio.Future[None], None], asyncio.Future[None]]
+"""A call's place in the line of calls for one GOP: the call before's future, and its own (done once
+its job is queued, or it needs none)."""
+
+
+class GopLines:
+    """The line of calls for each ``(path, GOP)`` being decoded: a call for frames further on that got
+    its bundle first (from the cache, while an earlier call was still being woken by the read) would
+    otherwise start at the keyframe on a thread of its own, and the earlier call decode the same
+    frames again after it. Empty (false) when no call holds a place."""
+
+    def __init__(self) -> None:
+        self._lines: dict[tuple[str, int], list[asyncio.Future[None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def take(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop | None) -> Turn:
+        """A place in the line for ``key``: the call before (its future is done once its job is
+        queued, or it needs none) and this call's own."""
+        assert loop is not None
+        line = self._lines.setdefault(key, [])
+        before = line[-1] if line else None
+        mine: asyncio.Future[None] = loop.create_future()
+        line.append(mine)
+        return before, mine
+
+    def end(self, key: tuple[str, int], turn: Turn) -> None:
+        """Give a place back (its call is over, run or cancelled before it started)."""
+        mine = turn[1]
+        settle(mine)
+        line = self._lines.get(key)
+        if line is not None and mine in line:
+            line.remove(mine)
+            if not line:
+                del self._lines[key]
+
+
+def settle(turn: asyncio.Future[None]) -> None:
+    """Mark a call's turn done (the next call for the GOP may queue its job); once is enough."""
+    if not turn.done():
+        turn.set_result(None)
