@@ -35,8 +35,12 @@ log = logging.getLogger("asyncdecode")
 #: An idle thread looks at the queue again after this long even if nobody woke it: a safety net, so
 #: that a job can never wait forever on a thread that does not know it is now the one to take it.
 _RECHECK_S = 0.05
-#: A thread looks this far down the queue for a job its session has a decoder ready for.
-_AFFINITY_WINDOW = 8
+#: A thread looks this far down the queue for a job a free decoder is ready for (a set of many shapes:
+#: jobs of every shape in flight are in view, so threads take those whose decoder is free rather than
+#: make another decoder of a busy shape).
+_AFFINITY_WINDOW = 64
+#: A job that threads passed over this many times for later ones is taken next, decoder or not.
+_PASS_LIMIT = 16
 #: ``Session.fits`` at or above which a job is taken at once (a free decoder takes it as it is or in place).
 _READY = 2
 
@@ -44,7 +48,8 @@ _READY = 2
 class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
-    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect", "claims")
+    __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect", "claims",
+                 "passed")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                  future: asyncio.Future[DecodeResult], collect: bool = False) -> None:
@@ -59,6 +64,7 @@ class DecodeJob:
         self.claims = dict.fromkeys(wanted, 1)
         """Frame id -> requests still to take it (loop thread only): the last one takes the decoded
         tensor itself, the others copies."""
+        self.passed = 0  # times a thread took a later job first (decoder threads, under the pool's lock)
 
     def claim(self, wanted: Collection[int]) -> None:
         for f in wanted:
@@ -297,34 +303,51 @@ class DecoderPool:
         if mine:
             job = min((j for j in mine if j.bundle is mine[0].bundle), key=lambda j: j.first)
         else:
-            session = me.session
-            fallback, best_fit, seen = None, -1, 0
-            for job in self._jobs:
-                if job.cancelled:
-                    break
-                owner = self._owner(job)
-                if owner is None:
-                    # Of the first few jobs nobody goes on with, one this session has a decoder ready
-                    # for (a set of many shapes), else the oldest.
-                    fit = session.fits(job.bundle) if session is not None else 0
-                    if fit > best_fit:
-                        fallback, best_fit = job, fit
-                    seen += 1
-                    if fit >= _READY or seen >= _AFFINITY_WINDOW:
-                        job = fallback
-                        break
-                    continue
-                if owner is me:
-                    break
-            else:
-                if fallback is None:
-                    return None
-                job = fallback
+            job = self._by_fit(me)
+            if job is None:
+                return None
             if not job.cancelled and self._owner(job) is None:
                 job = min((j for j in self._jobs if j.bundle is job.bundle and not j.cancelled
                            and self._owner(j) is None), key=lambda j: j.first)
         self._jobs.remove(job)
         return job
+
+    def _by_fit(self, me: _Worker) -> DecodeJob | None:
+        """Of the first jobs nobody goes on with (:data:`_AFFINITY_WINDOW`), the oldest one a free
+        decoder is ready for, else the readiest, else the oldest; a job passed over
+        :data:`_PASS_LIMIT` times is taken first, so that no request waits long for a shape whose
+        decoder is busy. A cancelled job is taken as soon as it is seen (it is dropped at once)."""
+        session = me.session
+        chosen, best_fit, seen = None, -1, 0
+        skipped: list[DecodeJob] = []
+        for job in self._jobs:
+            if job.cancelled:
+                chosen = job
+                break
+            owner = self._owner(job)
+            if owner is not None:
+                if owner is me:
+                    chosen = job
+                    break
+                continue  # another thread goes on with it
+            if job.passed >= _PASS_LIMIT:
+                chosen = job
+                break
+            fit = session.fits(job.bundle) if session is not None else 0
+            if fit > best_fit:
+                if chosen is not None:
+                    skipped.append(chosen)
+                chosen, best_fit = job, fit
+            else:
+                skipped.append(job)
+            seen += 1
+            if fit >= _READY or seen >= _AFFINITY_WINDOW or session is None:
+                break
+        if chosen is not None:
+            for job in skipped:
+                if job.bundle is not chosen.bundle:
+                    job.passed += 1
+        return chosen
 
     def _take(self, me: _Worker) -> DecodeJob | None:
         with self._lock:
@@ -459,6 +482,7 @@ class DecoderPool:
         log.error("asyncdecode: decoder thread %s died (%s: %s); starting another", name, type(exc).__name__, exc,
                   exc_info=exc)
         _drop_locals(exc)
+        error = None
         if job is not None:
             bundle = job.bundle
             error = AsyncDecodeError(
@@ -466,7 +490,6 @@ class DecoderPool:
                 f"{bundle.first_frame_id} ({type(exc).__name__}: {exc}); another thread took its place",
                 path=bundle.source, frame_id=min(job.wanted, default=None), device=str(self.backend.device))
             error.__cause__ = exc
-            self._report(job, None, error)
         session, me.session = me.session, None
         if session is not None:
             try:
@@ -474,17 +497,21 @@ class DecoderPool:
             except Exception as close_exc:  # what it holds goes with the garbage collector
                 log.debug("asyncdecode: closing the session of a dead thread failed: %s", close_exc)
         self._done_with(me)  # without a session it keeps no place: jobs waiting for it are woken
+        thread = None
         with self._lock:
             if session is not None:
                 self._retired_created += session.counts.created
                 self._retired_reconfigured += session.counts.reconfigured
-            if self._stopping:
-                return
-            i = self._workers.index(me)
-            worker = self._workers[i] = _Worker(self._lock, self._deaths.delay(time.monotonic()))
-            thread = self._threads[i] = self._thread(worker)
-            self.threads_replaced += 1
-        thread.start()
+            if not self._stopping:
+                i = self._workers.index(me)
+                worker = self._workers[i] = _Worker(self._lock, self._deaths.delay(time.monotonic()))
+                thread = self._threads[i] = self._thread(worker)
+                self.threads_replaced += 1
+        # The job fails only now: whoever it tells sees the thread already replaced (and counted).
+        if job is not None:
+            self._report(job, None, error)
+        if thread is not None:
+            thread.start()
 
     def _thread(self, worker: _Worker) -> threading.Thread:
         self._named += 1

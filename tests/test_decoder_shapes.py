@@ -367,6 +367,66 @@ def test_a_job_wakes_the_idle_thread_readiest_for_its_stream():
     assert pool._readiest(Job()) is workers[3]
 
 
+class _ShapeReady:
+    """A session with a free decoder for some shapes only (the scheduler's view of it)."""
+
+    def __init__(self, ready: set) -> None:
+        self.ready = ready
+        self.positions: dict = {}
+
+    def fits(self, bundle) -> int:
+        return 2 if bundle.shape in self.ready else 0
+
+
+def _queue(shapes: list) -> tuple[DecoderPool, list]:
+    from collections import deque
+
+    from asyncdecode._workers import DecodeJob
+
+    class Bundle:
+        def __init__(self, shape) -> None:
+            self.shape = shape
+
+    pool = DecoderPool.__new__(DecoderPool)  # the scheduling alone, no threads
+    pool._holding, pool._idle = {}, {}
+    jobs = []
+    for shape in shapes:
+        job = DecodeJob.__new__(DecodeJob)
+        job.bundle, job.wanted, job.first, job.cancelled, job.passed = Bundle(shape), {0}, 0, False, 0
+        jobs.append(job)
+    pool._jobs = deque(jobs)
+    return pool, jobs
+
+
+def test_a_thread_takes_a_job_its_free_decoder_fits_from_far_down_the_queue():
+    """A set of many shapes: the queue's first jobs are of shapes whose decoders are all busy; a thread
+    with a free decoder for a shape 40 jobs down takes that job rather than make another decoder."""
+    from asyncdecode import _workers
+
+    shapes = [f"busy{i % 20}" for i in range(40)] + ["free"]
+    pool, jobs = _queue(shapes)
+    me = _Worker(threading.Lock())
+    me.session = _ShapeReady({"free"})
+    assert 40 < _workers._AFFINITY_WINDOW
+    assert pool._pick(me) is jobs[40]
+    assert all(j.passed == 1 for j in jobs[:40])
+    # with nothing ready anywhere in view, the oldest job goes first
+    assert pool._pick(me) is jobs[0]
+
+
+def test_a_job_passed_over_too_often_is_taken_next():
+    """No request waits for ever behind jobs whose decoders happen to be free: after
+    _PASS_LIMIT passes the oldest job is taken, decoder or not."""
+    from asyncdecode import _workers
+
+    me = _Worker(threading.Lock())
+    me.session = _ShapeReady({"free"})
+    pool, jobs = _queue(["new"] + ["free"] * (_workers._PASS_LIMIT + 4))
+    taken = [pool._pick(me) for _ in range(_workers._PASS_LIMIT + 1)]
+    assert taken[: _workers._PASS_LIMIT] == jobs[1: _workers._PASS_LIMIT + 1]
+    assert taken[-1] is jobs[0] and jobs[0].passed == _workers._PASS_LIMIT
+
+
 async def test_stats_count_decoders_made(assets):
     paths = [str(assets[n]) for n in ("h264_nob", "hevc_closed")]
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:

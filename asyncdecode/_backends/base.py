@@ -203,15 +203,27 @@ class SpareDecoders:
         """Decoders closed for having been idle too long, so far."""
         self._claims: set[Hashable] = set()
         self._kept: set[Hashable] = set()  # keys a decoder was ever given back for
+        self._count: dict[Hashable, int] = {}  # key -> free decoders of it (the scheduler asks often)
 
     def fit(self, key: Hashable, fit: Callable[[Any], int]) -> int:
         """0 when no free decoder of ``key`` is here, else 1 + the best ``fit`` among them."""
+        if not self._count.get(key):  # the scheduler's common question, answered without the lock
+            return 0
         with self._lock:
             return max((1 + fit(d) for k, d, _, _ in self._free if k == key), default=0)
+
+    def _counted(self, key: Hashable, n: int) -> None:
+        left = self._count.get(key, 0) + n
+        if left:
+            self._count[key] = left
+        else:
+            del self._count[key]
 
     def take(self, key: Hashable, fit: Callable[[Any], int]) -> Any | None:
         """The free decoder of ``key`` that fits best (the most recently given back of equals), now the
         caller's; ``None`` when there is none."""
+        if not self._count.get(key):
+            return None
         with self._lock:
             best, best_fit = -1, -1
             for i in range(len(self._free) - 1, -1, -1):
@@ -221,8 +233,9 @@ class SpareDecoders:
                         best, best_fit = i, f
             if best < 0:
                 return None
-            _, decoder, nbytes, _ = self._free.pop(best)
+            key, decoder, nbytes, _ = self._free.pop(best)
             self._bytes -= nbytes
+            self._counted(key, -1)
             return decoder
 
     def give(self, key: Hashable, decoder: Any) -> None:
@@ -234,10 +247,12 @@ class SpareDecoders:
             self._free.append((key, decoder, nbytes, time.monotonic()))
             self._kept.add(key)
             self._bytes += nbytes
+            self._counted(key, 1)
             free = self._free
             while len(free) > self.max_count or (self.max_bytes and len(free) > 1 and self._bytes > self.max_bytes):
-                _, old, old_bytes, _ = free.pop(0)
+                old_key, old, old_bytes, _ = free.pop(0)
                 self._bytes -= old_bytes
+                self._counted(old_key, -1)
                 gone.append(old)
         for old in gone:
             self._close(old)
@@ -262,6 +277,7 @@ class SpareDecoders:
                 if entry[3] < since and newest[entry[0]] != i:
                     gone.append(entry[1])
                     self._bytes -= entry[2]
+                    self._counted(entry[0], -1)
                 else:
                     kept.append(entry)
             self._free = kept
@@ -314,6 +330,7 @@ class SpareDecoders:
         with self._lock:
             gone = [d for _, d, _, _ in self._free]
             self._free.clear()
+            self._count.clear()
             self._bytes = 0
         for decoder in gone:
             self._close(decoder)
