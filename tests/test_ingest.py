@@ -18,7 +18,8 @@ import torch
 from asyncdecode import (CorruptDataError, Engine, EngineClosedError, EngineConfig, Frame, InvalidRequestError,
                          SyncEngine, TruncatedStreamError, VideoOpenError, probe)
 from asyncdecode._annexb import OrderTracker
-from asyncdecode._ingest import _Framing, _GopCutter, _Packet, _sniff
+from asyncdecode._ingest_gops import GopCutter, Packet
+from asyncdecode._ingest_source import Framing, sniff
 from asyncdecode.testing import VideoSpec, make_video, remux_video
 
 FORMATS = ["ts", "fmp4", "annexb"]
@@ -299,14 +300,14 @@ async def test_bad_streams_and_arguments(assets):
 # -- the parts ---------------------------------------------------------------------------------------
 
 
-def _packets(orders: list[int], keys: set[int]) -> list[_Packet]:
-    return [_Packet(b"", i in keys, o, i, True) for i, o in enumerate(orders)]
+def _packets(orders: list[int], keys: set[int]) -> list[Packet]:
+    return [Packet(b"", i in keys, o, i, True) for i, o in enumerate(orders)]
 
 
 def test_cutter_open_gop_and_truncation():
     # decode order: I0 P4 B2 B1 B3 | CRA8 (leading 6 5 7) P12 B10 B9 B11 | I13
     orders = [0, 4, 2, 1, 3, 8, 6, 5, 7, 12, 10, 9, 11, 13]
-    cutter = _GopCutter()
+    cutter = GopCutter()
     cuts = [c for p in _packets(orders, {0, 5, 13}) for c in cutter.push(p)]
     cuts += cutter.finish(truncated=False)
     assert [[f for f, _ in c.frames] for c in cuts] == [list(range(8)), list(range(8, 13)), [13]]
@@ -314,7 +315,7 @@ def test_cutter_open_gop_and_truncation():
     assert [p.order for p in cuts[0].packets] == [0, 4, 2, 1, 3, 8, 6, 5, 7]
     assert cuts[0].frame_ids[5] == -1
     # cut after B2 of the second GOP: P12 is presented after frames that may be missing
-    cutter = _GopCutter()
+    cutter = GopCutter()
     cuts = [c for p in _packets(orders[:11], {0, 5}) for c in cutter.push(p)]
     cuts += cutter.finish(truncated=True)
     # B10 is presented after B9, which may be missing: only the CRA of the second GOP is certain
@@ -325,14 +326,14 @@ def test_cutter_open_gop_and_truncation():
 def test_framing_tells_cut_containers():
     data = b"".join(len(body).to_bytes(4, "big") + b"moof" + body[8:] for body in (bytes(20), bytes(300)))
     for split in (1, 3, 9, 200):
-        framing = _Framing("mp4", data[:64])
+        framing = Framing("mp4", data[:64])
         for i in range(0, len(data), split):
             framing.feed(data[i : i + split])
         assert framing.complete()
-        cut = _Framing("mp4", data[:64])
+        cut = Framing("mp4", data[:64])
         cut.feed(data[:-5])
         assert not cut.complete()
-    ts = _Framing("mpegts", (b"\x47" + bytes(187)) * 3)
+    ts = Framing("mpegts", (b"\x47" + bytes(187)) * 3)
     ts.feed(bytes(188 * 3))
     assert ts.complete()
     ts.feed(bytes(5))
@@ -357,8 +358,8 @@ def test_sniffing(assets, streams):
     codecs = {"h264_bframes": "h264", "hevc_open": "hevc"}
     for name, codec in codecs.items():
         for fmt, want in (("ts", "mpegts"), ("fmp4", "mp4"), ("annexb", codec)):
-            assert _sniff(streams(assets[name], fmt).read_bytes()[:1024]) == want
-    assert _sniff(b"hello world" * 10) is None
+            assert sniff(streams(assets[name], fmt).read_bytes()[:1024]) == want
+    assert sniff(b"hello world" * 10) is None
 
 
 # -- NVDEC -------------------------------------------------------------------------------------------
