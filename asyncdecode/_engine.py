@@ -234,7 +234,8 @@ class Engine:
             max_workers=self.config.demux_workers, thread_name_prefix=self._demux_prefix)
         self._once.bind(loop, self._executor)
         self._decoders.open(loop, threads=threads, capacity=capacity, on_loop_closed=self._loop_gone)
-        self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK)
+        self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK,
+                                           device=str(self.device))
         self._closed = asyncio.Event()
         self._gops.open()
         self._state = EngineState.OPEN
@@ -389,7 +390,7 @@ class Engine:
         source = _aiter(requests)
         exhausted = False
         ahead = _readahead.ReadAhead(self._read_ahead_gop, self._decoders.threads, self._n,
-                                     _readahead.Remaining.of(requests, _plan.pairs))
+                                     _readahead.Remaining.of(requests, _plan.pairs), device=str(self.device))
         try:
             while True:
                 while not exhausted and len(pending) < depth:

@@ -20,9 +20,9 @@ it reads ahead of a file only once :data:`STREAK` requests in a row went on in i
 the GOP the last one started in, or the next), so random access never triggers it, and what it
 leaves untaken is dropped after :data:`STALE_REQUESTS` requests.
 
-Bounded: what is decoded ahead and not taken yet is at most :data:`BUDGET_BYTES` per stream (a GOP
-is planned only where its frames fit, after dropping, as wasted, what the file left untaken in GOPs
-it has gone past); a request that steps back in a file plans nothing; leaving the stream cancels
+Bounded: what is decoded ahead and not taken yet is at most :data:`BUDGET_BYTES` per stream (by
+default 1 GiB, on a GPU a share of its memory: :func:`default_budget`); a GOP is planned only where
+its frames fit, after dropping, as wasted, what the file left untaken in GOPs it has gone past; a request that steps back in a file plans nothing; leaving the stream cancels
 the read-ahead still running and drops the rest.
 """
 
@@ -36,8 +36,25 @@ from typing import Any
 
 from ._output import OutputSpec
 
-BUDGET_BYTES = int(os.environ.get("ASYNCDECODE_READ_AHEAD_BYTES", str(1 << 30)))
-"""Frames decoded ahead and not yet taken, at most, per stream (``ASYNCDECODE_READ_AHEAD_BYTES``)."""
+_SET = os.environ.get("ASYNCDECODE_READ_AHEAD_BYTES")
+BUDGET_BYTES: int | None = int(_SET) if _SET else None
+"""Frames decoded ahead and not yet taken, at most, per stream (``ASYNCDECODE_READ_AHEAD_BYTES``);
+``None``: :func:`default_budget` of the engine's device."""
+GPU_SHARE = 32
+"""On a GPU the read-ahead of a stream holds at most this fraction (1/32) of the GPU's memory, within
+[1 GiB, 8 GiB]: a 141 GB H200 gets 4.4 GB (6 clips of 1600x900 read a frame per request: 1.38x the
+rate with 1 GiB, which held 8 GOPs of RGB frames, under two GOPs per clip), a 24 GB GPU 1 GiB."""
+
+
+def default_budget(device: str) -> int:
+    """The read-ahead budget of a stream on ``device`` where ``ASYNCDECODE_READ_AHEAD_BYTES`` is not
+    set: 1 GiB of host memory on the CPU, 1/:data:`GPU_SHARE` of a GPU's memory within [1, 8] GiB."""
+    if not str(device).startswith("cuda"):
+        return 1 << 30
+    import torch
+
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return min(8 << 30, max(1 << 30, total // GPU_SHARE))
 
 current: contextvars.ContextVar[ReadAhead | None | bool] = contextvars.ContextVar("asyncdecode_read_ahead", default=None)
 """The read-ahead of the stream a request belongs to (set for the requests a stream submits); ``None``
@@ -51,6 +68,9 @@ FEW_FRAMES = 2
 """Read ahead of a file only for requests that ask at most this many of its frames: requests of more
 keep several GOPs in flight by themselves, and a GOP read ahead, whose frames all come when its whole
 decode is done, only held them back (1600x900 on the CPU, 4 frames per request: 0.82-0.97x)."""
+DEEP = 4
+"""GOPs of a file planned ahead at most where many files share the threads (6 clips on 10 threads: 4,
+not 2): the planning goes on ahead of the decoding, so a GOP starts as soon as a thread is free."""
 STALE_REQUESTS = 512
 """The engine's read-ahead drops, as wasted, GOPs decoded ahead and left untaken this many requests."""
 
@@ -133,13 +153,15 @@ class ReadAhead:
             in, or the next) before reading ahead of it: 2 for a stream's requests, which come in
             order; :data:`STREAK` for requests that come one at a time from anywhere, where GOPs left
             untaken :data:`STALE_REQUESTS` requests are also dropped.
-        budget_bytes: Bytes of frames held ahead, at most (default :data:`BUDGET_BYTES`).
+        budget_bytes: Bytes of frames held ahead, at most (default :data:`BUDGET_BYTES`, else
+            :func:`default_budget` of ``device``).
+        device: Where the frames are held.
     """
 
     def __init__(self, decode_gop: Callable[[Any, int, set[int], OutputSpec],
                                             tuple[Awaitable[dict[int, Any]], Callable[[], None]]],
                  threads: int, counters: Any, remaining: Remaining | None = None,
-                 budget_bytes: int | None = None, streak: int = 2) -> None:
+                 budget_bytes: int | None = None, streak: int = 2, device: str = "cpu") -> None:
         self._decode_gop = decode_gop
         self._remaining = remaining
         self._streak = streak
@@ -148,7 +170,9 @@ class ReadAhead:
         self._tick = 0  # requests planned
         self._threads = max(1, threads)
         self._n = counters
-        self.budget_bytes = BUDGET_BYTES if budget_bytes is None else budget_bytes
+        if budget_bytes is None:
+            budget_bytes = BUDGET_BYTES if BUDGET_BYTES is not None else default_budget(device)
+        self.budget_bytes = budget_bytes
         self.held = 0  # bytes of frames planned or decoded ahead and not taken
         self._gops: dict[tuple[str, int, OutputSpec], _Gop] = {}
         self._last: dict[str, int] = {}  # file -> the first frame the last request asked of it
@@ -170,6 +194,9 @@ class ReadAhead:
         reading = sum(1 for path, (_, gop) in firsts.items() if (path, gop, spec) not in self._gops)
         spare = self._threads - reading - sum(1 for e in self._gops.values() if not e.task.done())
         per_file = max(1, -(-(self._threads - reading) // max(1, len(firsts))))  # rounded up: every thread
+        # Room to plan further than the threads' share (up to DEEP GOPs ahead of a file), so that a GOP
+        # is decoding before the stream reaches the one before it; ``spare`` still bounds what runs.
+        per_file = max(per_file, min(DEEP, 2 * per_file))
         self._tick += 1
         if self._streak >= STREAK:
             self._drop_stale()

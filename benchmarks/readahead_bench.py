@@ -215,11 +215,21 @@ def machine(device: str) -> dict[str, Any]:
     return meta
 
 
+def _budget(device: str) -> int:
+    """The read-ahead budget per stream the engine uses on ``device`` (the environment's, else the default)."""
+    from asyncdecode import _readahead
+
+    if _readahead.BUDGET_BYTES is not None:
+        return _readahead.BUDGET_BYTES
+    return _readahead.default_budget("cuda:0" if device == "cuda" else device)
+
+
 def table(res: dict[str, Any]) -> str:
     rows = res["cells"]
     lines = [f"# readahead_bench — {res['meta'].get('gpu', 'CPU')}, {res['meta']['date']}", "",
              f"device {res['meta']['device']}; {res['meta']['cpus']} CPUs; torch {res['meta']['torch']}; "
-             f"PyAV {res['meta']['pyav']}; files {res['files']}; median of {res['repeat']} runs per cell "
+             f"PyAV {res['meta']['pyav']}; files {res['files']}; read-ahead budget "
+             f"{res.get('read_ahead_budget_bytes', 0) / 2**30:.2f} GiB per stream; median of {res['repeat']} runs per cell "
              "(each run a fresh engine, timed on its second pass over the clips; read-ahead on and off alternating).", "",
              "| clips | frames per request | read-ahead | frames/s (median) | runs | decoded/returned | "
              "GOPs ahead | frames ahead used / wasted |", "|---:|---:|---|---:|---|---:|---:|---:|"]
@@ -294,7 +304,8 @@ async def main(argv: list[str] | None = None) -> int:
     n = args.frames or n
     paths = ensure_files(Path(args.data), w, h, n)
     res: dict[str, Any] = {"meta": machine(args.device), "files": f"{CLIPS} x {w}x{h} HEVC GOP 30, {n} frames",
-                           "repeat": args.repeat, "cells": []}
+                           "repeat": args.repeat, "cells": [],
+                           "read_ahead_budget_bytes": _budget(args.device)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")

@@ -167,3 +167,25 @@ async def test_closing_the_engine_with_gops_read_ahead_returns_promptly(clip):
             await eng.decode(clip, [f])
         assert eng.stats()["read_ahead_gops"] > 0
     assert not eng._turns and eng.stats()["state"] == "closed"
+
+
+def test_the_read_ahead_budget_follows_the_gpus_memory(monkeypatch):
+    """1 GiB per stream on the CPU; on a GPU 1/32 of its memory, within 1 to 8 GiB; the environment's
+    ASYNCDECODE_READ_AHEAD_BYTES (BUDGET_BYTES) wins over both."""
+    import types
+
+    sizes = {}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda dev: types.SimpleNamespace(total_memory=sizes[dev.index]))
+    sizes.update({0: 141 * 10**9, 1: 24 * 2**30, 2: 640 * 2**30})
+    assert _readahead.default_budget("cpu") == 1 << 30
+    assert _readahead.default_budget("cuda:0") == 141 * 10**9 // 32
+    assert _readahead.default_budget("cuda:1") == 1 << 30
+    assert _readahead.default_budget("cuda:2") == 8 << 30
+
+    def budget(**kw):
+        return _readahead.ReadAhead(lambda *a: None, 4, None, **kw).budget_bytes
+
+    monkeypatch.setattr(_readahead, "BUDGET_BYTES", None)
+    assert budget(device="cuda:0") == 141 * 10**9 // 32 and budget() == 1 << 30
+    monkeypatch.setattr(_readahead, "BUDGET_BYTES", 12345)
+    assert budget(device="cuda:0") == 12345 and budget(budget_bytes=7) == 7
