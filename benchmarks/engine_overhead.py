@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 import asyncdecode._engine as E
 from asyncdecode import Engine, EngineConfig
-from asyncdecode._backends.base import Backend, DecodeResult, Session
+from asyncdecode._backends.base import Backend, DecodeResult, DecoderCounts, Session
 from asyncdecode.testing import make_video, VideoSpec
 
 FRAMES = 235
 class NullSession(Session):
     def __init__(self):
         self.positions = {}
+        self.counts = DecoderCounts()
         self.t = torch.zeros(4, 4, 3, dtype=torch.uint8)
     def decode(self, bundle, wanted, output, cancelled, keep=None, collect=False):
         return DecodeResult(frames={int(f): self.t for f in wanted}, decoded=len(wanted), fed=len(wanted))
