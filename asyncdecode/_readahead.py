@@ -205,7 +205,9 @@ class ReadAhead:
             last_gop = self._gop_of_last.get(path)
             self._gop_of_last[path] = gop
             if last is None or first < last:  # the file's first request, or a step back: no plan
-                self._last[path] = first if last is None else max(first, last)
+                # (read on from here once requests go on again: a clip read again from its start,
+                # the next epoch, is read ahead as the first time)
+                self._last[path] = first
                 self._runs[path] = 0
                 continue
             self._last[path] = first

@@ -45,6 +45,20 @@ async def test_one_clip_one_frame_per_request_is_read_ahead_by_gop(clip, truth):
     assert not eng._turns
 
 
+async def test_a_clip_read_again_from_its_start_is_read_ahead_again(clip, truth):
+    """Epochs in one stream: the clip read front to back three times. The step back to frame 0 starts
+    the file's reading anew, so every pass is read ahead, not only the first."""
+    passes = 3
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        got = [frames[0] async for frames in eng.stream([(clip, [f]) for f in range(N)] * passes, depth=4)]
+        s = eng.stats()
+    assert all(torch.equal(a, truth[i % N]) for i, a in enumerate(got))
+    ahead = _ahead_stats(s)
+    assert ahead["read_ahead_gops"] >= passes * 2, ahead  # each pass, not the first alone
+    assert ahead["read_ahead_used"] == ahead["read_ahead_frames"] and ahead["read_ahead_wasted"] == 0
+    assert s["frames_decoded"] <= 1.1 * s["frames_returned"], s
+
+
 async def test_an_iterator_that_stops_mid_clip_wastes_at_most_what_was_read_ahead(clip, truth):
     """From an iterator the read-ahead speculates whole GOPs; the frames nobody took are counted as
     wasted and given back when the stream ends."""
