@@ -34,9 +34,11 @@ T = TypeVar("T")
 EXTRAS_MIN_HIT_FRACTION = 1 / 16
 """Extras are collected while at least this fraction of the resolved ones (hit or evicted) was hit
 (or more, where the measured costs ask for more: see :attr:`FrameCache.threshold`)."""
-EXTRAS_MIN_HIT_FRACTION_GPU = 1 / 4
+EXTRAS_MIN_HIT_FRACTION_GPU = 1 / 2
 """The same floor for an engine on the GPU (see above): the measured break-even lies between 0.17
-(parity) and 1.0 there."""
+(parity) and 1.0 there, and what the engine measures of an extra's cost there leaves out the
+decoder's map of its picture (inside the decode loop's time). At 1/4, extras hitting 10-25% of the
+time were collected on the H200 at 25% and 50% of a set, and the cache ran at 0.85-0.96x no cache."""
 EXTRAS_COST_MARGIN = 1.5
 """Threshold over the break-even hit fraction of the measured costs."""
 EXTRAS_PROBATION = 32
@@ -144,7 +146,11 @@ class FrameCache(ByteLru[torch.Tensor]):
       conversion is dear against what a hit saves (the costs decode jobs measured, :meth:`note_job`:
       on the CPU a conversion costs more than decoding a frame). Until :data:`EXTRAS_PROBATION`
       extras are counted (none before the cache is full), extras are collected where they are cheap
-      (the starting guess), else only by probes.
+      (the starting guess) and the set of files read so far fits the cache (:meth:`note_file`),
+      else only by probes: a set larger than the cache gives an extra a hit chance of about the
+      cache's share of it, and extras cost more than the engine measures of them on the GPU (the
+      decoder's map of each picture is in its decode time; on the H200 at 25% of a set extras
+      collected on probation made the cache 0.87-0.93x no cache).
     * while extras do not pay, one decode job in :data:`EXTRAS_PROBE_EVERY` still collects (fewer where
       the probes' measured cost would pass :data:`EXTRAS_PROBE_SHARE` of the jobs'), so the
       estimate keeps being fed and recovers when the pattern changes (a second epoch over a set that
@@ -179,6 +185,8 @@ class FrameCache(ByteLru[torch.Tensor]):
         self._hit_w = 0.0  # decayed counts of counted extras: hit, and hit or wasted
         self._resolved_w = 0.0
         self._since_probe = 0
+        self._files: dict[Hashable, int] = {}  # what note_file was told: file -> bytes of all its frames
+        self._set_bytes = 0
 
     def size(self, item: torch.Tensor) -> int:
         return item.numel() * item.element_size()
@@ -217,8 +225,11 @@ class FrameCache(ByteLru[torch.Tensor]):
         threshold = self.threshold
         if self.capacity_bytes <= 0:
             return False
-        if self._counted < EXTRAS_PROBATION:  # on probation (none counted before the cache is full)
-            return EXTRAS_COST_MARGIN * self.break_even <= EXTRAS_CHEAP  # the costs' guess, not the floor
+        if self._counted < EXTRAS_PROBATION:
+            if self._set_bytes > self.capacity_bytes:
+                return False  # the set does not fit: extras must show they pay, by probes, first
+            # on probation (none counted before the cache is full): the costs' guess, not the floor
+            return EXTRAS_COST_MARGIN * self.break_even <= EXTRAS_CHEAP
         return self._hit_w >= threshold * self._resolved_w
 
     def collect(self, job_bytes: int, extras: int = 0) -> bool:
@@ -243,6 +254,17 @@ class FrameCache(ByteLru[torch.Tensor]):
             self.extras_probes += 1
             return True
         return False
+
+    def note_file(self, key: Hashable, nbytes: int) -> None:
+        """The frames of a file being read take ``nbytes`` in the cache's format (told per decode job;
+        O(1)): the set seen so far is the sum over the files told. While it fits the capacity, extras
+        start collected (probation); once it does not, an extra's chance of a hit before eviction
+        is about the capacity's share of the set, and extras start not collected: only probes
+        collect, until the hits they measure show that extras pay."""
+        old = self._files.get(key)
+        if old != nbytes:
+            self._files[key] = nbytes
+            self._set_bytes += nbytes - (old or 0)
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         item = super().get(key)

@@ -717,16 +717,18 @@ class Engine:
         bundle = await self._gops.bundle(index, gop)
         if before is not None and not before.done():
             await asyncio.wait((before,))  # the call before this one is queued first (never cancelled from here)
-        collect = False
-        if on:  # extras (frames on the way) only while they pay: FrameCache.collect decides
-            info = index.info
-            on_the_way = max(wanted) - info.keyframes[gop] + 1
-            collect = cache.collect(on_the_way * spec.frame_bytes(info.height, info.width), on_the_way - len(wanted))
-        frames, extra = await self._decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
-                                                           costs=cache.note_job if on else None,
-                                                           queued=lambda: _plan.settle(mine))
         if not on:
+            frames, _ = await self._decoders.decode_bundle(bundle, sorted(wanted), spec,
+                                                           queued=lambda: _plan.settle(mine))
             return frames
+        # extras (frames on the way) only while they pay: FrameCache.collect decides
+        info = index.info
+        on_the_way = max(wanted) - info.keyframes[gop] + 1
+        frame_bytes = spec.frame_bytes(info.height, info.width)
+        cache.note_file((index.path, spec), info.num_frames * frame_bytes)
+        collect = cache.collect(on_the_way * frame_bytes, on_the_way - len(wanted))
+        frames, extra = await self._decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
+                                                           costs=cache.note_job, queued=lambda: _plan.settle(mine))
         for fid, frame in extra.items():
             cache.put((index.path, fid, spec), frame, extra=True)
         for fid, frame in frames.items():

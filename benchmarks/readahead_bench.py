@@ -233,7 +233,7 @@ def table(res: dict[str, Any]) -> str:
              f"device {res['meta']['device']}; {res['meta']['cpus']} CPUs; torch {res['meta']['torch']}; "
              f"PyAV {res['meta']['pyav']}; files {res['files']}; read-ahead budget "
              f"{res.get('read_ahead_budget_bytes', 0) / 2**30:.2f} GiB per stream; median of {res['repeat']} runs per cell "
-             f"(each run a fresh engine, timed after one pass over the clips on {res.get('passes', 1)} more in one stream; "
+             f"(each run a fresh engine: one untimed pass over the clips, then {res.get('passes', 1)} timed passes in one stream; "
              "read-ahead on and off alternating).", "",
              "| clips | frames per request | read-ahead | frames/s (median) | runs | decoded/returned | "
              "GOPs ahead | frames ahead used / wasted |", "|---:|---:|---|---:|---|---:|---:|---:|"]

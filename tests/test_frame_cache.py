@@ -29,6 +29,14 @@ def cheap_extras(request, monkeypatch):
         monkeypatch.setattr(_cache, "EXTRAS_PROBE_SHARE", float("inf"))  # probes every EXTRAS_PROBE_EVERY
 
 
+@pytest.fixture
+def unsized(monkeypatch):
+    """The cache not told the size of the files read (FrameCache.note_file a no-op): extras start
+    collected on probation as with a set that fits, whatever the cache's share of it, so that these
+    tests see the estimate itself (bounds, probes, recovery) at work with a small cache."""
+    monkeypatch.setattr(FrameCache, "note_file", lambda self, key, nbytes: None)
+
+
 async def _truth(path, ids):
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
         return await eng.decode(path, ids)
@@ -66,7 +74,7 @@ async def test_hits_are_the_callers_own_tensors(assets):
     assert b.any() and torch.equal(b, c) and b.data_ptr() != c.data_ptr()
 
 
-async def test_bounded_in_bytes_and_least_recently_used_go_first(assets):
+async def test_bounded_in_bytes_and_least_recently_used_go_first(assets, unsized):
     path = assets["h264_nob"]  # GOP 10
     cap = 12 * FRAME
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap)) as eng:
@@ -82,7 +90,7 @@ async def test_bounded_in_bytes_and_least_recently_used_go_first(assets):
         assert eng.stats()["frame_cache_bytes"] <= cap
 
 
-async def test_a_job_whose_frames_would_not_fit_collects_none(assets):
+async def test_a_job_whose_frames_would_not_fit_collects_none(assets, unsized):
     path = assets["h264_nob"]  # GOP 10
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=6 * FRAME)) as eng:
         await eng.decode(path, [9])  # 10 frames on the way, room for 6: only the wanted one is kept
@@ -157,7 +165,7 @@ async def _random_until_off(eng, path, n=120):
     return eng.stats()
 
 
-async def test_extras_that_are_never_hit_stop_being_collected(long_video):
+async def test_extras_that_are_never_hit_stop_being_collected(long_video, unsized):
     n, cap = 120, 24
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
         s = await _random_until_off(eng, long_video, n)
@@ -171,7 +179,7 @@ async def test_extras_that_are_never_hit_stop_being_collected(long_video):
     assert s["frame_cache_bytes"] <= cap * FRAME
 
 
-async def test_extras_that_pay_keep_being_collected(long_video, assets):
+async def test_extras_that_pay_keep_being_collected(long_video, assets, unsized):
     # a cache far smaller than the set, but each GOP read last frame first: every extra is hit soon
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
         ids = _descending(range(16))
@@ -196,7 +204,7 @@ async def test_extras_that_pay_keep_being_collected(long_video, assets):
     assert all(torch.equal(a, b) for a, b in zip(first, want)) and all(torch.equal(a, b) for a, b in zip(second, want))
 
 
-async def test_collecting_resumes_when_the_pattern_starts_to_pay(long_video):
+async def test_collecting_resumes_when_the_pattern_starts_to_pay(long_video, unsized):
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
         s = await _random_until_off(eng, long_video)
         assert not s["frame_cache_collecting"]
@@ -255,6 +263,38 @@ def test_counters_of_extras():
     c.clear()
     c.put("g", _t())  # a wanted one where a waiting extra was before the clear: no hit
     assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (7, 1, 3)
+
+
+async def test_a_set_larger_than_the_cache_starts_without_extras(long_video):
+    """A cache at a quarter of the file read at random: an extra's chance of a hit before eviction is
+    about that quarter, so extras are not collected on probation; only probes (one job in
+    EXTRAS_PROBE_EVERY) collect, and every frame is still right."""
+    n, cap = 96, GOPS * GOP // 4
+    ids = list(range(GOPS * GOP))
+    random.Random(11).shuffle(ids)
+    ids = ids[:n]
+    want = await _truth(long_video, ids)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
+        got = [(await eng.decode(long_video, [fid]))[0] for fid in ids]
+        s = eng.stats()
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert not s["frame_cache_collecting"]
+    assert s["frame_cache_extras_admitted"] <= (GOP - 1) * (n // EXTRAS_PROBE_EVERY)  # the probes' alone
+    assert s["frame_cache_entries"] >= n - s["frame_cache_hits"] - s["frame_cache_evictions"]  # wanted ones kept
+
+
+def test_probation_only_while_the_set_seen_fits():
+    c = FrameCache(100)
+    assert c.collecting  # nothing told: as a set that fits
+    c.note_file("a", 60)
+    c.note_file("b", 40)
+    assert c.collecting  # 100 bytes of frames in 100: fits
+    c.note_file("b", 40)  # told again per job: counted once
+    assert c.collecting
+    c.note_file("c", 1)
+    assert not c.collecting  # 101 > 100: extras wait for probes to show they pay
+    decisions = [c.collect(1) for _ in range(EXTRAS_PROBE_EVERY)]
+    assert decisions == [False] * (EXTRAS_PROBE_EVERY - 1) + [True]
 
 
 def _waste(c, n):
