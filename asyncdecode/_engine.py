@@ -640,20 +640,27 @@ class Engine:
         if stack and spec.size is None:
             _plan.check_one_size(pairs, indexes, str(self.device))
         groups = _plan.by_gop(pairs, indexes, str(self.device))
-        turns = [self._turns.take(key, self._loop) for key in groups]  # now, in request order
         ahead = self._read_ahead()
+        # GOPs whose frames a read-ahead holds, decoded: taken at once (no task, turn or future)
+        ready = [] if ahead is None else [key for key, wanted in groups.items()
+                                          if ahead.ready(key[0], key[1], spec, wanted)]
+        rest = [(key, wanted) for key, wanted in groups.items() if key not in ready]
+        turns = [self._turns.take(key, self._loop) for key, _ in rest]  # now, in request order
         if ahead is not None:  # read on ahead of the files the requests read front to back
             ahead.plan(groups, indexes, spec)
+        frames = {(key[0], fid): tensor for key in ready
+                  for fid, tensor in ahead.take_ready(key[0], key[1], spec, groups[key]).items()}  # type: ignore[union-attr]
         try:
             results = await all_or_cancel([
                 self._decode_gop(indexes[path], gop, wanted, spec, turn)
-                for ((path, gop), wanted), turn in zip(groups.items(), turns)
-            ])
+                for ((path, gop), wanted), turn in zip(rest, turns)
+            ]) if rest else []
         finally:
-            for key, turn in zip(groups, turns):
+            for (key, _), turn in zip(rest, turns):
                 self._turns.end(key, turn)
-        frames = {(path, fid): tensor
-                  for (path, _), res in zip(groups, results) for fid, tensor in res.items()}
+        for ((path, _), _), res in zip(rest, results):
+            for fid, tensor in res.items():
+                frames[(path, fid)] = tensor
         out, seen = [], set()
         for pair in pairs:
             tensor = frames[pair]

@@ -281,13 +281,31 @@ class ReadAhead:
             raise  # this request was cancelled
         except Exception:  # the request's own decode raises the GOP's error for it
             return {}
+        return self._hand_out(entry, (path, gop, spec), frames, wanted)
+
+    def ready(self, path: str, gop: int, spec: OutputSpec, wanted: set[int]) -> bool:
+        """Whether the GOP's decode ahead is over and holds every wanted frame: :meth:`take_ready`
+        then hands them out without a task, a future or a place in the GOP's line."""
+        entry = self._gops.get((path, gop, spec))
+        if entry is None or not entry.task.done() or entry.task.cancelled() or entry.task.exception() is not None:
+            return False
+        frames = entry.frames if entry.frames is not None else entry.task.result()
+        return all(fid in frames for fid in wanted)
+
+    def take_ready(self, path: str, gop: int, spec: OutputSpec, wanted: set[int]) -> dict[int, Any]:
+        """:meth:`take` without waiting, where :meth:`ready` said so (nothing awaited in between)."""
+        entry = self._gops[(path, gop, spec)]
+        return self._hand_out(entry, (path, gop, spec), entry.task.result(), wanted)
+
+    def _hand_out(self, entry: _Gop, key: tuple[str, int, OutputSpec], frames: dict[int, Any],
+                  wanted: set[int]) -> dict[int, Any]:
         if entry.frames is None:
             entry.frames = dict(frames)
         got = {fid: entry.frames.pop(fid) for fid in wanted if fid in entry.frames}
         self._n.read_ahead_used += len(got)
         self._release(entry, len(got))
         if entry.left == 0:
-            self._gops.pop((path, gop, spec), None)
+            self._gops.pop(key, None)
         return got
 
     # -- dropping ------------------------------------------------------------------------------

@@ -72,7 +72,9 @@ async def test_an_iterator_that_stops_mid_clip_wastes_at_most_what_was_read_ahea
     assert all(torch.equal(a, b) for a, b in zip(got, truth))
     ahead = _ahead_stats(s)
     assert ahead["read_ahead_frames"] == ahead["read_ahead_used"] + ahead["read_ahead_wasted"]
-    assert 0 < ahead["read_ahead_wasted"] <= 2 * GOP  # the GOPs past frame 24 read ahead, at most
+    # Whole GOPs past frame 24, as many as idle threads got to: at most the rest of the clip (its 3 GOPs
+    # after GOP 2 are within the planning depth, _readahead.DEEP); how many depends on the threads' timing.
+    assert 0 < ahead["read_ahead_wasted"] <= N - 25
     assert ahead["read_ahead_used"] > 0
 
 
