@@ -3,11 +3,12 @@
 A request goes index (:mod:`._index`) -> plan (:mod:`._plan`: ids checked and grouped by GOP) ->
 fetch (:mod:`._fetch`: the GOP's packets, cached, demuxed or read from a store) -> queue and decode
 (:mod:`._decode`, :mod:`._workers`: decoder threads, one NVDEC session or FFmpeg decoder each, and a
-CPU fallback pool) -> the frames, on the device, in request order. Here: the engine's lifetime (open
-on first use, ``aclose()``), request bookkeeping and ``stats()``, the line of calls for one GOP (so
-that a GOP is decoded once for the requests that want it), the frame cache and GOP read-ahead
-(:mod:`._readahead`); the add-ons (ingestion, time access, compat) come in through
-``Engine.internal`` (:mod:`._core`).
+CPU fallback pool) -> the frames, on the device, in request order. The frames of one request (the
+stages in turn, the line of calls for one GOP, the frame cache, GOP read-ahead) come from
+:mod:`._request`; ``stats()`` is read by :mod:`._stats`. Here: the engine's configuration, its
+lifetime (open on first use, ``aclose()``: threads, sessions, caches), its requests in flight, and
+the public methods; the add-ons (ingestion, time access, compat) come in through ``Engine.internal``
+(:mod:`._core`).
 """
 
 from __future__ import annotations
@@ -21,26 +22,26 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import torch
 
 from ._backends import Backend, make_backend
 from ._backends.base import NVDEC_LIBRARIES
 from ._core import EngineState
-from ._cache import EXTRAS_MIN_HIT_FRACTION, EXTRAS_MIN_HIT_FRACTION_GPU, FrameCache
 from ._decode import Decoders
 from ._fetch import Gops
 from ._index import Indexes
-from ._once import Once, all_or_cancel
+from ._once import Once
 from ._output import OutputSpec
 from . import _plan, _readahead
-from ._workers import DecoderPool, copy_frame
+from ._request import RequestPath
+from ._stats import Counters, Stats
+from ._workers import DecoderPool
 from .errors import EngineClosedError, InvalidRequestError
 from .gop import GopBundle
-from .media import VideoIndex
 
 __all__ = ["Engine", "EngineConfig", "EngineState"]
 
@@ -126,29 +127,6 @@ class EngineConfig:
                                       f", not {self.nvdec_library!r}")
 
 
-class _Counters:
-    def __init__(self) -> None:
-        self.requests = 0
-        self.requests_failed = 0
-        self.requests_cancelled = 0
-        self.frames_requested = 0
-        self.frames_returned = 0
-        self.prefetch_requests = 0
-        self.prefetch_errors = 0
-        self.demux_jobs = 0
-        self.index_jobs = 0
-        self.index_s = 0.0
-        self.demux_s = 0.0
-        self.request_s = 0.0
-        self.store_reads = 0
-        self.store_read_bytes = 0
-        self.store_read_s = 0.0
-        self.read_ahead_gops = 0
-        self.read_ahead_frames = 0
-        self.read_ahead_used = 0
-        self.read_ahead_wasted = 0
-
-
 class Engine:
     """Decode frames by index from many video files, asynchronously.
 
@@ -184,22 +162,21 @@ class Engine:
         self._decoders = Decoders(self.backend, self.config)  # the decode stage: device pool and CPU fallback
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._demux_prefix = f"asyncdecode-demux-{next(_ENGINES)}"  # this engine's demux threads (joined on close)
-        self._n = _Counters()
+        self._n = Counters()
         self._once = Once()  # index, demux and store reads in flight, one per key
-        # The request path's stages (see DESIGN.md): index -> plan (_plan) -> fetch -> queue and decode.
+        # The request path's stages: index -> plan (_plan) -> fetch -> queue and decode, joined by _request.
         self._indexes = Indexes(max_files=self.config.index_cache_files, store=gop_store,
                                 store_fallback=self.config.store_fallback, device=str(self.device), once=self._once,
                                 counters=self._n)
         self._gops = Gops(self.config, indexes=self._indexes, device=str(self.device), once=self._once,
                           counters=self._n)
-        # Converting a frame is a GPU kernel on a device, dearer than decoding one on the CPU (the
-        # cache's prior, until jobs measure the costs).
-        on_gpu = self.backend.name != "cpu"
-        self._frames = FrameCache(self.config.frame_cache_bytes, cheap=on_gpu,
-                                  min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU if on_gpu else EXTRAS_MIN_HIT_FRACTION)
-        self._turns = _plan.GopLines()  # the line of calls for each GOP (see _decode_gop)
-        self._ahead: _readahead.ReadAhead | None = None  # requests one at a time (made when the engine opens)
+        self._request_path = RequestPath(self._indexes, self._gops, self._decoders, counters=self._n,
+                                         frame_cache_bytes=self.config.frame_cache_bytes, device=self.device)
+        self._frames = self._request_path.frames  # the frame cache
+        self._turns = self._request_path.turns  # the line of calls for each GOP
         self._requests: set[asyncio.Future[Any]] = set()
+        self._stats = Stats(self.backend, self._n, self._requests, indexes=self._indexes, gops=self._gops,
+                            decoders=self._decoders, frames=self._frames)
         self._closed: asyncio.Event | None = None  # made on the engine's loop when it opens
         self.internal = _Internal(self)
         """The engine's API for its add-ons (streaming ingestion, time access, compat): see
@@ -234,8 +211,7 @@ class Engine:
             max_workers=self.config.demux_workers, thread_name_prefix=self._demux_prefix)
         self._once.bind(loop, self._executor)
         self._decoders.open(loop, threads=threads, capacity=capacity, on_loop_closed=self._loop_gone)
-        self._ahead = _readahead.ReadAhead(self._read_ahead_gop, threads, self._n, streak=_readahead.STREAK,
-                                           device=str(self.device))
+        self._request_path.open(loop, threads)
         self._closed = asyncio.Event()
         self._gops.open()
         self._state = EngineState.OPEN
@@ -265,8 +241,7 @@ class Engine:
                     task.cancel()
                 if requests:
                     await asyncio.gather(*requests, return_exceptions=True)
-                if self._ahead is not None:
-                    await self._ahead.close()
+                await self._request_path.close()
                 inflight = self._once.pending()
                 if inflight:  # index, demux and store reads (their outcome is retrieved where they are made)
                     _, late = await asyncio.wait(inflight, timeout=self.config.close_timeout_s)
@@ -353,7 +328,7 @@ class Engine:
         loop = self._ensure_open()
         pairs = _plan.pairs(paths, frame_ids)
         spec = self._spec(output)
-        task = loop.create_task(self._request(pairs, spec, bool(stack)))
+        task = loop.create_task(self._request_path.request(pairs, spec, bool(stack)))
         self._track(task)
         return task
 
@@ -367,7 +342,7 @@ class Engine:
         loop = self._ensure_open()
         pairs = _plan.pairs(paths, frame_ids)
         self._n.prefetch_requests += 1
-        task = loop.create_task(self._prefetch(pairs))
+        task = loop.create_task(self._request_path.prefetch(pairs))
         self._track(task)
         return task
 
@@ -389,8 +364,7 @@ class Engine:
         pending: deque[asyncio.Future[Any]] = deque()
         source = _aiter(requests)
         exhausted = False
-        ahead = _readahead.ReadAhead(self._read_ahead_gop, self._decoders.threads, self._n,
-                                     _readahead.Remaining.of(requests, _plan.pairs), device=str(self.device))
+        ahead = self._request_path.stream_read_ahead(requests)
         try:
             while True:
                 while not exhausted and len(pending) < depth:
@@ -445,72 +419,7 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """Counters since the engine opened (a snapshot; cheap)."""
-        n, cache, frames = self._n, self._gops.cache, self._frames
-        pool, fallback = self._decoders.pool, self._decoders.fallback
-        free = [p.free_decoders() for p in (pool, fallback) if p is not None]
-        return {
-            "state": self._state.value,
-            "backend": self.backend.name,
-            "decoder_library": self.backend.library,
-            "device": str(self.device),
-            "decoder_threads": pool.threads if pool else 0,
-            "decoder_threads_replaced": sum(p.threads_replaced for p in (pool, fallback) if p is not None),
-            "requests": n.requests,
-            "requests_failed": n.requests_failed,
-            "requests_cancelled": n.requests_cancelled,
-            "requests_in_flight": sum(1 for t in self._requests if not t.done()),
-            "frames_requested": n.frames_requested,
-            "frames_returned": n.frames_returned,
-            "frames_decoded": (pool.decoded if pool else 0) + (fallback.decoded if fallback else 0),
-            "cpu_fallback_files": len(self._decoders.fallback_paths),
-            "packets_fed": pool.fed if pool else 0,
-            "jobs_continued": pool.continued if pool else 0,
-            "jobs_merged": pool.merged if pool else 0,
-            "decoders_created": sum(p.decoders_created for p in (pool, fallback) if p is not None),
-            "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, fallback) if p is not None),
-            "decoders_free": sum(count for count, _ in free),
-            "decoders_free_bytes": sum(nbytes for _, nbytes in free),
-            "gop_cache_hits": cache.hits,
-            "gop_cache_misses": cache.misses,
-            "gop_cache_bytes": cache.nbytes,
-            "gop_cache_entries": len(cache),
-            "gop_cache_evictions": cache.evictions,
-            "gop_cache_capacity_bytes": cache.capacity_bytes,
-            "frame_cache_hits": frames.hits,
-            "frame_cache_misses": frames.misses,
-            "frame_cache_bytes": frames.nbytes,
-            "frame_cache_entries": len(frames),
-            "frame_cache_evictions": frames.evictions,
-            "frame_cache_capacity_bytes": frames.capacity_bytes,
-            "frame_cache_extras_admitted": frames.extras_admitted,
-            "frame_cache_extras_hit": frames.extras_hit,
-            "frame_cache_extras_wasted": frames.extras_wasted,
-            "frame_cache_collecting": frames.collecting,
-            "frame_cache_extras_threshold": frames.threshold,
-            "index_cache_files": len(self._indexes),
-            "queue_depth": pool.queue_depth if pool else 0,
-            "queue_capacity": pool.capacity if pool else 0,
-            "queue_waiting": pool.waiting if pool else 0,
-            "jobs_in_flight": pool.in_flight if pool else 0,
-            "index_jobs": n.index_jobs,
-            "demux_jobs": n.demux_jobs,
-            "store_reads": n.store_reads,
-            "store_read_bytes": n.store_read_bytes,
-            "store_read_s": n.store_read_s,
-            "read_ahead_gops": n.read_ahead_gops,
-            "read_ahead_frames": n.read_ahead_frames,
-            "read_ahead_used": n.read_ahead_used,
-            "read_ahead_wasted": n.read_ahead_wasted,
-            "store_checksums": self._gops.checked.checked,
-            "store_fallback_files": len(self._indexes.store_fallbacks),
-            "open_files_opened": self._gops.readers.opened,
-            "prefetch_requests": n.prefetch_requests,
-            "prefetch_errors": n.prefetch_errors,
-            "index_s": n.index_s,
-            "demux_s": n.demux_s,
-            "decode_s": pool.decode_s if pool else 0.0,
-            "convert_s": pool.convert_s if pool else 0.0,
-        }
+        return self._stats.snapshot(self._state)
 
     async def info(self, path: PathLike) -> Any:
         """:class:`~asyncdecode.VideoInfo` of ``path``, from the engine's index cache."""
@@ -599,7 +508,7 @@ class Engine:
     def __repr__(self) -> str:
         return f"<Engine {self.backend.name} on {self.device}, {self._state.value}>"
 
-    # -- request path -------------------------------------------------------------------------
+    # -- requests (their frames: asyncdecode._request) ----------------------------------------
 
     def _spec(self, output: OutputSpec | None) -> OutputSpec:
         if output is None:
@@ -611,148 +520,6 @@ class Engine:
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
-
-    async def _request(self, pairs: list[tuple[str, int]], spec: OutputSpec, stack: bool = False) -> Any:
-        n = self._n
-        n.requests += 1
-        n.frames_requested += len(pairs)
-        t0 = time.perf_counter()
-        try:
-            frames = await self._decode_pairs(pairs, spec, stack)
-        except asyncio.CancelledError:
-            n.requests_cancelled += 1
-            raise
-        except BaseException:
-            n.requests_failed += 1
-            raise
-        finally:
-            n.request_s += time.perf_counter() - t0
-        n.frames_returned += len(frames)
-        if stack:
-            return torch.stack(frames) if frames else torch.empty((0,), dtype=spec.dtype, device=self.device)
-        return frames
-
-    async def _decode_pairs(self, pairs: list[tuple[str, int]], spec: OutputSpec,
-                            stack: bool = False) -> list[torch.Tensor]:
-        if not pairs:
-            return []
-        indexes = await self._indexes.for_pairs(pairs)
-        if stack and spec.size is None:
-            _plan.check_one_size(pairs, indexes, str(self.device))
-        groups = _plan.by_gop(pairs, indexes, str(self.device))
-        ahead = self._read_ahead()
-        # GOPs whose frames a read-ahead holds, decoded: taken at once (no task, turn or future)
-        ready = [] if ahead is None else [key for key, wanted in groups.items()
-                                          if ahead.ready(key[0], key[1], spec, wanted)]
-        rest = [(key, wanted) for key, wanted in groups.items() if key not in ready]
-        turns = [self._turns.take(key, self._loop) for key, _ in rest]  # now, in request order
-        if ahead is not None:  # read on ahead of the files the requests read front to back
-            ahead.plan(groups, indexes, spec)
-        frames = {(key[0], fid): tensor for key in ready
-                  for fid, tensor in ahead.take_ready(key[0], key[1], spec, groups[key]).items()}  # type: ignore[union-attr]
-        try:
-            results = await all_or_cancel([
-                self._decode_gop(indexes[path], gop, wanted, spec, turn)
-                for ((path, gop), wanted), turn in zip(rest, turns)
-            ]) if rest else []
-        finally:
-            for (key, _), turn in zip(rest, turns):
-                self._turns.end(key, turn)
-        for ((path, _), _), res in zip(rest, results):
-            for fid, tensor in res.items():
-                frames[(path, fid)] = tensor
-        out, seen = [], set()
-        for pair in pairs:
-            tensor = frames[pair]
-            if pair in seen:  # the same frame twice in one request: each entry gets its own tensor
-                tensor = copy_frame(tensor)
-            seen.add(pair)
-            out.append(tensor)
-        return out
-
-    def _read_ahead(self) -> _readahead.ReadAhead | None:
-        """The read-ahead of the running request: its stream's, else the engine's own (requests one at
-        a time); none inside a read-ahead's own decode."""
-        ahead = _readahead.current.get()
-        if ahead is None:
-            return self._ahead
-        return ahead or None
-
-    def _read_ahead_gop(self, index: VideoIndex, gop: int, ids: set[int],
-                        spec: OutputSpec) -> tuple[Awaitable[dict[int, Any]], Callable[[], None]]:
-        """A GOP's decode for the read-ahead: its place in the GOP's line taken now; what gives it back."""
-        key = (index.path, gop)
-        turn = self._turns.take(key, self._loop)
-        return self._decode_gop(index, gop, ids, spec, turn), lambda: self._turns.end(key, turn)
-
-    async def _decode_gop(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
-                          turn: _plan.Turn) -> dict[int, torch.Tensor]:
-        """The wanted frames of one GOP: from the frame cache, or decoded. Calls for one GOP reach the
-        decoder queue in the order their turns were taken (the order of their requests): a call for
-        frames further on that got its bundle first (from the cache, while the earlier ones were still
-        being woken by the read) would start at the keyframe on a thread of its own, and the earlier
-        call decode the same frames again after it."""
-        before, mine = turn
-        try:
-            got: dict[int, Any] = {}
-            ahead = self._read_ahead()
-            if ahead is not None and ahead.has(index.path, gop, spec):  # decoded ahead (or being)
-                _plan.settle(mine)  # nothing of this call's goes to the queue before the next one's
-                got = await ahead.take(index.path, gop, spec, wanted)
-                wanted = wanted - got.keys()
-                if not wanted:
-                    return got
-            frames = await self._decode_gop_in_turn(index, gop, wanted, spec, before, mine)
-            return {**got, **frames} if got else frames
-        finally:
-            _plan.settle(mine)  # served from the cache, or failed: the next call need not wait
-
-    async def _decode_gop_in_turn(self, index: VideoIndex, gop: int, wanted: set[int], spec: OutputSpec,
-                                  before: asyncio.Future[None] | None,
-                                  mine: asyncio.Future[None]) -> dict[int, torch.Tensor]:
-        cache = self._frames
-        on = cache.capacity_bytes > 0
-        cached: dict[int, torch.Tensor] = {}
-        if on:
-            for fid in wanted:
-                frame = cache.get((index.path, fid, spec))
-                if frame is not None:
-                    cached[fid] = copy_frame(frame)  # the caller's own tensor: the cached one stays as it is
-            if len(cached) == len(wanted):
-                return cached
-            wanted = wanted - cached.keys()
-        bundle = await self._gops.bundle(index, gop)
-        if before is not None and not before.done():
-            await asyncio.wait((before,))  # the call before this one is queued first (never cancelled from here)
-        if not on:
-            frames, _ = await self._decoders.decode_bundle(bundle, sorted(wanted), spec,
-                                                           queued=lambda: _plan.settle(mine))
-            return frames
-        # extras (frames on the way) only while they pay: FrameCache.collect decides
-        info = index.info
-        on_the_way = max(wanted) - info.keyframes[gop] + 1
-        frame_bytes = spec.frame_bytes(info.height, info.width)
-        cache.note_file((index.path, spec), info.num_frames * frame_bytes)
-        collect = cache.collect(on_the_way * frame_bytes, on_the_way - len(wanted))
-        frames, extra = await self._decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
-                                                           costs=cache.note_job, queued=lambda: _plan.settle(mine))
-        for fid, frame in extra.items():
-            cache.put((index.path, fid, spec), frame, extra=True)
-        for fid, frame in frames.items():
-            cache.put((index.path, fid, spec), frame)
-            cached[fid] = copy_frame(frame)
-        return cached
-
-    async def _prefetch(self, pairs: list[tuple[str, int]]) -> None:
-        try:
-            indexes = await self._indexes.for_pairs(pairs)
-            gops = {(p, indexes[p].info.gop_of(f)) for p, f in pairs if 0 <= f < indexes[p].info.num_frames}
-            await all_or_cancel([self._gops.bundle(indexes[p], g) for p, g in gops])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._n.prefetch_errors += 1
-            log.debug("asyncdecode prefetch failed: %s", str(exc))
 
 
 class _Internal:

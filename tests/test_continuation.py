@@ -61,7 +61,7 @@ async def test_stream_access_decodes_each_frame_about_once(assets, truth, name):
     assert _equal(got, truth[name])
     ratio = stats["frames_decoded"] / stats["frames_returned"]
     assert stats["jobs_continued"] + stats["jobs_merged"] > 0
-    # Jobs of one GOP reach the queue in request order (Engine._decode_gop), whichever got its bundle
+    # Jobs of one GOP reach the queue in request order (RequestPath._decode_gop), whichever got its bundle
     # first: no job for frames further on starts at the keyframe ahead of the earlier ones. What is left:
     # a job for a GOP's keyframe alone, drained before the next request's job arrives (up to 1.04 in
     # 100 runs on a loaded 2-core machine, h264_vargop; it was up to 1.22 before, 1 run in 3).
