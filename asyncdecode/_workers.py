@@ -343,7 +343,7 @@ class DecoderPool:
             seen += 1
             if fit >= _READY or seen >= _AFFINITY_WINDOW or session is None:
                 break
-        if chosen is not None:
+        if chosen is not None and not chosen.cancelled:  # a cancelled one is only dropped: nobody was passed
             for job in skipped:
                 if job.bundle is not chosen.bundle:
                     job.passed += 1

@@ -427,6 +427,16 @@ def test_a_job_passed_over_too_often_is_taken_next():
     assert taken[-1] is jobs[0] and jobs[0].passed == _workers._PASS_LIMIT
 
 
+def test_dropping_a_cancelled_job_passes_nobody_over():
+    me = _Worker(threading.Lock())
+    me.session = _ShapeReady({"free"})
+    pool, jobs = _queue(["busy", "gone", "free"])
+    jobs[1].cancelled = True
+    assert pool._pick(me) is jobs[1]  # dropped at once by the caller
+    assert jobs[0].passed == 0
+    assert pool._pick(me) is jobs[2] and jobs[0].passed == 1  # now a later job goes first
+
+
 async def test_stats_count_decoders_made(assets):
     paths = [str(assets[n]) for n in ("h264_nob", "hevc_closed")]
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
