@@ -54,6 +54,9 @@ change of pattern turns the decision within a few probes, long enough to average
 EXTRAS_PROBE_EVERY = 32
 """While extras do not pay, one decode job in this many still collects (about 1/32 of the cost of
 always collecting), so that the estimate recovers when the access pattern changes..."""
+SET_FILES = 4096
+"""The files the cache counts as the set being read (:meth:`FrameCache.note_file`), the most recently
+read ones: a service that has read many files keeps no record of all of them."""
 EXTRAS_PROBE_SHARE = 0.02
 """...and no more often than keeps the probes' conversions (measured cost times the extras a probe
 would collect) within about this share of the jobs' own measured cost: on the CPU a probe collecting
@@ -185,7 +188,7 @@ class FrameCache(ByteLru[torch.Tensor]):
         self._hit_w = 0.0  # decayed counts of counted extras: hit, and hit or wasted
         self._resolved_w = 0.0
         self._since_probe = 0
-        self._files: dict[Hashable, int] = {}  # what note_file was told: file -> bytes of all its frames
+        self._files: OrderedDict[Hashable, int] = OrderedDict()  # note_file's: file -> bytes of its frames
         self._set_bytes = 0
 
     def size(self, item: torch.Tensor) -> int:
@@ -257,14 +260,17 @@ class FrameCache(ByteLru[torch.Tensor]):
 
     def note_file(self, key: Hashable, nbytes: int) -> None:
         """The frames of a file being read take ``nbytes`` in the cache's format (told per decode job;
-        O(1)): the set seen so far is the sum over the files told. While it fits the capacity, extras
+        O(1)): the set is the sum over the last :data:`SET_FILES` files told. While it fits the capacity, extras
         start collected (probation); once it does not, an extra's chance of a hit before eviction
         is about the capacity's share of the set, and extras start not collected: only probes
         collect, until the hits they measure show that extras pay."""
-        old = self._files.get(key)
-        if old != nbytes:
-            self._files[key] = nbytes
-            self._set_bytes += nbytes - (old or 0)
+        files = self._files
+        old = files.pop(key, 0)
+        files[key] = nbytes  # the most recently read last
+        self._set_bytes += nbytes - old
+        if len(files) > SET_FILES:  # files not read for a long while leave the set
+            _, gone = files.popitem(last=False)
+            self._set_bytes -= gone
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         item = super().get(key)

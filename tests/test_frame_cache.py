@@ -297,6 +297,21 @@ def test_probation_only_while_the_set_seen_fits():
     assert decisions == [False] * (EXTRAS_PROBE_EVERY - 1) + [True]
 
 
+def test_the_set_is_the_files_read_lately(monkeypatch):
+    """Files not read for a long while leave the set (the record stays bounded): a cache that once
+    saw more files than it holds collects again on probation when the files read now fit."""
+    monkeypatch.setattr(_cache, "SET_FILES", 3)
+    c = FrameCache(100)
+    for name in ("old1", "old2", "old3"):
+        c.note_file(name, 60)
+    assert not c.collecting and len(c._files) == 3
+    for name in ("a", "b", "a", "b", "a"):
+        c.note_file(name, 30)
+    assert c._set_bytes == 60 + 30 + 30 and not c.collecting  # old3 is still among the last three
+    c.note_file("c", 30)
+    assert c._set_bytes == 90 and c.collecting and list(c._files) == ["b", "a", "c"]
+
+
 def _waste(c, n):
     """n extras admitted and evicted unhit (c holds one byte)."""
     for _ in range(n):
