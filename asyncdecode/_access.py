@@ -24,6 +24,7 @@ import numpy as np
 
 from ._frame import Frame
 from ._output import OutputSpec
+from ._plan import paths_for
 from .errors import AsyncDecodeError, InvalidRequestError
 from .media import VideoInfo
 
@@ -128,15 +129,7 @@ async def frames_at(engine: Engine, paths: PathLike | Sequence[PathLike], second
     if not isinstance(accurate, bool):
         raise InvalidRequestError(f"accurate must be True or False, not {accurate!r}")
     times = _times(seconds)
-    if isinstance(paths, (str, os.PathLike)):
-        path_list = [paths] * len(times)
-    elif isinstance(paths, Sequence) and not isinstance(paths, bytes):
-        path_list = list(paths)
-    else:
-        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
-    if len(path_list) != len(times):
-        raise InvalidRequestError(f"paths and seconds must have the same length (got {len(path_list)} paths "
-                                  f"and {len(times)} times)")
+    path_list = paths_for(paths, len(times), "seconds", "times", kind=Sequence)
     spec = engine.internal.output_spec(output)
     engine.internal.open()
     infos = {}

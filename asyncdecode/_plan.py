@@ -25,6 +25,21 @@ __all__ = ["GopLines", "Turn", "by_gop", "check_one_size", "pairs", "settle"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def paths_for(paths: PathLike | Sequence[PathLike], count: int, named: str, noun: str,
+              kind: type = Iterable) -> list[PathLike]:
+    """A request's ``paths`` for its ``count`` items (``named`` in the request, ``noun`` in the error):
+    one path for all of them, or one per item (any ``kind`` of collection but bytes)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths] * count
+    if not isinstance(paths, kind) or isinstance(paths, bytes):
+        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
+    path_list = list(paths)  # type: ignore[call-overload]
+    if len(path_list) != count:
+        raise InvalidRequestError(
+            f"paths and {named} must have the same length (got {len(path_list)} paths and {count} {noun})")
+    return path_list
+
+
 def pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> list[tuple[str, int]]:
     """Validate a request's arguments into ``(path, frame_id)`` pairs."""
     if isinstance(frame_ids, (str, bytes)) or not isinstance(frame_ids, Iterable):
@@ -32,15 +47,7 @@ def pairs(paths: PathLike | Sequence[PathLike], frame_ids: Sequence[int]) -> lis
     if isinstance(frame_ids, np.ndarray) or isinstance(frame_ids, torch.Tensor):
         frame_ids = frame_ids.tolist()
     ids = list(frame_ids)
-    if isinstance(paths, (str, os.PathLike)):
-        path_list = [paths] * len(ids)
-    elif isinstance(paths, Iterable) and not isinstance(paths, bytes):
-        path_list = list(paths)
-    else:
-        raise InvalidRequestError(f"paths must be a path or a sequence of paths, not {type(paths).__name__}")
-    if len(path_list) != len(ids):
-        raise InvalidRequestError(
-            f"paths and frame_ids must have the same length (got {len(path_list)} paths and {len(ids)} frame ids)")
+    path_list = paths_for(paths, len(ids), "frame_ids", "frame ids")
     pairs = []
     for p, f in zip(path_list, ids):
         if not isinstance(p, (str, os.PathLike)):
