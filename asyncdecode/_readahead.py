@@ -22,8 +22,9 @@ leaves untaken is dropped after :data:`STALE_REQUESTS` requests.
 
 Bounded: what is decoded ahead and not taken yet is at most :data:`BUDGET_BYTES` per stream (by
 default 1 GiB, on a GPU a share of its memory: :func:`default_budget`); a GOP is planned only where
-its frames fit, after dropping, as wasted, what the file left untaken in GOPs it has gone past; a request that steps back in a file plans nothing; leaving the stream cancels
-the read-ahead still running and drops the rest.
+its frames fit, after dropping, as wasted, what the file left untaken in GOPs it has gone past; a
+request that steps back in a file plans nothing (the file is read on anew from there); leaving the
+stream cancels the read-ahead still running and drops the rest.
 """
 
 from __future__ import annotations
