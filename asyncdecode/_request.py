@@ -126,14 +126,16 @@ class RequestPath:
         groups = _plan.by_gop(pairs, indexes, str(self.device))
         ahead = self._read_ahead()
         # GOPs whose frames a read-ahead holds, decoded: taken at once (no task, turn or future)
-        ready = [] if ahead is None else [key for key, wanted in groups.items()
-                                          if ahead.ready(key[0], key[1], spec, wanted)]
+        ready = set() if ahead is None else {key for key, wanted in groups.items()
+                                             if ahead.ready(key[0], key[1], spec, wanted)}
         rest = [(key, wanted) for key, wanted in groups.items() if key not in ready]
         turns = [self.turns.take(key, self._loop) for key, _ in rest]  # now, in request order
+        frames: dict[tuple[str, int], torch.Tensor] = {}
         if ahead is not None:  # read on ahead of the files the requests read front to back
             ahead.plan(groups, indexes, spec)
-        frames = {(key[0], fid): tensor for key in ready
-                  for fid, tensor in ahead.take_ready(key[0], key[1], spec, groups[key]).items()}  # type: ignore[union-attr]
+            for path, gop in ready:
+                for fid, tensor in ahead.take_ready(path, gop, spec, groups[(path, gop)]).items():
+                    frames[(path, fid)] = tensor
         try:
             results = await all_or_cancel([
                 self._decode_gop(indexes[path], gop, wanted, spec, turn)
