@@ -64,14 +64,15 @@ class Stats:
         """The counters now, for an engine in ``state``."""
         n, cache, frames = self._n, self._gops.cache, self._frames
         pool, fallback = self._decoders.pool, self._decoders.fallback
-        free = [p.free_decoders() for p in (pool, fallback) if p is not None]
+        pools = self._decoders.pools()  # those made: the device's, and the CPU fallback once needed
+        free = [p.free_decoders() for p in pools]
         return {
             "state": state.value,
             "backend": self._backend.name,
             "decoder_library": self._backend.library,
             "device": str(self._backend.device),
             "decoder_threads": pool.threads if pool else 0,
-            "decoder_threads_replaced": sum(p.threads_replaced for p in (pool, fallback) if p is not None),
+            "decoder_threads_replaced": sum(p.threads_replaced for p in pools),
             "requests": n.requests,
             "requests_failed": n.requests_failed,
             "requests_cancelled": n.requests_cancelled,
@@ -83,8 +84,8 @@ class Stats:
             "packets_fed": pool.fed if pool else 0,
             "jobs_continued": pool.continued if pool else 0,
             "jobs_merged": pool.merged if pool else 0,
-            "decoders_created": sum(p.decoders_created for p in (pool, fallback) if p is not None),
-            "decoders_reconfigured": sum(p.decoders_reconfigured for p in (pool, fallback) if p is not None),
+            "decoders_created": sum(p.decoders_created for p in pools),
+            "decoders_reconfigured": sum(p.decoders_reconfigured for p in pools),
             "decoders_free": sum(count for count, _ in free),
             "decoders_free_bytes": sum(nbytes for _, nbytes in free),
             "gop_cache_hits": cache.hits,
