@@ -57,6 +57,12 @@ def default_budget(device: str) -> int:
     total = torch.cuda.get_device_properties(torch.device(device)).total_memory
     return min(8 << 30, max(1 << 30, total // GPU_SHARE))
 
+
+def budget(device: str) -> int:
+    """The read-ahead budget of a stream on ``device``: :data:`BUDGET_BYTES` where it is set, else
+    :func:`default_budget`."""
+    return BUDGET_BYTES if BUDGET_BYTES is not None else default_budget(device)
+
 current: contextvars.ContextVar[ReadAhead | None | bool] = contextvars.ContextVar("asyncdecode_read_ahead", default=None)
 """The read-ahead of the stream a request belongs to (set for the requests a stream submits); ``None``
 elsewhere (the engine's own, for ``submit()`` / ``decode()`` callers); ``False`` inside a read-ahead's
@@ -171,9 +177,7 @@ class ReadAhead:
         self._tick = 0  # requests planned
         self._threads = max(1, threads)
         self._n = counters
-        if budget_bytes is None:
-            budget_bytes = BUDGET_BYTES if BUDGET_BYTES is not None else default_budget(device)
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = budget(device) if budget_bytes is None else budget_bytes
         self.held = 0  # bytes of frames planned or decoded ahead and not taken
         self._gops: dict[tuple[str, int, OutputSpec], _Gop] = {}
         self._last: dict[str, int] = {}  # file -> the first frame the last request asked of it

@@ -218,15 +218,6 @@ def machine(device: str) -> dict[str, Any]:
     return meta
 
 
-def _budget(device: str) -> int:
-    """The read-ahead budget per stream the engine uses on ``device`` (the environment's, else the default)."""
-    from asyncdecode import _readahead
-
-    if _readahead.BUDGET_BYTES is not None:
-        return _readahead.BUDGET_BYTES
-    return _readahead.default_budget("cuda:0" if device == "cuda" else device)
-
-
 def table(res: dict[str, Any]) -> str:
     rows = res["cells"]
     lines = [f"# readahead_bench — {res['meta'].get('gpu', 'CPU')}, {res['meta']['date']}", "",
@@ -312,9 +303,12 @@ async def main(argv: list[str] | None = None) -> int:
         w, h = (int(v) for v in args.size.lower().split("x"))
     n = args.frames or n
     paths = ensure_files(Path(args.data), w, h, n)
+    from asyncdecode import _readahead
+
+    budget = _readahead.budget("cuda:0" if args.device == "cuda" else args.device)  # the engine's, per stream
     res: dict[str, Any] = {"meta": machine(args.device), "files": f"{CLIPS} x {w}x{h} HEVC GOP 30, {n} frames",
-                           "repeat": args.repeat, "cells": [],
-                           "read_ahead_budget_bytes": _budget(args.device), "passes": args.passes}
+                           "repeat": args.repeat, "cells": [], "read_ahead_budget_bytes": budget,
+                           "passes": args.passes}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "readahead_bench" + ("" if args.device == "cuda" else "_cpu") + (f"_{w}x{h}" if args.size else "")
