@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from ._output import OutputSpec
@@ -184,8 +184,10 @@ class ReadAhead:
 
     # -- planning (a request's frames grouped by GOP, before they are decoded) ----------------
 
-    def plan(self, groups: dict[tuple[str, int], set[int]], indexes: dict[str, Any], spec: OutputSpec) -> None:
-        """Look at one request's frames: read on ahead of the files it reads front to back."""
+    def plan(self, groups: dict[tuple[str, int], set[int]], indexes: dict[str, Any], spec: OutputSpec,
+             served: Collection[tuple[str, int]] = ()) -> None:
+        """Look at one request's frames: read on ahead of the files it reads front to back.
+        ``served``: its GOPs whose frames the read-ahead already handed out (:meth:`take_ready`)."""
         firsts: dict[str, tuple[int, int]] = {}  # file -> (first frame, its GOP) in this request
         counts: dict[str, int] = {}  # file -> frames this request asks of it
         for (path, gop), ids in groups.items():
@@ -196,7 +198,8 @@ class ReadAhead:
         # Threads the files being read leave idle: as many GOPs decoded ahead at once, at most (with no
         # thread to spare, read-ahead only takes positions the clips' own sessions keep their place in).
         # A file whose GOP this request reads was itself read ahead keeps no thread of its own busy.
-        reading = sum(1 for path, (_, gop) in firsts.items() if (path, gop, spec) not in self._gops)
+        reading = sum(1 for path, (_, gop) in firsts.items()
+                      if (path, gop, spec) not in self._gops and (path, gop) not in served)
         spare = self._threads - reading - sum(1 for e in self._gops.values() if not e.task.done())
         per_file = max(1, -(-(self._threads - reading) // max(1, len(firsts))))  # rounded up: every thread
         # Room to plan further than the threads' share (up to DEEP GOPs ahead of a file), so that a GOP

@@ -129,13 +129,15 @@ class RequestPath:
         ready = set() if ahead is None else {key for key, wanted in groups.items()
                                              if ahead.ready(key[0], key[1], spec, wanted)}
         rest = [(key, wanted) for key, wanted in groups.items() if key not in ready]
-        turns = [self.turns.take(key, self._loop) for key, _ in rest]  # now, in request order
         frames: dict[tuple[str, int], torch.Tensor] = {}
-        if ahead is not None:  # read on ahead of the files the requests read front to back
-            ahead.plan(groups, indexes, spec)
+        if ahead is not None:
+            # taken before planning: the planning may drop what the read-ahead holds (stale, or
+            # behind a file's new GOP) and the frames ready() promised would be gone
             for path, gop in ready:
                 for fid, tensor in ahead.take_ready(path, gop, spec, groups[(path, gop)]).items():
                     frames[(path, fid)] = tensor
+            ahead.plan(groups, indexes, spec, served=ready)  # read on ahead of files read front to back
+        turns = [self.turns.take(key, self._loop) for key, _ in rest]  # now, in request order
         try:
             results = await all_or_cancel([
                 self._decode_gop(indexes[path], gop, wanted, spec, turn)

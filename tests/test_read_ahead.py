@@ -176,6 +176,27 @@ async def test_decode_callers_reading_on_are_read_ahead_and_random_access_is_not
         assert eng.stats()["read_ahead_gops"] == 0
 
 
+async def test_a_gop_ready_ahead_and_stale_at_once_is_still_handed_out(clip, truth, monkeypatch):
+    """A request whose GOP the read-ahead holds, decoded, while the same request's planning drops
+    that GOP as stale: the frames are taken before the planning, so the request gets them, and the
+    GOP's line is left free for the next request (it failed with a KeyError and left the line taken,
+    so every later request for that GOP waited forever)."""
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        for f in range(4):  # goes on in the file: GOPs after the first are read ahead
+            assert torch.equal((await eng.decode(clip, [f]))[0], truth[f])
+        ahead = eng._request_path.ahead
+        assert ahead._gops, "nothing read ahead"
+        spec = next(iter(ahead._gops))[2]
+        await asyncio.wait_for(asyncio.gather(*(e.task for e in ahead._gops.values())), 10)
+        assert ahead.ready(clip, 1, spec, {GOP})
+        monkeypatch.setattr(_readahead, "STALE_REQUESTS", 0)  # what was planned is stale at the next request
+        for f in (GOP, GOP + 1, 2 * GOP):
+            got = await asyncio.wait_for(eng.decode(clip, [f]), 10)
+            assert torch.equal(got[0], truth[f])
+        assert eng.stats()["read_ahead_used"] >= 1
+    assert not eng._turns
+
+
 async def test_closing_the_engine_with_gops_read_ahead_returns_promptly(clip):
     eng = Engine(device="cpu", config=EngineConfig(decoder_threads=3))
     async with eng:
