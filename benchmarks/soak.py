@@ -396,6 +396,7 @@ class Soak:
         self.totals[kind] += 1
         if len(self.examples[kind]) < EXAMPLES_KEPT:
             self.examples[kind].append(text)
+            print(f"problem {kind}: {text}", flush=True)  # now: a run cut short still tells
 
     def finish(self, req: Req, frames: Any, exc: BaseException | None, latency: float, rng: random.Random) -> None:
         iv = self.iv
