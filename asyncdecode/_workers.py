@@ -66,6 +66,20 @@ class DecodeJob:
         tensor itself, the others copies."""
         self.passed = 0  # times a thread took a later job first (decoder threads, under the pool's lock)
 
+    def copy_ahead(self, result: DecodeResult) -> None:
+        """On the decoder thread, once the job is decoded: the copies :meth:`take` will hand to the
+        requests that share a frame, made here rather than on the event loop (a copy there, a GPU
+        launch that gives up the GIL and waits to get it back among busy decoder threads, took half
+        of the loop's time where requests overlap). No request joins a job once a thread took it, so
+        ``claims`` only falls from here on: a request cancelled meanwhile leaves a copy unused."""
+        try:
+            for f, frame in result.frames.items():
+                others = self.claims.get(f, 0) - 1
+                if others > 0:
+                    result.copies[f] = [copy_frame(frame) for _ in range(others)]
+        except Exception:  # out of memory, say: take() copies what is missing, failing that request alone
+            return
+
     def claim(self, wanted: Collection[int]) -> None:
         for f in wanted:
             self.claims[f] = self.claims.get(f, 0) + 1
@@ -82,7 +96,10 @@ class DecodeJob:
         for f in wanted:
             self.claims[f] -= 1
             frame = result.frames[f]
-            frames[f] = frame if self.claims[f] == 0 else copy_frame(frame)
+            if self.claims[f]:
+                made = result.copies.get(f)
+                frame = made.pop() if made else copy_frame(frame)
+            frames[f] = frame
         return DecodeResult(frames=frames, decoded=result.decoded, fed=result.fed, continued=result.continued,
                             extra=result.extra if first else {}, timings=result.timings)
 
@@ -460,6 +477,7 @@ class DecoderPool:
                     try:
                         result = me.session.decode(job.bundle, job.wanted, job.output, lambda: job.cancelled,
                                                    lambda: self._keep(me, job), job.collect)
+                        job.copy_ahead(result)
                     except DecodeCancelled:
                         pass
                     except BaseException as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 
 import pytest
 import torch
@@ -134,7 +135,8 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth,
     copied only where two requests asked for the same frame."""
     copies = []
     copy = _workers.copy_frame
-    monkeypatch.setattr(_workers, "copy_frame", lambda frame: copies.append(frame) or copy(frame))
+    monkeypatch.setattr(_workers, "copy_frame",
+                        lambda frame: copies.append(threading.current_thread().name) or copy(frame))
     name = "h264_bframes"
     path = assets[name]
     other = assets["h264_nob"]
@@ -160,6 +162,7 @@ async def test_requests_for_one_gop_in_the_queue_share_one_decode(assets, truth,
     assert s["jobs_merged"] == len(wanted) - 1
     assert results[0][0] is not results[3][0]  # every request owns its tensors
     assert len(copies) == 1  # gop[-1], asked for twice; every other frame is handed over as decoded
+    assert copies[0].startswith("asyncdecode-cpu-")  # made by the decoder thread, not on the event loop
     results[0][0].zero_()
     assert torch.equal(results[3][0], truth[name][gop[-1]])
 

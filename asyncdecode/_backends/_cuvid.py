@@ -30,6 +30,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .. import _trim
 from . import _native
 
 _ulong = C.c_ulong  # the headers' "unsigned long": 8 bytes on 64-bit Linux
@@ -480,6 +481,7 @@ class CuvidDecoder:
         parser = self._create_parser(delay)
         self._lib.cuvidDestroyVideoParser(self._parser)
         self._parser, self.display_delay = parser, delay
+        _trim.freed()  # a parser's heap went
 
     def use_stream(self, stream: int) -> None:
         """Make mapped pictures ready on ``stream`` from now on (a decoder taken by another thread's
@@ -767,6 +769,7 @@ class CuvidDecoder:
         finally:
             if pushed:
                 lib.cuCtxPopCurrent_v2(C.byref(C.c_void_p()))
+        _trim.freed()  # the parser's and the decoder's host memory went
 
     def __del__(self) -> None:
         try:

@@ -120,6 +120,9 @@ class DecodeResult:
     """Frames that came out on the way and no job asked for, converted: only when the job collects them."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage (``decode_s``, ``convert_s``)."""
+    copies: dict[int, list[Any]] = field(default_factory=dict)
+    """Wanted frame id -> copies of its frame made on the decoder thread for the other requests that
+    share the job and asked for it too (the loop thread hands them out; see the pool's jobs)."""
 
 
 @dataclass(eq=False)
