@@ -36,7 +36,7 @@ from ._fetch import Gops
 from ._index import Indexes
 from ._once import Once
 from ._output import OutputSpec
-from . import _plan, _readahead
+from . import _plan, _readahead, _trim
 from ._request import RequestPath
 from ._stats import Counters, Stats
 from ._workers import DecoderPool
@@ -266,6 +266,7 @@ class Engine:
             if pool.alive():
                 log.warning("asyncdecode: %d decoder thread(s) still busy after %.1f s", pool.alive(),
                             self.config.close_timeout_s)
+        _trim.flush()  # the host memory of the decoders that just went, given back now
         executor.shutdown(wait=False, cancel_futures=True)
         busy = 0
         # shutdown(wait=True) waits without a limit: join this engine's demux threads (by name) until the deadline.

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Trimmer", "freed"]
+__all__ = ["Trimmer", "flush", "freed"]
 
 log = logging.getLogger("asyncdecode")
 
@@ -82,9 +82,32 @@ class Trimmer:
         return True
 
 
+    def flush(self) -> bool:
+        """Trim now if anything was freed since the last trim, whatever the interval (an engine
+        closing: its decoders all went at once). Returns whether it did."""
+        if self._trim is None or self._interval <= 0:
+            return False
+        with self._lock:
+            if not self._pending:
+                return False
+            self._pending, self._last = 0, self._clock()
+        try:
+            self._trim()
+        except Exception as exc:
+            log.debug("asyncdecode: malloc_trim failed: %s", exc)
+            return False
+        self.trims += 1
+        return True
+
+
 _TRIMMER = Trimmer(_libc_trim())
 
 
 def freed(count: int = 1) -> bool:
     """The process's :class:`Trimmer`: ``count`` decoders or parsers were closed."""
     return _TRIMMER.freed(count)
+
+
+def flush() -> bool:
+    """The process's :class:`Trimmer`: trim now if anything was freed since its last trim."""
+    return _TRIMMER.flush()

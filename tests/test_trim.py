@@ -65,3 +65,24 @@ def test_the_process_trimmer_uses_the_c_librarys_trim_where_it_has_one():
     assert (_trim._libc_trim() is not None) == has
     if has:
         _trim._libc_trim()()  # gives memory back, returns; no error
+
+
+def test_flush_trims_what_was_freed_since_the_last_trim_whatever_the_interval(monkeypatch):
+    calls, clock = [], _Clock()
+    t = _trim.Trimmer(lambda: calls.append(1), every=100, min_interval_s=10.0, clock=clock)
+    assert not t.flush()  # nothing freed: nothing to give back
+    t.freed()
+    assert t.flush() and calls == [1]
+    assert not t.flush()  # once
+    assert not _trim.Trimmer(lambda: calls.append(1), min_interval_s=0.0).flush()  # off stays off
+
+
+async def test_closing_an_engine_gives_back_what_its_decoders_freed(monkeypatch):
+    """The engine's close flushes the process's trimmer once its decoder threads have stopped."""
+    from asyncdecode import Engine, EngineConfig
+
+    flushed = []
+    monkeypatch.setattr(_trim, "flush", lambda: flushed.append(threading.current_thread().name) or True)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)):
+        pass
+    assert len(flushed) == 1 and flushed[0] != "MainThread"  # off the event loop
