@@ -237,6 +237,32 @@ async def test_file_changed_on_disk_is_reindexed(assets, tmp_path):
         assert eng.stats()["index_jobs"] == 2
 
 
+async def test_indexed_files_unchanged_are_served_without_a_task_per_file(assets, monkeypatch):
+    """A request over files already indexed (and unchanged) takes their indexes at once; only a file
+    not indexed yet, or a missing one, goes the way that builds an index or raises its error."""
+    from asyncdecode import VideoOpenError
+    from asyncdecode._index import Indexes
+
+    slow = []
+    of = Indexes.of
+
+    async def counted(self, path):
+        slow.append(path)
+        return await of(self, path)
+
+    monkeypatch.setattr(Indexes, "of", counted)
+    a, b = str(assets["h264_nob"]), str(assets["h264_bframes"])
+    async with Engine(device="cpu") as eng:
+        await eng.decode([a, b], [1, 2])
+        assert sorted(slow) == sorted([a, b])
+        slow.clear()
+        await eng.decode([a, b, a], [3, 4, 5])
+        assert slow == []
+        with pytest.raises(VideoOpenError, match="no such file"):
+            await eng.decode([a, a + ".gone"], [1, 1])
+        assert slow == [a + ".gone"]
+
+
 def test_engine_belongs_to_one_loop(assets):
     eng = Engine(device="cpu")
 
