@@ -107,6 +107,8 @@ MAX_FRAMES_IN_FLIGHT = {"cuda": 2048, "cpu": 256}  # 2048: 0.2 s of NVDEC work a
 WARM_S = 0.3
 MIN_TIMED_REQUESTS = 4
 SET_WARM_S = 0.5
+STEADY_QUIET_S = 1.0  # --steady: the set's warm-up ends once no decoder was made for this long
+STEADY_PER_FILE = 16  # --steady: the warm-up's requests, random frames of every file (the most jobs at once)
 CACHE_FILES = 6
 CACHE_SHARES = (0.0, 0.25, 0.5, 1.0)
 CACHE_DEPTH = 16
@@ -595,6 +597,7 @@ class Bench:
             await engine_cell(eng, random_requests(paths, counts, 1, random.Random(7)), depth=DEPTH, warm=0.0,
                               seconds=SET_WARM_S, device=self.device)
             await _idle(eng)
+            steady = await self.settle(eng, paths, counts) if self.args.steady else None
             after_warm_up = eng.stats()
             seed = 1
             if name == "web":
@@ -608,7 +611,7 @@ class Bench:
                         for per_file in SHAPES:
                             await self.cell(eng, name, paths[:k], counts[:k], pattern, per_file, seed)
                             seed += 1
-            self.res["engines"][name] = {"after_warm_up": after_warm_up, "end": eng.stats()}
+            self.res["engines"][name] = {"after_warm_up": after_warm_up, "end": eng.stats(), "steady": steady}
         self.save()
         s = self.res["engines"][name]["end"]
         print(f"{name}: engine {s.get('backend')} / {s.get('decoder_library')}, {s.get('decoder_threads')} decoder "
@@ -616,6 +619,32 @@ class Bench:
               f"frames decoded {s.get('frames_decoded')}, returned {s.get('frames_returned')}", flush=True)
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+    async def settle(self, eng: Any, paths: list[str], counts: list[int]) -> dict[str, Any]:
+        """``--steady``: before a set's cells, random requests of :data:`STEADY_PER_FILE` frames of every
+        file until no decoder was made for :data:`STEADY_QUIET_S` (at most ``--steady`` seconds), so that
+        the cells time the set's steady state; what it took is reported with the set."""
+        t0 = time.perf_counter()
+        made0 = last = eng.stats().get("decoders_created", 0)
+        quiet_since, reached = t0, False
+        reqs = random_requests(paths, counts, STEADY_PER_FILE, random.Random(11))
+        depth = depth_for(len(paths) * STEADY_PER_FILE, self.device)
+        async with contextlib.aclosing(eng.stream(reqs, depth=depth)) as stream:
+            async for _ in stream:
+                now = time.perf_counter()
+                made = eng.stats().get("decoders_created", 0)
+                if made != last:
+                    last, quiet_since = made, now
+                elif now - quiet_since >= STEADY_QUIET_S:
+                    reached = True
+                    break
+                if now - t0 >= self.args.steady:
+                    break
+        await _idle(eng)
+        out = {"seconds": time.perf_counter() - t0, "reached": reached, "decoders_made": last - made0}
+        print(f"  steady state {'reached' if reached else 'NOT reached'} after {out['seconds']:.1f} s "
+              f"({out['decoders_made']} decoders made)", flush=True)
+        return out
 
     async def run_cache(self, paths: list[str]) -> None:
         from asyncdecode import probe
@@ -817,6 +846,12 @@ def markdown(res: dict[str, Any]) -> str:
                           f"warm-up), reconfigured {_f(s.get('decoders_reconfigured'), 'd')}; frames decoded "
                           f"{s.get('frames_decoded')}, returned {s.get('frames_returned')}; jobs continued "
                           f"{s.get('jobs_continued')}, merged {s.get('jobs_merged')}."]
+            steady = eng.get("steady")
+            if steady:
+                lines += ["", f"Steady state (`--steady`): {'reached' if steady['reached'] else 'NOT reached'} "
+                              f"after {steady['seconds']:.1f} s of random requests of {STEADY_PER_FILE} frames of "
+                              f"every file, {steady['decoders_made']} decoders made meanwhile (counted in the "
+                              f"warm-up's figure above, not in the cells)."]
         lines.append("")
     if res["cache"]:
         r0 = res["cache"][0]
@@ -896,6 +931,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default=None,
                     help=f"comma separated, of {','.join(ALL_SECTIONS)} (default: all; --quick: all but web)")
     ap.add_argument("--threads", type=int, default=None, help="the engine's decoder_threads (default: its own)")
+    ap.add_argument("--steady", type=float, default=0.0, metavar="S",
+                    help=f"before each set's cells, read it at random ({STEADY_PER_FILE} frames of every file) "
+                         f"until no decoder was made for {STEADY_QUIET_S:.0f} s, at most S seconds (default 0: "
+                         f"a {SET_WARM_S} s warm-up only); reported per set")
     ap.add_argument("--budget", type=float, default=None,
                     help="skip cells that would end later than this many seconds into the run (default 240; "
                          "--quick: no limit; 0: no limit)")
