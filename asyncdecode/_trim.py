@@ -73,14 +73,7 @@ class Trimmer:
             if self._pending < self._every or now - self._last < self._interval:
                 return False
             self._pending, self._last = 0, now
-        try:
-            self._trim()
-        except Exception as exc:  # never the closing caller's failure
-            log.debug("asyncdecode: malloc_trim failed: %s", exc)
-            return False
-        self.trims += 1
-        return True
-
+        return self._run()
 
     def flush(self) -> bool:
         """Trim now if anything was freed since the last trim, whatever the interval (an engine
@@ -91,6 +84,11 @@ class Trimmer:
             if not self._pending:
                 return False
             self._pending, self._last = 0, self._clock()
+        return self._run()
+
+    def _run(self) -> bool:
+        """The trim itself, outside the lock; a failure is logged, never the closing caller's."""
+        assert self._trim is not None
         try:
             self._trim()
         except Exception as exc:
