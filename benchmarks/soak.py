@@ -49,7 +49,8 @@ or cancelled are counted (the requests a closed stream withdraws show in the eng
 *quiet* (no new operation starts until none is in flight and the engine's queue is empty, then
 ``gc.collect()``; the load resumes after). Each: RSS, anonymous RSS, the memory mappings and the RSS
 of the unnamed anonymous ones, of the main ``[heap]`` and of ``/dev/nvidia*`` (``/proc/self/smaps``:
-where memory outside malloc grows), the glibc heap in use and held (``mallinfo2``), on cuda device memory allocated / reserved and the whole GPU's used memory
+where memory outside malloc grows), the glibc heap in use and held (``mallinfo2``), on cuda device memory allocated / reserved, the allocations' peak since the last sample, the
+caching allocator's free pieces of split blocks and its segments (what reserved memory follows), and the whole GPU's used memory
 (``mem_get_info``: decoder surfaces are not torch's), open fds (/proc/self/fd), threads
 (``threading.active_count()`` and /proc/self/task), live Python objects (``gc.get_objects()``, quiet
 only), the engine's ``stats()`` (decoder threads, decoders created / free, GOP cache, frame cache,
@@ -283,6 +284,13 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
     if device == "cuda":
         s["cuda_allocated_mib"] = torch.cuda.memory_allocated() / MiB
         s["cuda_reserved_mib"] = torch.cuda.memory_reserved() / MiB
+        # what the reserved memory follows: the allocations' peak since the last sample, and the free
+        # pieces of split blocks (the caching allocator's fragmentation)
+        s["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / MiB
+        torch.cuda.reset_peak_memory_stats()
+        stats = torch.cuda.memory_stats()
+        s["cuda_inactive_split_mib"] = stats.get("inactive_split_bytes.all.current", 0) / MiB
+        s["cuda_segments"] = stats.get("segment.all.current", 0)
         free, total = torch.cuda.mem_get_info()
         s["cuda_used_mib"] = (total - free) / MiB  # the whole GPU's: decoder surfaces and contexts included
     if objects:
@@ -603,6 +611,9 @@ SERIES = (
     ("heap_held_mib", "glibc heap held (MiB)"),
     ("cuda_allocated_mib", "device memory allocated (MiB)"),
     ("cuda_reserved_mib", "device memory reserved (MiB)"),
+    ("cuda_peak_mib", "device memory allocated, peak since the last sample (MiB)"),
+    ("cuda_inactive_split_mib", "device memory in free pieces of split blocks (MiB)"),
+    ("cuda_segments", "device memory segments (torch)"),
     ("cuda_used_mib", "device memory used, whole GPU (MiB)"),
     ("open_fds", "open fds"),
     ("threads_py", "threads (threading)"),
@@ -616,7 +627,7 @@ SERIES = (
     ("frame_cache_bytes", "frame cache bytes"),
     ("index_cache_files", "index cache files"),
 )
-PROCESS_SERIES = 16
+PROCESS_SERIES = 19
 
 
 def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
