@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import datetime as dt
 import gc
@@ -462,9 +463,11 @@ def contender_cell(files: list[str], counts: list[int], pattern: str, per_file: 
 class IsolatedContender:
     """:func:`contender_cell` in a child process (spawn): PyNvVideoCodec and its threads live apart
     from the engine's process, and a crash of the library is reported in its cell while the run goes
-    on (a new child for the next cell)."""
+    on (a new child for the next cell). A child that dies is replaced and the cell run once more
+    (the crash is reported with the result: ``crashed_first``); a hung one is not."""
 
     TIMEOUT_S = 240.0
+    TRIES = 2
 
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -473,14 +476,20 @@ class IsolatedContender:
                  seconds: float, seed: int) -> dict[str, Any]:
         import multiprocessing
 
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            return self._pool.submit(contender_cell, files, counts, pattern, per_file, warm=warm, seconds=seconds,
-                                     seed=seed).result(timeout=self.TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - a crashed or hung child: reported in the cell
-            self.close()
-            return {"error": f"{type(exc).__name__}: {exc}"}
+        crashed = None
+        for _ in range(self.TRIES):
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                result = self._pool.submit(contender_cell, files, counts, pattern, per_file, warm=warm,
+                                           seconds=seconds, seed=seed).result(timeout=self.TIMEOUT_S)
+                return {**result, "crashed_first": crashed} if crashed else result
+            except Exception as exc:  # noqa: BLE001 - a crashed or hung child: reported in the cell
+                self.close()
+                crashed = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, BrokenProcessPool):
+                    break  # hung, or failed in the library: not tried again
+        return {"error": crashed}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -732,6 +741,8 @@ def _cell_line(cell: dict[str, Any]) -> str:
             line += f" | contender ERROR {c['error']}"
         else:
             line += f" | {c['decoder']} {c['requests_per_s']:8.1f} req/s {c['frames_per_s']:8.0f} frames/s"
+            if c.get("crashed_first"):
+                line += f" (second try; first: {c['crashed_first']})"
             if c.get("errors"):
                 line += f" ({c['errors']} errors: {c.get('first_error')})"
         if "ratio" in cell:
@@ -829,7 +840,8 @@ def markdown(res: dict[str, Any]) -> str:
             if "error" in k:
                 row += f" error: {k['error']} | | |"
             elif k:
-                row += (f" {k['decoder']}{' (' + str(k['errors']) + ' errors)' if k.get('errors') else ''} | "
+                row += (f" {k['decoder']}{' (' + str(k['errors']) + ' errors)' if k.get('errors') else ''}"
+                        f"{' (second try: the first child died)' if k.get('crashed_first') else ''} | "
                         f"{k['requests_per_s']:.1f} | {_f(c.get('ratio'), '.2f')} |")
             else:
                 row += " – | – | – |"
