@@ -295,6 +295,36 @@ def test_spare_decoders_idle_too_long_go_but_the_last_of_each_key(monkeypatch):
     assert never.expire() == 0 and len(never) == 2
 
 
+def test_spare_decoders_of_a_key_that_ran_short_lately_stay_however_long_idle(monkeypatch):
+    """With burst_s, a key whose jobs found no free decoder (and made one) within burst_s keeps all
+    its free decoders past max_idle_s, so that the next burst finds the ones the last made; once its
+    bursts stop for burst_s, the extras go by idle time as before, down to one."""
+    from asyncdecode._backends import base
+
+    now = [1000.0]
+    monkeypatch.setattr(base.time, "monotonic", lambda: now[0])
+    closed = []
+    spares = base.SpareDecoders(16, close=closed.append, max_idle_s=30, burst_s=300)
+    x1, x2, x3, y1, y2 = _Dec("x1"), _Dec("x2"), _Dec("x3"), _Dec("y1"), _Dec("y2")
+    assert spares.take("x", lambda d: 1) is None  # a burst of x: none free, its jobs make three
+    for dec in (x1, x2, x3, y1, y2):  # y's two were made and given back without running short here
+        spares.give(dec.name[0], dec)
+    now[0] += 100  # all idle for 100 s
+    assert spares.expire() == 1 and closed == [y1]  # x ran short 100 s ago: its three stay
+    assert spares.take("x", lambda d: 1) is x3 and spares.take("x", lambda d: 1) is x2
+    assert spares.take("x", lambda d: 1) is x1
+    assert spares.take("x", lambda d: 1) is None  # short again (now 1100): kept another 300 s
+    for dec in (x1, x2, x3):
+        spares.give("x", dec)
+    now[0] += 250
+    assert spares.expire() == 0 and len(spares) == 4
+    now[0] += 60  # 310 s since x last ran short, 310 s idle: the extras go, the newest stays
+    assert spares.expire() == 2 and closed == [y1, x1, x2] and spares.keys() == ["y", "x"]
+    assert spares._short == {}  # forgotten once older than burst_s: the record stays bounded
+    taken = spares.take("x", lambda d: 1)
+    assert taken is x3 and spares.take("x", lambda d: 1) is None and "x" in spares._short
+
+
 def test_spare_decoders_claim_a_key_for_one_maker():
     """room() tells one idle thread at a time to make a decoder of a key none is free of, and only
     while it fits without pushing another out."""

@@ -175,8 +175,11 @@ class SpareDecoders:
     """Free decoders, drained and ready for a keyframe, by class (``key``), the least recently given
     back first; bounded by a count and by the device memory they hold (the least recently used go
     first: ``close``d), and, with ``max_idle_s``, by time: a decoder not taken for that long goes
-    unless it is the last of its key, so that the pool holds what the work of late needs (a few
-    decoders of a size decoded on many threads at once, during a burst) rather than growing, burst by
+    unless it is the last of its key, or its key ran short (a :meth:`take` found none free, so a job
+    made one) within the last ``burst_s``. So the pool holds what the work of late needs: the
+    decoders a size's bursts take at once stay while such bursts recur (made again for each burst,
+    they would cost a decoder's creation on a job's path every time, and churn host and device
+    memory), and go, down to one, once the bursts stop, rather than the pool growing, burst by
     burst, to its bounds. Thread-safe: a session's own, or one shared by all sessions of a device (a
     decoder taken by one thread is that thread's until it is given back).
 
@@ -189,13 +192,18 @@ class SpareDecoders:
         max_idle_s: A free decoder not taken for this long is closed, the newest of each key
             excepted (0: never by time); looked at when decoders are given back and when
             :meth:`expire` is called (idle threads do), at most once a second.
+        burst_s: ...unless its key ran short within this many seconds (0: the idle time alone
+            decides).
     """
 
     def __init__(self, max_count: int, max_bytes: int = 0, *, nbytes: Callable[[Any], int] = lambda d: 0,
-                 close: Callable[[Any], None] = lambda d: None, max_idle_s: float = 0.0) -> None:
+                 close: Callable[[Any], None] = lambda d: None, max_idle_s: float = 0.0,
+                 burst_s: float = 0.0) -> None:
         self.max_count = max_count
         self.max_bytes = max_bytes
         self.max_idle_s = max_idle_s
+        self.burst_s = burst_s
+        self._short: dict[Hashable, float] = {}  # key -> when a take() last found none free
         self._nbytes = nbytes
         self._close = close
         self._lock = threading.Lock()
@@ -224,8 +232,9 @@ class SpareDecoders:
 
     def take(self, key: Hashable, fit: Callable[[Any], int]) -> Any | None:
         """The free decoder of ``key`` that fits best (the most recently given back of equals), now the
-        caller's; ``None`` when there is none."""
+        caller's; ``None`` when there is none (the key ran short: see ``burst_s``)."""
         if not self._count.get(key):
+            self._ran_short(key)
             return None
         with self._lock:
             best, best_fit = -1, -1
@@ -235,6 +244,8 @@ class SpareDecoders:
                     if f > best_fit:
                         best, best_fit = i, f
             if best < 0:
+                if self.burst_s:
+                    self._short[key] = time.monotonic()
                 return None
             key, decoder, nbytes, _ = self._free.pop(best)
             self._bytes -= nbytes
@@ -261,6 +272,11 @@ class SpareDecoders:
             self._close(old)
         self.expire()
 
+    def _ran_short(self, key: Hashable) -> None:
+        if self.burst_s:
+            with self._lock:
+                self._short[key] = time.monotonic()
+
     def expire(self) -> int:
         """Close the free decoders not taken for ``max_idle_s``, each key's newest excepted (at most
         once a second; a cheap no-op otherwise). Returns how many went."""
@@ -270,6 +286,9 @@ class SpareDecoders:
         gone = []
         with self._lock:
             self._looked = now
+            short = now - self.burst_s
+            for key in [k for k, t in self._short.items() if t < short]:
+                del self._short[key]  # bounded: only the keys short within burst_s are kept
             since = now - self.max_idle_s
             free = self._free
             if not free or free[0][3] >= since:  # oldest first: none idle that long
@@ -277,7 +296,7 @@ class SpareDecoders:
             newest = {entry[0]: i for i, entry in enumerate(free)}
             kept = []
             for i, entry in enumerate(free):
-                if entry[3] < since and newest[entry[0]] != i:
+                if entry[3] < since and newest[entry[0]] != i and entry[0] not in self._short:
                     gone.append(entry[1])
                     self._bytes -= entry[2]
                     self._counted(entry[0], -1)
@@ -405,12 +424,15 @@ class PacketSession(Session):
     spare_bytes: int = 0
     """Device memory the free decoders may take together, about (0: no bound but ``max_spares``)."""
     spare_idle_s: float = 0.0
-    """A free decoder not taken for this long is closed, the last of its key excepted (0: never)."""
+    """A free decoder not taken for this long is closed, the last of its key excepted (0: never)..."""
+    spare_burst_s: float = 0.0
+    """...unless its key ran short (a job found none free) within this many seconds (0: no such exception)."""
 
     def __init__(self) -> None:
         self.positions: OrderedDict[int, Position] = OrderedDict()
         self.spares = SpareDecoders(self.max_spares, self.spare_bytes, nbytes=self._decoder_bytes,
-                                    close=self._throw_away, max_idle_s=self.spare_idle_s)
+                                    close=self._throw_away, max_idle_s=self.spare_idle_s,
+                                    burst_s=self.spare_burst_s)
         """Free decoders (the session's own; a subclass may share one between the sessions of a device)."""
         self.counts = DecoderCounts()
 

@@ -71,6 +71,16 @@ SPARE_IDLE_S = float(os.environ.get("ASYNCDECODE_NVDEC_SPARE_IDLE_S", "30"))
 decoders of a shape (one per thread decoding it at once); without this the pool would keep the
 largest burst of every shape, growing towards its bounds for as long as new bursts come."""
 
+SPARE_BURST_S = float(os.environ.get("ASYNCDECODE_NVDEC_SPARE_BURST_S", "300"))
+"""...but decoders of a shape that ran short (a job found none of it free and made one) within this
+many seconds stay, however long idle (``ASYNCDECODE_NVDEC_SPARE_BURST_S``; 0: the idle time alone
+decides): bursts that recur every minute or two then find the decoders the last one made, instead
+of making them again on the jobs' path (on an H200, about 0.2 s of a decoder thread each under
+load), with the host and device memory churn of making and closing them. Seen there
+(matrix_bench, 24 sizes, --steady, idle time alone): the random 16-frame cell some 35 s after the
+set's warm-up made 22 decoders again on the jobs' path, of shapes the warm-up had made decoders for
+and the cells between had used fewer of at once."""
+
 SESSION_SPARE_BYTES = 512 << 20
 """GPU memory the free PyNvVideoCodec decoders of one session may hold together, about: each session
 keeps its own there (a PyNvVideoCodec decoder is bound to the CUDA stream it was made with)."""
@@ -174,7 +184,7 @@ class NvdecBackend(Backend):
                 total = torch.cuda.get_device_properties(self.device).total_memory
                 budget = min(4 << 30, total // 8)
             self.spares = SpareDecoders(SPARES, budget, nbytes=lambda d: d.nbytes, close=_close_quietly,
-                                        max_idle_s=SPARE_IDLE_S)
+                                        max_idle_s=SPARE_IDLE_S, burst_s=SPARE_BURST_S)
 
     def classes(self) -> dict[tuple[str, int], tuple[int, int]]:
         """``(codec, bit depth)`` of every class of streams checked so far -> the largest size seen."""
@@ -261,6 +271,7 @@ class NvdecSession(PacketSession):
     max_spares = 32
     spare_bytes = SESSION_SPARE_BYTES
     spare_idle_s = SPARE_IDLE_S
+    spare_burst_s = SPARE_BURST_S
 
     def __init__(self, backend: NvdecBackend) -> None:
         super().__init__()
