@@ -50,7 +50,8 @@ or cancelled are counted (the requests a closed stream withdraws show in the eng
 ``gc.collect()``; the load resumes after). Each: RSS, anonymous RSS, the memory mappings and the RSS
 of the unnamed anonymous ones, of the main ``[heap]`` and of ``/dev/nvidia*`` (``/proc/self/smaps``:
 where memory outside malloc grows), the glibc heap in use and held (``mallinfo2``), on cuda device memory allocated / reserved, the allocations' peak since the last sample, the
-caching allocator's free pieces of split blocks and its segments (what reserved memory follows), and the whole GPU's used memory
+caching allocator's free pieces of split blocks, its segments, and how many streams hold reserved memory and how
+much the largest holds (freed blocks are kept per stream: what reserved memory follows), and the whole GPU's used memory
 (``mem_get_info``: decoder surfaces are not torch's), open fds (/proc/self/fd), threads
 (``threading.active_count()`` and /proc/self/task), live Python objects (``gc.get_objects()``, quiet
 only), the engine's ``stats()`` (decoder threads, decoders created / free, GOP cache, frame cache,
@@ -268,6 +269,14 @@ def _mappings() -> dict[str, float]:
             "rss_nvidia_mib": kb["nvidia"] / 1024}
 
 
+def _segments() -> list[dict[str, Any]]:
+    """The CUDA caching allocator's segments (without allocation traces where this torch can leave them out)."""
+    try:
+        return torch.cuda.memory_snapshot(include_traces=False)
+    except TypeError:  # an older torch
+        return torch.cuda.memory_snapshot()
+
+
 def process_sample(device: str, *, objects: bool = True, names: bool = False) -> dict[str, Any]:
     """This process's resources now."""
     kb = _status_kb()
@@ -291,6 +300,13 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
         stats = torch.cuda.memory_stats()
         s["cuda_inactive_split_mib"] = stats.get("inactive_split_bytes.all.current", 0) / MiB
         s["cuda_segments"] = stats.get("segment.all.current", 0)
+        # the caching allocator keeps freed blocks for the stream they were allocated on: how the
+        # reserved memory is spread over streams (the engine's decoder threads each have their own)
+        per_stream: dict[int, int] = {}
+        for seg in _segments():
+            per_stream[seg["stream"]] = per_stream.get(seg["stream"], 0) + seg["total_size"]
+        s["cuda_streams_holding"] = len(per_stream)
+        s["cuda_reserved_top_stream_mib"] = max(per_stream.values(), default=0) / MiB
         free, total = torch.cuda.mem_get_info()
         s["cuda_used_mib"] = (total - free) / MiB  # the whole GPU's: decoder surfaces and contexts included
     if objects:
@@ -614,6 +630,8 @@ SERIES = (
     ("cuda_peak_mib", "device memory allocated, peak since the last sample (MiB)"),
     ("cuda_inactive_split_mib", "device memory in free pieces of split blocks (MiB)"),
     ("cuda_segments", "device memory segments (torch)"),
+    ("cuda_streams_holding", "CUDA streams holding reserved memory"),
+    ("cuda_reserved_top_stream_mib", "device memory reserved for the stream holding most (MiB)"),
     ("cuda_used_mib", "device memory used, whole GPU (MiB)"),
     ("open_fds", "open fds"),
     ("threads_py", "threads (threading)"),
@@ -627,7 +645,7 @@ SERIES = (
     ("frame_cache_bytes", "frame cache bytes"),
     ("index_cache_files", "index cache files"),
 )
-PROCESS_SERIES = 19
+PROCESS_SERIES = 21
 
 
 def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
