@@ -67,28 +67,36 @@ class Decoders:
 
     async def decode_bundle(self, bundle: GopBundle, wanted: list[int], spec: OutputSpec | None, *,
                             collect: bool = False, costs: Callable[[float, int, float, int], None] | None = None,
-                            queued: Callable[[], Any] | None = None) -> tuple[dict[int, Any], dict[int, Any]]:
+                            queued: Callable[[], Any] | None = None,
+                            keep: dict[int, Any] | None = None) -> tuple[dict[int, Any], dict[int, Any]]:
         """The wanted frames of one bundle (and, with ``collect``, the others that came out), on the
         engine's device. ``spec=None``: the decoder's native planes (tuples of tensors).
 
         ``costs``: told the job's conversion seconds and frames converted, and its decode seconds and
-        frames wanted; ``queued``: called once the job is in the decoder queue.
+        frames wanted; ``queued``: called once the job is in the decoder queue; ``keep``: where given,
+        filled with a copy of each wanted frame for the caller to keep (the frame cache), made on the
+        decoder thread rather than on the event loop.
         """
         pool = self.pool_for(bundle)
+        want_copies = keep is not None
         try:
-            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
+            result = await pool.submit(bundle, wanted, spec, collect, queued, want_copies)  # type: ignore[arg-type]
         except UnsupportedStreamError:
             # Found out by the device's decoder itself (the backend now refuses such bundles up front).
             pool = self.pool_for(bundle)
             if pool is self.pool:
                 raise
-            result = await pool.submit(bundle, wanted, spec, collect, queued)  # type: ignore[arg-type]
+            result = await pool.submit(bundle, wanted, spec, collect, queued, want_copies)  # type: ignore[arg-type]
         if costs is not None:
             timings = result.timings
             costs(timings.get("convert_s", 0.0), len(result.frames) + len(result.extra),
                   timings.get("decode_s", 0.0), len(wanted))
         if pool is self.pool:
+            if keep is not None:
+                keep.update(result.kept)
             return result.frames, result.extra
+        if keep is not None:
+            keep.update(_to_device(result.kept, self.device))
         return _to_device(result.frames, self.device), _to_device(result.extra, self.device)
 
     def pool_for(self, bundle: GopBundle) -> DecoderPool:

@@ -222,11 +222,14 @@ class RequestPath:
         frame_bytes = spec.frame_bytes(info.height, info.width)
         cache.note_file((index.path, spec), info.num_frames * frame_bytes)
         collect = cache.collect(on_the_way * frame_bytes, on_the_way - len(wanted))
+        kept: dict[int, torch.Tensor] = {}  # the cache's copies, made on the decoder thread
         frames, extra = await self.decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
-                                                          costs=cache.note_job, queued=lambda: _plan.settle(mine))
+                                                          costs=cache.note_job, queued=lambda: _plan.settle(mine),
+                                                          keep=kept)
         for fid, frame in extra.items():
             cache.put((index.path, fid, spec), frame, extra=True)
         for fid, frame in frames.items():
-            cache.put((index.path, fid, spec), frame)
-            cached[fid] = copy_frame(frame)
+            if fid in kept:  # (another request of the same job keeps the others)
+                cache.put((index.path, fid, spec), kept[fid])
+            cached[fid] = frame
         return cached

@@ -49,7 +49,7 @@ class DecodeJob:
     """One GOP to decode for one request: the bundle, the wanted frame ids and the future to complete."""
 
     __slots__ = ("bundle", "wanted", "first", "output", "future", "cancelled", "waiters", "collect", "claims",
-                 "passed")
+                 "kept", "passed")
 
     def __init__(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
                  future: asyncio.Future[DecodeResult], collect: bool = False) -> None:
@@ -62,8 +62,10 @@ class DecodeJob:
         self.waiters = 1  # requests waiting for this job (more when later ones were merged in)
         self.collect = collect  # also return the other frames that come out (for the frame cache)
         self.claims = dict.fromkeys(wanted, 1)
-        """Frame id -> requests still to take it (loop thread only): the last one takes the decoded
-        tensor itself, the others copies."""
+        """Frame id -> takers still to take it (loop thread only; a request, and a copy it keeps for
+        the frame cache): the last one takes the decoded tensor itself, the others copies."""
+        self.kept: set[int] = set()
+        """Frame ids a request of the job takes a copy of to keep (loop thread only): one is enough."""
         self.passed = 0  # times a thread took a later job first (decoder threads, under the pool's lock)
 
     def copy_ahead(self, result: DecodeResult) -> None:
@@ -88,20 +90,32 @@ class DecodeJob:
         for f in wanted:
             self.claims[f] -= 1
 
-    def take(self, result: DecodeResult, wanted: Collection[int], first: bool) -> DecodeResult:
-        """One request's share of the job's result: its own frames, copied only where another request
+    def keeps(self, wanted: Collection[int]) -> list[int]:
+        """Claim a copy to keep of each frame of ``wanted`` no other request of the job keeps yet
+        (loop thread); the frames claimed."""
+        mine = [f for f in wanted if f not in self.kept]
+        self.kept.update(mine)
+        self.claim(mine)
+        return mine
+
+    def take(self, result: DecodeResult, wanted: Collection[int], first: bool,
+             keep: Collection[int] = ()) -> DecodeResult:
+        """One request's share of the job's result: its own frames, copied only where another taker
         still has to take the same frame (``first``: the request that started the job, which also gets
-        the frames collected on the way)."""
-        frames = {}
-        for f in wanted:
-            self.claims[f] -= 1
-            frame = result.frames[f]
-            if self.claims[f]:
-                made = result.copies.get(f)
-                frame = made.pop() if made else copy_frame(frame)
-            frames[f] = frame
+        the frames collected on the way; ``keep``: the frames it claimed a copy of to keep,
+        :attr:`DecodeResult.kept`)."""
+        kept = {f: self._take_one(result, f) for f in keep}
+        frames = {f: self._take_one(result, f) for f in wanted}
         return DecodeResult(frames=frames, decoded=result.decoded, fed=result.fed, continued=result.continued,
-                            extra=result.extra if first else {}, timings=result.timings)
+                            extra=result.extra if first else {}, timings=result.timings, kept=kept)
+
+    def _take_one(self, result: DecodeResult, f: int) -> Any:
+        self.claims[f] -= 1
+        frame = result.frames[f]
+        if self.claims[f]:  # another taker still to come: a copy (made on the decoder thread, where it could be)
+            made = result.copies.get(f)
+            frame = made.pop() if made else copy_frame(frame)
+        return frame
 
 
 class Deaths:
@@ -211,7 +225,8 @@ class DecoderPool:
                                                 if w.session is not None)
 
     async def submit(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
-                     collect: bool = False, queued: Callable[[], None] | None = None) -> DecodeResult:
+                     collect: bool = False, queued: Callable[[], None] | None = None,
+                     keep: bool = False) -> DecodeResult:
         """Queue a decode job (waiting for a free slot) and wait for its result.
 
         A job for a GOP that a queued job (not started yet) will decode with the same output is merged
@@ -220,13 +235,16 @@ class DecoderPool:
         Cancelling a caller withdraws it; a job whose every caller is gone is skipped, or stops feeding.
         ``collect``: the result's ``extra`` holds the other frames that came out, converted (the caller
         that started the job gets them; merged callers get their own frames only). ``queued``: called
-        once the job is in the queue (or merged into one there).
+        once the job is in the queue (or merged into one there). ``keep``: the result's ``kept`` also
+        holds a copy of each wanted frame for the caller to keep (the frame cache), made on the
+        decoder thread.
         """
-        merged = self._merge(bundle, wanted, output, collect)
+        merged = self._merge(bundle, wanted, output, collect, keep)
         if merged is not None:
+            job, kept = merged
             if queued is not None:
                 queued()
-            return merged.take(await self._wait(merged, wanted), wanted, first=False)
+            return job.take(await self._wait(job, wanted, kept), wanted, first=False, keep=kept)
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -235,16 +253,19 @@ class DecoderPool:
         future: asyncio.Future[DecodeResult] = self._loop.create_future()
         future.add_done_callback(_retrieved)  # every caller may be gone (cancelled) when it fails
         job = DecodeJob(bundle, wanted, output, future, collect)
+        kept = job.keeps(wanted) if keep else []  # the copies to keep: one more taker of each frame
         self.in_flight += 1
         with self._lock:
             self._jobs.append(job)
             self._wake_for(job)
         if queued is not None:
             queued()
-        return job.take(await self._wait(job, wanted), wanted, first=True)
+        return job.take(await self._wait(job, wanted, kept), wanted, first=True, keep=kept)
 
     def _merge(self, bundle: GopBundle, wanted: Collection[int], output: OutputSpec,
-               collect: bool) -> DecodeJob | None:
+               collect: bool, keep: bool = False) -> tuple[DecodeJob, list[int]] | None:
+        """The queued job ``wanted`` joined, and the frames this request keeps a copy of; ``None``
+        when no queued job decodes its GOP."""
         with self._lock:
             for job in self._jobs:
                 if job.bundle is bundle and job.output == output and not job.cancelled:
@@ -253,16 +274,19 @@ class DecoderPool:
                     job.waiters += 1
                     job.collect = job.collect or collect
                     job.claim(wanted)
+                    kept = job.keeps(wanted) if keep else []
                     self.merged += 1
                     self._wake_for(job)  # its first frame may have moved: which thread should take it too
-                    return job
+                    return job, kept
         return None
 
-    async def _wait(self, job: DecodeJob, wanted: Collection[int]) -> DecodeResult:
+    async def _wait(self, job: DecodeJob, wanted: Collection[int], kept: Collection[int] = ()) -> DecodeResult:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
             job.unclaim(wanted)
+            job.unclaim(kept)
+            job.kept.difference_update(kept)
             job.waiters -= 1
             if job.waiters == 0:
                 job.cancelled = True

@@ -122,7 +122,11 @@ class DecodeResult:
     """Seconds spent per stage (``decode_s``, ``convert_s``)."""
     copies: dict[int, list[Any]] = field(default_factory=dict)
     """Wanted frame id -> copies of its frame made on the decoder thread for the other requests that
-    share the job and asked for it too (the loop thread hands them out; see the pool's jobs)."""
+    share the job and asked for it too, and for the frame cache (the loop thread hands them out; see
+    the pool's jobs)."""
+    kept: dict[int, Any] = field(default_factory=dict)
+    """A request's share only: wanted frame id -> a copy of its frame for the request's caller to keep
+    (the frame cache), where it asked for one."""
 
 
 @dataclass(eq=False)
