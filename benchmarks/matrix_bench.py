@@ -35,6 +35,9 @@ end. Reported: requests/s, returned frames/s, decoded frames/s (``stats()["frame
 per returned frame, host CPU ms per returned frame (process CPU time, all threads), the deltas of the
 stats ``decoders_created`` / ``decoders_reconfigured`` (null where the engine does not report them), and
 the CPU cores the machine's other processes used meanwhile (/proc/stat: a busy machine shows).
+Before each engine cell the run waits until those use under 0.25 cores (at most 3 s; if they still
+do, it kills the contender's child process, where a library thread may have been left running, and
+waits again), and reports the wait with the cell (``before``).
 
 The contender (``--device cuda`` with PyNvVideoCodec importable; else skipped, with a note), measured
 right after the engine in the same cell on the same files, same warm-up and time: the best plain
@@ -87,7 +90,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-from _machine import busy_cpu_s  # this folder (scripts run from it)
+from _machine import busy_cpu_s, wait_quiet  # this folder (scripts run from it)
 
 T_START = time.perf_counter()
 HERE = Path(__file__).resolve().parent
@@ -106,6 +109,9 @@ QUICK_FILES = 6
 DEPTH = 32
 MAX_FRAMES_IN_FLIGHT = {"cuda": 2048, "cpu": 256}  # 2048: 0.2 s of NVDEC work at 640x360; 2 CPU threads need far fewer
 WARM_S = 0.3
+QUIET_CORES = 0.25  # before an engine cell: the machine's other processes under this many cores...
+QUIET_WAIT_S = 3.0  # ...waited for at most this long (then the contender child is killed, and again)
+QUIET_WINDOW_S = 0.3
 MIN_TIMED_REQUESTS = 4
 SET_WARM_S = 0.5
 STEADY_QUIET_S = 1.0  # --steady: the set's warm-up ends once no decoder was made for this long
@@ -491,9 +497,15 @@ class IsolatedContender:
                     break  # hung, or failed in the library: not tried again
         return {"error": crashed}
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """End the child (``kill``: at once, with whatever threads it still runs)."""
         if self._pool is not None:
+            children = list(getattr(self._pool, "_processes", {}).values()) if kill else []
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for child in children:
+                with contextlib.suppress(Exception):
+                    child.kill()
+                    child.join(5)
             self._pool = None
 
 
@@ -543,7 +555,25 @@ class Bench:
 
     def cell_estimate(self, files: int) -> float:
         one = WARM_S + self.seconds + 0.3
-        return one + (one + 0.02 * files if self.contender else 0.0)
+        return QUIET_WINDOW_S + one + (one + 0.02 * files if self.contender else 0.0)
+
+    async def quiet(self) -> dict[str, Any]:
+        """Before an engine cell: wait until the machine's other processes use under
+        :data:`QUIET_CORES` (at most :data:`QUIET_WAIT_S`); where they still do and a contender child
+        is running, kill it (a decoder it left running is then gone) and wait again. What it took is
+        reported with the cell."""
+        waited = await asyncio.to_thread(wait_quiet, QUIET_WAIT_S, QUIET_CORES, QUIET_WINDOW_S)
+        out: dict[str, Any] = {"waited_s": waited, "contender_killed": False}
+        if waited >= QUIET_WAIT_S and self.contender:
+            self.isolated.close(kill=True)
+            out["contender_killed"] = True
+            out["waited_s"] += await asyncio.to_thread(wait_quiet, QUIET_WAIT_S, QUIET_CORES, QUIET_WINDOW_S)
+        out["quiet"] = out["waited_s"] < (2 if out["contender_killed"] else 1) * QUIET_WAIT_S
+        if not out["quiet"] or out["contender_killed"]:
+            print(f"  the machine's other processes were busy before this cell: waited {out['waited_s']:.1f} s"
+                  + (", contender child killed" if out["contender_killed"] else "")
+                  + ("" if out["quiet"] else "; timed anyway"), flush=True)
+        return out
 
     # output --------------------------------------------------------------------------------------------
 
@@ -576,7 +606,7 @@ class Bench:
         reqs = (random_requests(files, counts, per_file, rng) if pattern == "random"
                 else front_requests(files, counts, per_file))
         cell: dict[str, Any] = {"set": set_name, "cell": label, "pattern": pattern, "frames_per_file": per_file,
-                                "files": k}
+                                "files": k, "before": await self.quiet()}
         try:
             cell["engine"] = await engine_cell(eng, reqs, depth=depth_for(k * per_file, self.device), warm=WARM_S,
                                                seconds=self.seconds, device=self.device)
@@ -726,6 +756,17 @@ class Bench:
                 self.save()
 
 
+def _quiet_summary(cells: list[dict[str, Any]]) -> str:
+    befores = [c["before"] for c in cells if c.get("before")]
+    if not befores:
+        return "no cell waited"
+    waited = [b["waited_s"] for b in befores]
+    loud = sum(not b["quiet"] for b in befores)
+    killed = sum(b["contender_killed"] for b in befores)
+    return (f"{len(befores)} cells waited {sum(waited):.1f} s in all (at most {max(waited):.1f} s); "
+            f"{killed} contender child(ren) killed; {loud} cell(s) timed with the machine still busy")
+
+
 def _cell_line(cell: dict[str, Any]) -> str:
     e, c = cell["engine"], cell.get("contender")
     line = f"{cell['set']:12s} {cell['cell']:17s} "
@@ -819,7 +860,10 @@ def markdown(res: dict[str, Any]) -> str:
              "contender runs right after the engine in the same cell, one decoder and one thread per file. "
              "req/s: requests/s; decoded/s from `stats()['frames_decoded']`; ratio = engine req/s / contender req/s; "
              "decoders created / reconfigured: deltas over the timed window; other processes: CPU cores the rest of "
-             "the machine used meanwhile (from /proc/stat; the larger of engine and contender).", ""]
+             "the machine used meanwhile (from /proc/stat; the larger of engine and contender). Before each engine "
+             f"cell the run waits until those use under {QUIET_CORES} cores (at most {QUIET_WAIT_S:.0f} s, then the "
+             "contender's child is killed and it waits again): "
+             + _quiet_summary(res["cells"]) + ".", ""]
     for note in res["notes"]:
         lines += [f"*{note}*", ""]
     measured = {c["set"] for c in res["cells"]}
