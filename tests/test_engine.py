@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from asyncdecode import Engine, EngineClosedError, EngineConfig, EngineState, probe
+from asyncdecode import Engine, EngineClosedError, EngineConfig, EngineState, _index, probe
 from asyncdecode.testing import VideoSpec, make_video
 
 FILES = ["h264_bframes", "h264_nob", "hevc_closed", "hevc_open", "h264_vargop", "h264_shortlast"]
@@ -232,9 +232,38 @@ async def test_file_changed_on_disk_is_reindexed(assets, tmp_path):
         make_video(path, VideoSpec(gop=10, num_frames=30, seed=5, width=96, height=64))
         st = os.stat(path)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        await asyncio.sleep(_index.RECHECK_S + 0.01)  # an index found unchanged is trusted that long
         (new,) = await eng.decode(path, [3])
         assert new.shape == (64, 96, 3) and old.shape != new.shape
         assert eng.stats()["index_jobs"] == 2
+
+
+async def test_a_cached_index_is_checked_against_the_file_at_most_once_per_recheck_time(assets, tmp_path,
+                                                                                      monkeypatch):
+    """Requests within RECHECK_S of the last check take the cached index without a stat of the file;
+    the next one after it stats again, and sees a change."""
+    now = [100.0]
+    monkeypatch.setattr(_index, "_clock", lambda: now[0])
+    stats = []
+    stamp = _index.file_stamp
+    monkeypatch.setattr(_index, "file_stamp", lambda p: stats.append(p) or stamp(p))
+    path = tmp_path / "changing.mp4"
+    shutil.copy(assets["h264_nob"], path)
+    async with Engine(device="cpu") as eng:
+        await eng.decode(path, [3])
+        stats.clear()
+        await eng.decode(path, [4])  # cached, checked now
+        assert len(stats) == 1
+        for _ in range(3):
+            now[0] += _index.RECHECK_S / 4
+            await eng.decode(path, [5])
+        assert len(stats) == 1  # within RECHECK_S of that check: no stat
+        make_video(path, VideoSpec(gop=10, num_frames=30, seed=5, width=96, height=64))
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        now[0] += _index.RECHECK_S / 2  # past RECHECK_S since the check: stat, changed, indexed again
+        (new,) = await eng.decode(path, [3])
+        assert new.shape == (64, 96, 3) and len(stats) >= 2 and eng.stats()["index_jobs"] == 2
 
 
 async def test_indexed_files_unchanged_are_served_without_a_task_per_file(assets, monkeypatch):
