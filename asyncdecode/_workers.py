@@ -236,8 +236,8 @@ class DecoderPool:
         ``collect``: the result's ``extra`` holds the other frames that came out, converted (the caller
         that started the job gets them; merged callers get their own frames only). ``queued``: called
         once the job is in the queue (or merged into one there). ``keep``: the result's ``kept`` also
-        holds a copy of each wanted frame for the caller to keep (the frame cache), made on the
-        decoder thread.
+        holds a copy, made on the decoder thread, of each wanted frame that no other request of the
+        job keeps already, for the caller to keep (the frame cache).
         """
         merged = self._merge(bundle, wanted, output, collect, keep)
         if merged is not None:
