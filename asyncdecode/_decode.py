@@ -75,7 +75,8 @@ class Decoders:
         ``costs``: told the job's conversion seconds and frames converted, and its decode seconds and
         frames wanted; ``queued``: called once the job is in the decoder queue; ``keep``: where given,
         filled with a copy of each wanted frame for the caller to keep (the frame cache), made on the
-        decoder thread rather than on the event loop.
+        decoder thread rather than on the event loop; a frame another request merged into the same
+        job keeps already is left out (that request keeps it).
         """
         pool = self.pool_for(bundle)
         want_copies = keep is not None
