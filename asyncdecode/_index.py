@@ -2,9 +2,10 @@
 
 In: a path. Out: its :class:`~asyncdecode.media.VideoIndex` (frames, GOPs, the packet table; built
 once in the demux threads, kept in a bounded LRU cache and checked against the file's size and
-modification time at each use, at most once per :data:`RECHECK_S`), or, with a GOP store, a :class:`StoreIndex` from the store's index
-(no video opened), or the store's error (``StaleStoreError`` ...) unless
-``EngineConfig.store_fallback="demux"`` sends the video to the demuxer instead.
+modification time at each use, at most once per :data:`RECHECK_S`), or, with a GOP store, a
+:class:`StoreIndex` from the store's index (no video opened), or the store's error
+(``StaleStoreError`` ...) unless ``EngineConfig.store_fallback="demux"`` sends the video to the
+demuxer instead.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ RECHECK_S = float(os.environ.get("ASYNCDECODE_INDEX_RECHECK_S", "0.05"))
 third of it on a 2-core CPU (6 clips), 21-24% of the loop's samples on an H200 host (24 files).
 A file replaced on disk is seen within this time of its change; one rewritten while it is read
 was never safe to read (the bytes can change after any ``stat``)."""
-_clock = time.monotonic
+_clock = time.monotonic  # (tests step it by hand)
 
 
 @dataclass(frozen=True)
