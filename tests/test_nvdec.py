@@ -691,3 +691,48 @@ def test_an_idle_libnvcuvid_session_prepares_decoders_for_the_streams_seen(shape
         assert session.counts.created == 2 and session.counts.reconfigured == 3
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("library", ["libnvcuvid", "PyNvVideoCodec"])
+def test_sessions_allocate_outputs_from_one_pool_per_device(shape_mix, library):
+    """The outputs of every session of a device come from one stream's pool (torch keeps a freed block
+    for the stream it was allocated on: a pool per session grew with the thread count), written on
+    the session's stream and right; freed, a block is reused by another session's outputs."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    backend = NvdecBackend("cuda:0", library=library)
+    pool = backend.output_stream()
+    assert backend.output_stream() is pool
+    bundle = extract_gops(shape_mix["hevc_352"], [0])[0]
+    backend.check(bundle)
+    exp = reference_frames(shape_mix["hevc_352"])
+    sessions = [backend.new_session(), backend.new_session()]
+
+    def streams_of(tensors):
+        segments = torch.cuda.memory_snapshot()
+        found = set()
+        for t in tensors:
+            ptr = t.data_ptr()
+            found |= {s["stream"] for s in segments if s["address"] <= ptr < s["address"] + s["total_size"]}
+        return found
+
+    try:
+        addresses = []
+        for round_ in range(2):
+            for session in sessions:
+                r = session.decode(bundle, [1, 2, 3], OutputSpec(), lambda: False)
+                for pos in list(session.positions.values()):
+                    session._release(pos)
+                frames = [r.frames[f] for f in (1, 2, 3)]
+                assert streams_of(frames) == {pool.cuda_stream}
+                for fid, got in zip((1, 2, 3), frames):
+                    ref = torch.from_numpy(np.clip(exp[fid].rgb(), 0, 255))
+                    assert (got.cpu().double() - ref).abs().max() <= 1
+                addresses.append({f.data_ptr() for f in frames})
+                del r, frames
+                torch.cuda.synchronize()
+        # blocks freed by one session's outputs serve the other's
+        assert any(addresses[i] & addresses[j] for i in range(0, 4, 2) for j in range(1, 4, 2)), addresses
+    finally:
+        for session in sessions:
+            session.close()

@@ -24,6 +24,9 @@ from .._output import ColorParams, OutputSpec, finish_output
 
 log = logging.getLogger("asyncdecode")
 
+Empty = Callable[[tuple[int, ...], torch.dtype], torch.Tensor]
+"""Allocates a conversion's output: ``(shape, dtype) -> tensor``."""
+
 _RUNTIME_ARGS = ("y_ptr", "uv_ptr", "out_ptr", "H", "W", "y_stride", "uv_stride", "s_c", "s_h", "s_w",
                  "y_off", "y_scale", "c_off", "c_scale", "cr_r", "cb_g", "cr_g", "cb_b",
                  "mean0", "mean1", "mean2", "istd0", "istd1", "istd2")
@@ -308,14 +311,20 @@ def nv12_to_output(luma: torch.Tensor, chroma: torch.Tensor, params: ColorParams
 
 def convert_planes(luma: torch.Tensor | DevicePointer, chroma: torch.Tensor | DevicePointer, height: int,
                    width: int, luma_stride: int, chroma_stride: int, device: torch.device, params: ColorParams,
-                   spec: OutputSpec, *, shift: int = 0, stream: int | None = None) -> torch.Tensor:
+                   spec: OutputSpec, *, shift: int = 0, stream: int | None = None,
+                   empty: Empty | None = None) -> torch.Tensor:
     """:func:`nv12_to_output` on planes given by address and row stride (in samples).
 
     ``stream``: the raw handle of the current CUDA stream when the caller has it at hand (enables the
-    direct launch); ``None`` launches through the JIT on torch's current stream.
+    direct launch); ``None`` launches through the JIT on torch's current stream. ``empty``: allocates
+    the output (``(shape, dtype) -> tensor``) where it is not resized afterwards; by default
+    ``torch.empty`` on the current stream, as are a resize's intermediates and result.
     """
     plan = _plan(params, spec, height, width)
-    out = torch.empty(plan.shape, dtype=plan.dtype, device=device)
+    if empty is None or plan.resize:
+        out = torch.empty(plan.shape, dtype=plan.dtype, device=device)
+    else:
+        out = empty(plan.shape, plan.dtype)
     _launch(plan.grid, (luma, chroma, out, height, width, int(luma_stride), int(chroma_stride), *plan.args),
             plan.consts_for(shift), stream)
     if not plan.resize:
@@ -332,10 +341,11 @@ class FrameConverter:
     """
 
     def __init__(self, params: ColorParams, spec: OutputSpec, height: int, width: int, device: torch.device,
-                 sample: torch.dtype, *, shift: int, stream: int) -> None:
+                 sample: torch.dtype, *, shift: int, stream: int, empty: Empty | None = None) -> None:
         self.height, self.width = height, width
         self._params, self._spec, self._device, self._sample, self._shift = params, spec, device, sample, shift
         self._stream = stream
+        self._empty = empty or (lambda shape, dtype: torch.empty(shape, dtype=dtype, device=device))
         plan = self._plan = _plan(params, spec, height, width)
         self._shape, self._dtype = plan.shape, plan.dtype
         self._launch = None if plan.resize else _launch.prepare(plan.grid, (sample, sample, plan.dtype), plan.args,
@@ -360,8 +370,8 @@ class FrameConverter:
         if launch is None:  # resizing, or no direct launch: the general path
             return convert_planes(DevicePointer(luma, self._sample), DevicePointer(chroma, self._sample), self.height,
                                   self.width, luma_stride, chroma_stride, self._device, self._params, self._spec,
-                                  shift=self._shift, stream=self._stream)
-        out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
+                                  shift=self._shift, stream=self._stream, empty=self._empty)
+        out = self._empty(self._shape, self._dtype)
         launch(luma, chroma, out.data_ptr(), self.height, self.width, luma_stride, chroma_stride)
         return out
 
