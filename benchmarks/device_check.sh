@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One pass on a GPU machine: the GPU tests and the benchmarks that decide the open speed and soak
+# targets, in one command (a device machine is lent for minutes at a time: few, full runs).
+#
+#   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four)
+#
+# Run it in a checkout (or an archive of one) with the wheels installed or on PYTHONPATH. Results go
+# to $RESULTS (default: $OUT/res when $OUT is set, else /tmp/asyncdecode-check): each part's log, JSON
+# and table, and SUMMARY.txt (the commit, the machine, each part's exit status and seconds).
+# Settings (environment):
+#   SOAK_MIN (6)       soak minutes;  SOAK_SAMPLE_S (20)  seconds between soak samples
+#   MATRIX_SETS (all)  matrix_bench --sets;  MATRIX_BUDGET (285)  its --budget in seconds
+#   DATA (/tmp/asyncdecode-data)  where the benchmarks make their videos (kept between parts)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(tests readahead matrix soak)
+res=${RESULTS:-${OUT:+$OUT/res}}
+res=${res:-/tmp/asyncdecode-check}
+data=${DATA:-/tmp/asyncdecode-data}
+mkdir -p "$res" "$data"
+summary="$res/SUMMARY.txt"
+{
+  echo "tree: $(cat COMMIT 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "date: $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+} > "$summary" 2>&1
+
+run_part() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "== $name: $*" | tee -a "$summary"
+  "$@" > "$res/$name.log" 2>&1
+  local rc=$?
+  echo "   $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$summary"
+  tail -n 3 "$res/$name.log" | sed 's/^/   | /' >> "$summary"
+}
+
+for part in "${parts[@]}"; do
+  case $part in
+    tests) run_part tests python3 -m pytest -q -p no:cacheprovider -m cuda tests ;;
+    readahead) run_part readahead python3 benchmarks/readahead_bench.py --device cuda --repeat 1 \
+                 --data "$data/readahead" --out "$res" ;;
+    matrix) run_part matrix python3 benchmarks/matrix_bench.py --device cuda --data "$data/matrix" \
+              --out "$res" --budget "${MATRIX_BUDGET:-285}" --seconds 2.5 --steady 15 \
+              ${MATRIX_SETS:+--sets "$MATRIX_SETS"} ;;
+    soak) run_part soak python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
+            --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$res/soak_cuda" ;;
+    *) echo "unknown part: $part (tests readahead matrix soak)" | tee -a "$summary"; exit 2 ;;
+  esac
+done
+cat "$summary"
