@@ -202,23 +202,32 @@ def yuv_to_output(
 
 _scratch = threading.local()
 
+SCRATCH_KEPT_BYTES = 32 << 20
+"""Largest work array a thread keeps between frames (larger ones, 4K frames' say, are made per frame)."""
+
 
 def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A per-thread work array, reused across frames of the same size.
+    """A per-thread work array of ``shape``: a view of the thread's one buffer for ``name``, which
+    grows to the largest frame seen and serves every smaller one.
 
-    Fresh arrays of this size come from mmap and fault in every page on each frame, which costs
-    more than the conversion itself.
+    A buffer per name and size, dropped when a set of many sizes overflowed the thread's table, had
+    large arrays made and freed all the time on a mixed set (six sizes, five names), fresh pages to
+    fault in on each and holes left in the thread's malloc arena between the decoders' long-lived
+    memory. One buffer per name is made a few times at most.
     """
-    key = (name, shape, dtype)
-    buf = getattr(_scratch, "buffers", None)
-    if buf is None:
-        buf = _scratch.buffers = {}
-    arr = buf.get(key)
-    if arr is None:
-        if len(buf) > 16:
-            buf.clear()
-        arr = buf[key] = np.empty(shape, dtype)
-    return arr
+    n = 1
+    for d in shape:
+        n *= d
+    bufs = getattr(_scratch, "buffers", None)
+    if bufs is None:
+        bufs = _scratch.buffers = {}
+    key = (name, dtype)
+    flat = bufs.get(key)
+    if flat is None or flat.size < n:
+        flat = np.empty(n, dtype)
+        if flat.nbytes <= SCRATCH_KEPT_BYTES:
+            bufs[key] = flat
+    return flat[:n].reshape(shape)
 
 
 def _rgb8_numpy(y: np.ndarray, u: np.ndarray | None, v: np.ndarray | None, params: ColorParams,

@@ -44,6 +44,38 @@ def test_rgb_within_one_of_reference(pix_fmt, matrix, full):
     assert torch.equal(bgr, got.flip(-1))
 
 
+def test_many_sizes_in_turn_reuse_one_work_buffer_per_name(monkeypatch):
+    """Frames of many sizes converted in turn on one thread (a mixed set): each result right, and the
+    thread's work arrays made once per name and grown only by a larger frame, not made again per size."""
+    from asyncdecode import _output
+
+    monkeypatch.setattr(_output, "_scratch", __import__("threading").local())
+    made = []
+    real_empty = np.empty
+
+    def counting_empty(shape, dtype=float, *args, **kwargs):
+        arr = real_empty(shape, dtype, *args, **kwargs)
+        if arr.dtype == np.float32:
+            made.append(arr.nbytes)
+        return arr
+
+    monkeypatch.setattr(_output.np, "empty", counting_empty)
+    rng = np.random.default_rng(7)
+    params = ColorParams.resolve("bt709", "limited", "yuv420p")
+    lay = planar_layout("yuv420p")
+    sizes = [(96, 160), (37, 53), (72, 128), (90, 150), (40, 64), (64, 96), (88, 158), (50, 70)]
+    for round_ in range(3):
+        for h, w in sizes:
+            planes = _planes("yuv420p", h, w, rng)
+            ref = np.clip(reference_rgb(planes, pix_fmt="yuv420p", matrix="bt709", full_range=False), 0, 255)
+            got = yuv_to_output(*(_torch(p) for p in planes), params, lay, OutputSpec())
+            assert got.shape == (h, w, 3) and np.abs(got.numpy() - ref).max() <= 1.0, (h, w)
+        if round_ == 0:
+            first = len(made)
+    assert 5 <= first <= 10  # five names (luma, cb, cr, the chroma term, the full planes), grown at most once
+    assert len(made) == first  # later rounds make none: every size fits the buffers of the largest
+
+
 def test_unspecified_tags_follow_swscale_defaults():
     p = ColorParams.resolve("unspecified", "unspecified", "yuv420p")
     assert (p.matrix, p.full_range) == ("bt601", False)
