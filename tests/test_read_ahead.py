@@ -59,6 +59,73 @@ async def test_a_clip_read_again_from_its_start_is_read_ahead_again(clip, truth)
     assert s["frames_decoded"] <= 1.1 * s["frames_returned"], s
 
 
+@pytest.mark.parametrize("source", ["list", "iterator"])
+async def test_a_list_read_again_has_its_next_pass_first_gops_decoded_before_it_starts(clip, truth, source):
+    """Where the stream's requests are a list, the read-ahead near a clip's end goes on with the GOPs
+    at its start that later requests ask for (the next pass): the step back finds them decoded. Every
+    frame right and used, none wasted. From an iterator (no known future) it plans no such GOP."""
+    passes = 3
+    planned = []
+    real_start = _readahead.ReadAhead._start
+
+    def start(self, index, gop, spec, below, next_run=False):
+        started = real_start(self, index, gop, spec, below, next_run=next_run)
+        if started:
+            planned.append((gop, next_run))
+        return started
+
+    reqs = [(clip, [f]) for f in range(N)] * passes
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_readahead.ReadAhead, "_start", start)
+        async with Engine(device="cpu", config=EngineConfig(decoder_threads=4)) as eng:
+            got = [fr[0] async for fr in eng.stream(reqs if source == "list" else iter(reqs), depth=4)]
+            s = eng.stats()
+    assert all(torch.equal(a, truth[i % N]) for i, a in enumerate(got))
+    ahead = _ahead_stats(s)
+    assert ahead["read_ahead_used"] == ahead["read_ahead_frames"] and ahead["read_ahead_wasted"] == 0, ahead
+    assert s["frames_decoded"] <= 1.1 * s["frames_returned"], s
+    next_pass = [gop for gop, later in planned if later]
+    if source == "list":
+        assert 0 in next_pass, planned  # a pass's first GOP decoded before the pass began
+        assert len([g for g in next_pass if g == 0]) <= passes - 1  # never for a pass no request makes
+    else:
+        assert not next_pass
+
+
+async def test_planning_takes_the_nearest_gop_of_every_file_before_the_next_of_any():
+    """A request reading on in several files with fewer idle threads than GOPs to plan: each file's
+    next GOP is planned before any file's second (file by file, the first files took every thread)."""
+    from types import SimpleNamespace
+
+    started = []
+
+    def decode_gop(index, gop, ids, spec):
+        started.append((index.path, gop))
+
+        async def work():
+            await asyncio.sleep(3600)
+        return work(), lambda: None
+
+    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
+    ahead = _readahead.ReadAhead(decode_gop, threads=4, counters=counters, budget_bytes=1 << 40)
+    files = [f"cam{i}.mp4" for i in range(3)]
+    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
+    indexes = {p: SimpleNamespace(path=p, info=info) for p in files}
+    spec = __import__("asyncdecode").OutputSpec()
+    try:
+        for f in range(3):  # three requests in a row going on in every file: a streak, then planning
+            groups = {(p, 0): {f} for p in files}
+            ahead.plan(groups, indexes, spec)
+        # 4 threads, 3 files reading GOP 0 on their own sessions: one thread to spare
+        assert started == [("cam0.mp4", 1)]
+        started.clear()
+        ahead._threads = 9  # 9 - 3 reading - 1 decoding ahead: five to spare
+        ahead.plan({(p, 0): {3} for p in files}, indexes, spec)
+        assert started == [("cam1.mp4", 1), ("cam2.mp4", 1), ("cam0.mp4", 2), ("cam1.mp4", 2), ("cam2.mp4", 2)]
+    finally:
+        await ahead.close()
+
+
 async def test_an_iterator_that_stops_mid_clip_wastes_at_most_what_was_read_ahead(clip, truth):
     """From an iterator the read-ahead speculates whole GOPs; the frames nobody took are counted as
     wasted and given back when the stream ends."""
@@ -95,8 +162,8 @@ async def test_the_budget_bounds_what_is_held_ahead(clip):
     seen = []
     real_start = _readahead.ReadAhead._start
 
-    def start(self, index, gop, spec, below):
-        ok = real_start(self, index, gop, spec, below)
+    def start(self, index, gop, spec, below, **kw):
+        ok = real_start(self, index, gop, spec, below, **kw)
         seen.append(self.held)
         return ok
 
