@@ -126,6 +126,41 @@ async def test_planning_takes_the_nearest_gop_of_every_file_before_the_next_of_a
         await ahead.close()
 
 
+async def test_a_gop_read_ahead_that_is_over_starts_the_next_of_the_latest_plan():
+    """A thread freed by a GOP read ahead takes the next GOP of the latest request's plan at once, not
+    when the stream makes its next request (it makes none while it waits for a GOP)."""
+    from types import SimpleNamespace
+
+    started, gates = [], {}
+
+    def decode_gop(index, gop, ids, spec):
+        started.append(gop)
+        gate = gates[gop] = asyncio.get_running_loop().create_future()
+
+        async def work():
+            await gate
+            return dict.fromkeys(ids)
+        return work(), lambda: None
+
+    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
+    ahead = _readahead.ReadAhead(decode_gop, threads=2, counters=counters, budget_bytes=1 << 40)
+    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
+    indexes = {"a.mp4": SimpleNamespace(path="a.mp4", info=info)}
+    spec = __import__("asyncdecode").OutputSpec()
+    try:
+        for f in range(3):
+            ahead.plan({("a.mp4", 0): {f}}, indexes, spec)
+        assert started == [1]  # two threads, one reading GOP 0 itself: one to spare
+        gates[1].set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert started == [1, 2]  # GOP 1 over: GOP 2 started with no request in between
+        assert ahead.ready("a.mp4", 1, spec, set(range(10, 20)))
+    finally:
+        await ahead.close()
+    assert not ahead._gops and ahead.held == 0
+
+
 async def test_an_iterator_that_stops_mid_clip_wastes_at_most_what_was_read_ahead(clip, truth):
     """From an iterator the read-ahead speculates whole GOPs; the frames nobody took are counted as
     wasted and given back when the stream ends."""
