@@ -290,8 +290,10 @@ class ReadAhead:
         waited for the requests to go on far enough to plan (6 clips of 4 GOPs on 10 threads, on a
         decoder taking 0.7 ms a picture: 6.2 threads busy on average)."""
         ahead = list(range(gop + 1, min(gop + 1 + count, gops)))
-        if self._remaining is not None and len(ahead) < count:
-            ahead += range(0, min(gop, count - len(ahead)))
+        if self._remaining is not None:  # the next pass's, within DEEP GOPs of this one: sooner only
+            # adds to what the threads decode at once (1 clip of 8 GOPs, 10 threads: a first pass of
+            # 57 ms instead of 36, and no pass faster after it)
+            ahead += range(0, min(gop, count - len(ahead), DEEP - len(ahead)))
         return ahead
 
     def _start(self, index: Any, gop: int, spec: OutputSpec, below: int, next_run: bool = False) -> bool | None:

@@ -139,7 +139,7 @@ async def _cell(paths: list[str], frames: int, per: int, passes: int, busy: _Bus
     return {"frames": n, "wall_s": wall, "frames_per_s": n / wall, "busy_threads": busy.area / wall,
             "jobs": busy.jobs, "decoded_per_returned": delta["frames_decoded"] / max(1, delta["frames_returned"]),
             "read_ahead_gops": delta["read_ahead_gops"], "read_ahead_wasted": delta["read_ahead_wasted"],
-            "pass_s_min": min(pass_s), "pass_s_max": max(pass_s), "cores": cpu / wall,
+            "pass_s_min": min(pass_s), "pass_s_max": max(pass_s), "pass_s": pass_s, "cores": cpu / wall,
             "other_cores": max(0.0, (machine - cpu) / wall)}
 
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({res['frames_per_s'] / ideal:.2f} of ideal {ideal:.0f}), {res['busy_threads']:.2f} of "
                   f"{args.threads} threads busy, {res['jobs']} jobs, decoded/returned "
                   f"{res['decoded_per_returned']:.2f}, other processes {res['other_cores']:.2f} cores", flush=True)
-        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        med = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "pass_s"}
         cells.append({"per": per, "median": med, "runs": runs})
     out = {"meta": {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
