@@ -3,7 +3,8 @@
 A clip read one frame per request is decoded by one session at a time: the session that keeps its
 place in the GOP goes on frame by frame, and the GOP after it starts only when a request reaches it.
 With more decoder threads than clips being read, the others wait. Here the stream watches its
-requests per file; where a file's frames come front to back a frame or two per request (requests in
+requests per file; where a file's frames come front to back (on the CPU a frame or two per request,
+see :data:`FEW_FRAMES`; on a GPU requests of any size) (requests in
 a row each starting in the GOP the last one started in, or the next: not random frames that happen
 to come later), the GOPs after the one being read are decoded whole, ahead, on the
 threads the files being read leave idle (as many GOPs at once as threads beyond one per file whose
@@ -73,10 +74,14 @@ own decode."""
 STREAK = 3
 """Requests in a row that went on in a file (each starting in the GOP the last one started in, or the
 next) before the engine's read-ahead for ``submit()`` / ``decode()`` callers reads ahead of it."""
-FEW_FRAMES = 2
-"""Read ahead of a file only for requests that ask at most this many of its frames: requests of more
-keep several GOPs in flight by themselves, and a GOP read ahead, whose frames all come when its whole
-decode is done, only held them back (1600x900 on the CPU, 4 frames per request: 0.82-0.97x)."""
+FEW_FRAMES: dict[str, int] = {"cpu": 2}
+"""On these devices (by kind), read ahead of a file only for requests that ask at most this many of
+its frames. On the CPU every decoder thread is a core already decoding: requests of more frames keep
+several GOPs in flight by themselves, and a GOP read ahead, whose frames all come when its whole
+decode is done, held them back (1600x900, 1 clip, 4 and 16 frames per request: 0.97x with it, 0.82x
+earlier). A GPU's sessions wait on the hardware, so the ones the files being read leave idle decode
+their next GOPs for requests of any size (6 clips of 16 frames per request on 10 threads, a decoder
+of 0.7 ms a picture: 9.9-10.2k frames/s against 7.9-8.7k)."""
 DEEP = 4
 """GOPs of a file planned ahead at most where many files share the threads (6 clips on 10 threads: 4,
 not 2): the planning goes on ahead of the decoding, so a GOP starts as soon as a thread is free."""
@@ -196,6 +201,7 @@ class ReadAhead:
         self._gops: dict[tuple[str, int, OutputSpec], _Gop] = {}
         self._last: dict[str, int] = {}  # file -> the first frame the last request asked of it
         self._latest: _Plan | None = None  # the latest request's plan, while it names GOPs to start
+        self._few = FEW_FRAMES.get(str(device).split(":")[0], 1 << 30)  # frames of a file per request, at most
         self._closed = False
 
     # -- planning (a request's frames grouped by GOP, before they are decoded) ----------------
@@ -243,7 +249,7 @@ class ReadAhead:
             # Read on, again and again (not random frames that happen to come later in the file).
             went_on = last_gop is not None and gop - last_gop in (0, 1)
             self._runs[path] = self._runs.get(path, 0) + 1 if went_on else 0
-            if self._runs[path] < self._streak or counts[path] > FEW_FRAMES:
+            if self._runs[path] < self._streak or counts[path] > self._few:
                 continue
             reads.append((path, gop, self._ahead_of(path, gop, len(indexes[path].info.keyframes), per_file)))
         self._latest = _Plan(reads, indexes, spec, per_file, reading) if reads else None

@@ -8,7 +8,8 @@ The engine runs on the CPU backend with its decoder replaced by one that takes `
 picture with the GIL released (a sleep, as an NVDEC session waits on the hardware) and returns one
 preallocated frame: no decoding, no conversion. So the frame rate is bounded by ``threads /
 picture time`` (the *ideal*), and what keeps it under that is the engine: the planner leaving
-threads idle, a GOP decoded on one session while others wait, the event loop. 0.7 ms a picture is
+threads idle, a GOP decoded on one session while others wait, the event loop. The read-ahead plans
+as on a GPU (requests of any size read ahead; ``--cpu-planning``: as on the CPU). 0.7 ms a picture is
 about what one NVDEC session of an H200 takes on 1600x900 HEVC (10 sessions: 14.3k frames/s ideal,
 11.3k measured as the hardware's ceiling).
 
@@ -62,8 +63,9 @@ class _Busy:
             self.jobs += delta > 0
 
 
-def _install(picture_s: float, threads: int, busy: _Busy) -> None:
-    """Replace the CPU backend's sessions with sleeping ones (this process only)."""
+def _install(picture_s: float, threads: int, busy: _Busy, cpu_planning: bool) -> None:
+    """Replace the CPU backend's sessions with sleeping ones (this process only); unless
+    ``cpu_planning``, the read-ahead plans as on a GPU."""
     from asyncdecode._backends import cpu as cpu_mod
 
     class _Picture:
@@ -105,6 +107,10 @@ def _install(picture_s: float, threads: int, busy: _Busy) -> None:
                 outputs[key] = torch.zeros((bundle.height, bundle.width, 3), dtype=torch.uint8)
             return outputs[key]
 
+    if not cpu_planning:  # plan as on a GPU, whose sessions wait on the hardware like these
+        from asyncdecode import _readahead
+
+        _readahead.FEW_FRAMES.pop("cpu", None)
     cpu_mod.CpuBackend.new_session = lambda self: SleepingSession(1)  # type: ignore[method-assign]
     cpu_mod.CpuBackend.default_sessions = lambda self: threads  # type: ignore[method-assign]
 
@@ -152,13 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per", default="1,16", help="frames per clip and request, comma separated")
     ap.add_argument("--passes", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cpu-planning", action="store_true",
+                    help="plan as the CPU backend does (no read-ahead for requests of more than 2 frames of a file); "
+                         "default: as on a GPU")
     ap.add_argument("--data", type=Path, default=HERE / "data" / "readahead")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if not 1 <= args.clips <= rb.CLIPS:
         ap.error(f"--clips must be 1..{rb.CLIPS}")
     busy = _Busy()
-    _install(args.picture_ms / 1000, args.threads, busy)
+    _install(args.picture_ms / 1000, args.threads, busy, args.cpu_planning)
     paths = rb.ensure_files(args.data, 640, 360, args.frames)[: args.clips]
     ideal = args.threads / (args.picture_ms / 1000)
     cells = []
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planner_bench.json").write_text(json.dumps(out, indent=1))
     lines = [f"# planner_bench: {args.clips} clips x {args.frames} frames (GOP 30), a decoder of "
-             f"{args.picture_ms} ms a picture, {args.threads} threads ({out['meta']['date']}, "
+             f"{args.picture_ms} ms a picture, {args.threads} threads, planning as on "
+             f"{'the CPU' if args.cpu_planning else 'a GPU'} ({out['meta']['date']}, "
              f"{out['meta']['cpus']} CPUs)", "",
              f"Ideal: {ideal:.0f} frames/s. Medians of {args.repeat} runs of {args.passes} timed passes.", "",
              "| frames per clip and request | frames/s | of ideal | threads busy | jobs | decoded / returned "

@@ -126,6 +126,34 @@ async def test_planning_takes_the_nearest_gop_of_every_file_before_the_next_of_a
         await ahead.close()
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda:0"])
+async def test_requests_of_several_frames_are_read_ahead_on_a_gpu_only(device):
+    """Requests of 4 frames of a file, reading on: a GPU's idle sessions decode the next GOPs; on the
+    CPU (every thread a core already decoding) such requests are not read ahead."""
+    from types import SimpleNamespace
+
+    started = []
+
+    def decode_gop(index, gop, ids, spec):
+        started.append(gop)
+
+        async def work():
+            await asyncio.sleep(3600)
+        return work(), lambda: None
+
+    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
+    ahead = _readahead.ReadAhead(decode_gop, threads=4, counters=counters, budget_bytes=1 << 40, device=device)
+    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
+    indexes = {"a.mp4": SimpleNamespace(path="a.mp4", info=info)}
+    spec = __import__("asyncdecode").OutputSpec()
+    try:
+        for lo in (0, 4, 8):
+            ahead.plan({("a.mp4", lo // 10): set(range(lo, lo + 4))}, indexes, spec)
+        assert started == ([] if device == "cpu" else [1, 2, 3])
+    finally:
+        await ahead.close()
+
+
 async def test_a_gop_read_ahead_that_is_over_starts_the_next_of_the_latest_plan():
     """A thread freed by a GOP read ahead takes the next GOP of the latest request's plan at once, not
     when the stream makes its next request (it makes none while it waits for a GOP)."""
