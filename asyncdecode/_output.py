@@ -15,6 +15,7 @@ The conversion is defined once, here, and is what every backend must match:
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -215,9 +216,7 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     fault in on each and holes left in the thread's malloc arena between the decoders' long-lived
     memory. One buffer per name is made a few times at most.
     """
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     bufs = getattr(_scratch, "buffers", None)
     if bufs is None:
         bufs = _scratch.buffers = {}

@@ -202,7 +202,6 @@ class ReadAhead:
         self._last: dict[str, int] = {}  # file -> the first frame the last request asked of it
         self._latest: _Plan | None = None  # the latest request's plan, while it names GOPs to start
         self._few = FEW_FRAMES.get(str(device).split(":")[0], 1 << 30)  # frames of a file per request, at most
-        self._closed = False
 
     # -- planning (a request's frames grouped by GOP, before they are decoded) ----------------
 
@@ -222,7 +221,6 @@ class ReadAhead:
         # A file whose GOP this request reads was itself read ahead keeps no thread of its own busy.
         reading = sum(1 for path, (_, gop) in firsts.items()
                       if (path, gop, spec) not in self._gops and (path, gop) not in served)
-        spare = self._threads - reading - sum(1 for e in self._gops.values() if not e.task.done())
         per_file = max(1, -(-(self._threads - reading) // max(1, len(firsts))))  # rounded up: every thread
         # Room to plan further than the threads' share (up to DEEP GOPs ahead of a file), so that a GOP
         # is decoding before the stream reaches the one before it; ``spare`` still bounds what runs.
@@ -253,12 +251,13 @@ class ReadAhead:
                 continue
             reads.append((path, gop, self._ahead_of(path, gop, len(indexes[path].info.keyframes), per_file)))
         self._latest = _Plan(reads, indexes, spec, per_file, reading) if reads else None
-        self._fill(spare)
+        self._fill()
         if self._remaining is not None:  # after planning: the GOPs read ahead include this request's frames
             self._remaining.strike(groups)
 
-    def _fill(self, spare: int | None = None) -> None:
-        """Start GOPs of the latest request's plan on the threads to spare (``None``: count them now).
+    def _fill(self) -> None:
+        """Start GOPs of the latest request's plan on the threads to spare: the engine's, less one per
+        file the request decodes on a session of its own, less the GOPs read ahead still decoding.
 
         Also each time a GOP read ahead is over: while a stream waits for the GOP its next request
         needs, it makes no requests and so no plans, and threads that finished their GOPs stayed idle
@@ -268,8 +267,7 @@ class ReadAhead:
         latest = self._latest
         if latest is None:
             return
-        if spare is None:
-            spare = self._threads - latest.reading - sum(1 for e in self._gops.values() if not e.task.done())
+        spare = self._threads - latest.reading - sum(1 for e in self._gops.values() if not e.task.done())
         # The nearest GOP ahead of every file first, then the next of each (file by file, the first
         # files of the request took every spare thread and the last ones' GOPs were decoded late,
         # frame by frame by their requests).
@@ -328,8 +326,7 @@ class ReadAhead:
             if t.cancelled():
                 work.close()  # type: ignore[attr-defined]  (a coroutine never started: closed, not left)
             done()
-            if not self._closed:
-                self._fill()  # a thread is free: the next GOP of the latest plan
+            self._fill()  # a thread is free: the next GOP of the latest plan (none once closed)
 
         task.add_done_callback(over)
         self._gops[key] = _Gop(task, per_frame, len(ids), self._tick, next_run=next_run)
@@ -422,8 +419,7 @@ class ReadAhead:
 
     async def close(self) -> None:
         """Cancel the read-ahead still running and drop every frame held (the stream ends)."""
-        self._closed = True
-        self._latest = None
+        self._latest = None  # the GOPs cancelled below start nothing when they end
         tasks = [e.task for e in self._gops.values()]
         for key in list(self._gops):
             self._discard(key)

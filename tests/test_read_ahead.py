@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import torch
 
-from asyncdecode import Engine, EngineConfig, FrameIndexError, _readahead
+from asyncdecode import Engine, EngineConfig, FrameIndexError, OutputSpec, _readahead
 from asyncdecode.testing import VideoSpec, make_video
 
 N, GOP = 60, 10
@@ -92,36 +92,55 @@ async def test_a_list_read_again_has_its_next_pass_first_gops_decoded_before_it_
         assert not next_pass
 
 
+class _Decodes:
+    """A read-ahead's GOP decode for the planning tests: records each GOP started; each one ends when
+    the test ends it (``finish``), else runs until the read-ahead is closed."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int]] = []
+        self._gates: dict[tuple[str, int], asyncio.Future] = {}
+
+    def __call__(self, index, gop, ids, spec):
+        self.started.append((index.path, gop))
+        gate = self._gates[(index.path, gop)] = asyncio.get_running_loop().create_future()
+
+        async def work():
+            await gate
+            return dict.fromkeys(ids)
+        return work(), lambda: None
+
+    def finish(self, path: str, gop: int) -> None:
+        self._gates[(path, gop)].set_result(None)
+
+
+def _planner(threads, files=("a.mp4",), device="cpu"):
+    """A read-ahead over files of 10 GOPs of 10 frames, with no budget limit: (it, its decodes, indexes)."""
+    from types import SimpleNamespace
+
+    decodes = _Decodes()
+    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
+    ahead = _readahead.ReadAhead(decodes, threads=threads, counters=counters, budget_bytes=1 << 40, device=device)
+    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
+    return ahead, decodes, {p: SimpleNamespace(path=p, info=info) for p in files}
+
+
 async def test_planning_takes_the_nearest_gop_of_every_file_before_the_next_of_any():
     """A request reading on in several files with fewer idle threads than GOPs to plan: each file's
     next GOP is planned before any file's second (file by file, the first files took every thread)."""
-    from types import SimpleNamespace
-
-    started = []
-
-    def decode_gop(index, gop, ids, spec):
-        started.append((index.path, gop))
-
-        async def work():
-            await asyncio.sleep(3600)
-        return work(), lambda: None
-
-    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
-    ahead = _readahead.ReadAhead(decode_gop, threads=4, counters=counters, budget_bytes=1 << 40)
     files = [f"cam{i}.mp4" for i in range(3)]
-    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
-    indexes = {p: SimpleNamespace(path=p, info=info) for p in files}
-    spec = __import__("asyncdecode").OutputSpec()
+    ahead, decodes, indexes = _planner(4, files)
+    spec = OutputSpec()
     try:
         for f in range(3):  # three requests in a row going on in every file: a streak, then planning
             groups = {(p, 0): {f} for p in files}
             ahead.plan(groups, indexes, spec)
         # 4 threads, 3 files reading GOP 0 on their own sessions: one thread to spare
-        assert started == [("cam0.mp4", 1)]
-        started.clear()
+        assert decodes.started == [("cam0.mp4", 1)]
+        decodes.started.clear()
         ahead._threads = 9  # 9 - 3 reading - 1 decoding ahead: five to spare
         ahead.plan({(p, 0): {3} for p in files}, indexes, spec)
-        assert started == [("cam1.mp4", 1), ("cam2.mp4", 1), ("cam0.mp4", 2), ("cam1.mp4", 2), ("cam2.mp4", 2)]
+        assert decodes.started == [("cam1.mp4", 1), ("cam2.mp4", 1), ("cam0.mp4", 2), ("cam1.mp4", 2),
+                                   ("cam2.mp4", 2)]
     finally:
         await ahead.close()
 
@@ -130,26 +149,12 @@ async def test_planning_takes_the_nearest_gop_of_every_file_before_the_next_of_a
 async def test_requests_of_several_frames_are_read_ahead_on_a_gpu_only(device):
     """Requests of 4 frames of a file, reading on: a GPU's idle sessions decode the next GOPs; on the
     CPU (every thread a core already decoding) such requests are not read ahead."""
-    from types import SimpleNamespace
-
-    started = []
-
-    def decode_gop(index, gop, ids, spec):
-        started.append(gop)
-
-        async def work():
-            await asyncio.sleep(3600)
-        return work(), lambda: None
-
-    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
-    ahead = _readahead.ReadAhead(decode_gop, threads=4, counters=counters, budget_bytes=1 << 40, device=device)
-    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
-    indexes = {"a.mp4": SimpleNamespace(path="a.mp4", info=info)}
-    spec = __import__("asyncdecode").OutputSpec()
+    ahead, decodes, indexes = _planner(4, device=device)
+    spec = OutputSpec()
     try:
         for lo in (0, 4, 8):
             ahead.plan({("a.mp4", lo // 10): set(range(lo, lo + 4))}, indexes, spec)
-        assert started == ([] if device == "cpu" else [1, 2, 3])
+        assert [gop for _, gop in decodes.started] == ([] if device == "cpu" else [1, 2, 3])
     finally:
         await ahead.close()
 
@@ -157,32 +162,16 @@ async def test_requests_of_several_frames_are_read_ahead_on_a_gpu_only(device):
 async def test_a_gop_read_ahead_that_is_over_starts_the_next_of_the_latest_plan():
     """A thread freed by a GOP read ahead takes the next GOP of the latest request's plan at once, not
     when the stream makes its next request (it makes none while it waits for a GOP)."""
-    from types import SimpleNamespace
-
-    started, gates = [], {}
-
-    def decode_gop(index, gop, ids, spec):
-        started.append(gop)
-        gate = gates[gop] = asyncio.get_running_loop().create_future()
-
-        async def work():
-            await gate
-            return dict.fromkeys(ids)
-        return work(), lambda: None
-
-    counters = SimpleNamespace(read_ahead_gops=0, read_ahead_frames=0, read_ahead_used=0, read_ahead_wasted=0)
-    ahead = _readahead.ReadAhead(decode_gop, threads=2, counters=counters, budget_bytes=1 << 40)
-    info = SimpleNamespace(keyframes=list(range(0, 100, 10)), num_frames=100, height=8, width=8)
-    indexes = {"a.mp4": SimpleNamespace(path="a.mp4", info=info)}
-    spec = __import__("asyncdecode").OutputSpec()
+    ahead, decodes, indexes = _planner(2)
+    spec = OutputSpec()
     try:
         for f in range(3):
             ahead.plan({("a.mp4", 0): {f}}, indexes, spec)
-        assert started == [1]  # two threads, one reading GOP 0 itself: one to spare
-        gates[1].set_result(None)
+        assert decodes.started == [("a.mp4", 1)]  # two threads, one reading GOP 0 itself: one to spare
+        decodes.finish("a.mp4", 1)
         for _ in range(5):
             await asyncio.sleep(0)
-        assert started == [1, 2]  # GOP 1 over: GOP 2 started with no request in between
+        assert decodes.started == [("a.mp4", 1), ("a.mp4", 2)]  # GOP 1 over: GOP 2 started, no request between
         assert ahead.ready("a.mp4", 1, spec, set(range(10, 20)))
     finally:
         await ahead.close()

@@ -238,7 +238,8 @@ class SpareDecoders:
         """The free decoder of ``key`` that fits best (the most recently given back of equals), now the
         caller's; ``None`` when there is none (the key ran short: see ``burst_s``)."""
         if not self._count.get(key):
-            self._ran_short(key)
+            with self._lock:
+                self._ran_short(key)
             return None
         with self._lock:
             best, best_fit = -1, -1
@@ -248,8 +249,7 @@ class SpareDecoders:
                     if f > best_fit:
                         best, best_fit = i, f
             if best < 0:
-                if self.burst_s:
-                    self._short[key] = time.monotonic()
+                self._ran_short(key)
                 return None
             key, decoder, nbytes, _ = self._free.pop(best)
             self._bytes -= nbytes
@@ -277,9 +277,9 @@ class SpareDecoders:
         self.expire()
 
     def _ran_short(self, key: Hashable) -> None:
+        """A take() found no free decoder of ``key`` (the lock held)."""
         if self.burst_s:
-            with self._lock:
-                self._short[key] = time.monotonic()
+            self._short[key] = time.monotonic()
 
     def expire(self) -> int:
         """Close the free decoders not taken for ``max_idle_s``, each key's newest excepted (at most
