@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from . import _faults
+from . import _faults, _trim
 from ._backends import Backend, DecodeCancelled, DecodeResult, Session
 from ._output import OutputSpec
 from .errors import AsyncDecodeError
@@ -511,6 +511,7 @@ class DecoderPool:
                 self._report(done, result, error)
                 del done, result, error  # an idle thread keeps no frames alive
                 self._done_with(me)
+                _trim.grown()  # the arenas' free pages back to the system when RSS grew enough
         except BaseException as exc:  # outside a job's decode: the thread ends, another takes its place
             self._died(me, job, exc)
         finally:

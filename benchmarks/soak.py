@@ -287,6 +287,9 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
         "threads_os": len(os.listdir("/proc/self/task")),
         **_mappings(),
     }
+    from asyncdecode import _trim  # the engine's trims of the C heap (after decoders close, on RSS growth)
+
+    s["heap_trims"], s["heap_trims_on_growth"] = _trim._TRIMMER.trims, _trim._TRIMMER.grown_trims
     if MALLINFO is not None:
         used, held = MALLINFO()
         s["heap_in_use_mib"], s["heap_held_mib"] = used / MiB, held / MiB
@@ -822,6 +825,7 @@ def markdown(res: dict[str, Any]) -> str:
     for note in res["notes"]:
         lines += [f"*{note}*", ""]
     t = res["totals"]
+    last = res["samples"][-1] if res["samples"] else {}
     lines += ["## Checks", "",
               f"Operations: {', '.join(f'{k[3:]} {v}' for k, v in sorted(t.items()) if k.startswith('op_'))}. "
               f"Requests done {t.get('done', 0)} ({t.get('frames', 0)} frames, {t.get('checked_frames', 0)} "
@@ -829,7 +833,9 @@ def markdown(res: dict[str, Any]) -> str:
               f"{t.get('cancelled', 0)}; stream runs closed early {t.get('streams_closed_early', 0)}, cancelled "
               f"{t.get('streams_cancelled', 0)}; the engine counted {res['engine_counts']['requests']} requests, "
               f"{res['engine_counts']['requests_failed']} failed, {res['engine_counts']['requests_cancelled']} "
-              f"cancelled (stream requests withdrawn included). Latency max {_f(res['latency_max_s'], '.2f')} s.", "",
+              f"cancelled (stream requests withdrawn included). Latency max {_f(res['latency_max_s'], '.2f')} s. "
+              f"The engine trimmed the C heap {last.get('heap_trims', '?')} times by the last sample "
+              f"({last.get('heap_trims_on_growth', '?')} of them on RSS growth).", "",
               "| problem | count |", "|---|---:|"]
     for kind in PROBLEMS:
         lines.append(f"| {kind.replace('_', ' ')} | {t.get(kind, 0)} |")

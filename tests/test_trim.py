@@ -86,3 +86,82 @@ async def test_closing_an_engine_gives_back_what_its_decoders_freed(monkeypatch)
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)):
         pass
     assert len(flushed) == 1 and flushed[0] != "MainThread"  # off the event loop
+
+
+class _Rss:
+    def __init__(self, mib: int) -> None:
+        self.bytes = mib << 20
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        return self.bytes
+
+
+def test_growth_of_the_resident_memory_since_the_last_trim_starts_one():
+    calls, clock, rss = [], _Clock(), _Rss(400)
+
+    def trim() -> None:
+        calls.append(clock.t)
+        rss.bytes -= 40 << 20  # the trim gives back free pages
+
+    t = _trim.Trimmer(trim, min_interval_s=10.0, clock=clock, rss=rss, check_s=5.0,
+                      growth=32 << 20, growth_fraction=1 / 16)
+    assert not t.grown() and rss.reads == 1  # the first read: where growth counts from (400 MiB)
+    rss.bytes += 30 << 20
+    clock.t += 5.0
+    assert not t.grown()  # 30 MiB: under max(32 MiB, 400/16 = 25 MiB)
+    rss.bytes += 10 << 20
+    assert not t.grown() and rss.reads == 2  # grown enough, but read at most every 5 s
+    clock.t += 5.0
+    assert t.grown() and calls == [110.0] and t.trims == t.grown_trims == 1
+    assert rss.bytes == 400 << 20  # the next growth counts from here, after the trim
+    clock.t += 5.0
+    rss.bytes += 40 << 20
+    assert not t.grown()  # enough growth, but the last trim is 5 s ago
+    clock.t += 5.0
+    assert t.grown() and t.trims == 2
+
+
+def test_growth_in_what_is_in_use_trims_once_and_then_counts_from_the_new_size():
+    calls, clock, rss = [], _Clock(), _Rss(400)
+    t = _trim.Trimmer(lambda: calls.append(1), min_interval_s=10.0, clock=clock, rss=rss, check_s=5.0)
+    t.grown()
+    rss.bytes = 1000 << 20  # a cache filling: nothing free to give back
+    for _ in range(20):
+        clock.t += 5.0
+        t.grown()
+    assert calls == [1]  # one trim, then 1000 MiB is the new floor
+
+
+def test_growth_checks_are_off_with_trimming_off_or_without_a_resident_size():
+    calls, clock = [], _Clock()
+    off = _trim.Trimmer(lambda: calls.append(1), min_interval_s=0.0, clock=clock, rss=_Rss(1))
+    unknown = _trim.Trimmer(lambda: calls.append(1), min_interval_s=1.0, clock=clock, rss=lambda: None)
+    for _ in range(5):
+        clock.t += 100.0
+        assert not off.grown() and not unknown.grown()
+    assert not calls
+
+
+def test_a_trim_after_frees_resets_where_growth_counts_from():
+    calls, clock, rss = [], _Clock(), _Rss(400)
+    t = _trim.Trimmer(lambda: calls.append(1), every=1, min_interval_s=10.0, clock=clock, rss=rss)
+    t.grown()
+    rss.bytes = 500 << 20
+    assert t.freed() and calls == [1]  # decoders closed: a trim, and 500 MiB is now the floor
+    clock.t += 20.0
+    assert not t.grown()
+
+
+async def test_decoder_threads_check_the_resident_memory_after_each_job(monkeypatch, tmp_path):
+    from asyncdecode import Engine, EngineConfig
+    from asyncdecode.testing import VideoSpec, make_video
+
+    checked = []
+    monkeypatch.setattr(_trim, "grown", lambda: checked.append(threading.current_thread().name) or False)
+    path = make_video(tmp_path / "v.mp4", VideoSpec(gop=6, num_frames=12, width=96, height=64))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        await eng.decode(str(path), [0])
+        await eng.decode(str(path), [7])  # another GOP: another job
+    assert len(checked) >= 2 and "MainThread" not in checked
