@@ -105,6 +105,8 @@ class Trimmer:
         """Trims done so far."""
         self.grown_trims = 0
         """Of which started by the resident memory's growth."""
+        self.given_back = 0
+        """Bytes of resident memory the trims gave back, in all (the size before each less after)."""
 
     def freed(self, count: int = 1) -> bool:
         """``count`` large objects were freed; trims (on this thread) when due. Returns whether it did."""
@@ -162,6 +164,7 @@ class Trimmer:
         """The trim itself, outside the lock; a failure is logged, never the closing caller's. The
         resident size after it is where the next growth counts from."""
         assert self._trim is not None
+        before = self._rss()
         try:
             self._trim()
         except Exception as exc:
@@ -172,6 +175,8 @@ class Trimmer:
             self.trims += 1
             if after is not None:
                 self._floor = after
+                if before is not None:
+                    self.given_back += max(0, before - after)
         return True
 
 

@@ -61,9 +61,10 @@ workers stop, the engine is closed and the process sampled after ``gc.collect()`
 event loop closed, and after ``malloc_trim(0)`` (and ``torch.cuda.empty_cache()``); all against a
 sample taken before the engine opened.
 
-**Result** per resource: growth per 10 minutes from the quiet in-run samples (least-squares slope x
-600 s, as a percentage of the first sample, with two standard errors of the slope; also over the
-second half alone, to tell warm-up from a steady leak, and from the samples under load): pass under
+**Result** per resource: growth per 10 minutes from the quiet in-run samples after the first minute
+(least-squares slope x 600 s, as a percentage of the first of them, with two standard errors of the
+slope; also over their second half alone, to tell warm-up from a steady leak, over the whole run, and
+from the samples under load): pass under
 1% per 10 minutes, FAIL above it by more than the noise, otherwise unresolved (the run is too short
 or too noisy to tell). Object types that grew most between the first and last sample are listed.
 ``--tracemalloc N`` traces Python allocations (N frames) from the first sample and lists the lines
@@ -108,6 +109,8 @@ DEFAULT_MINUTES = {"cuda": 30.0, "cpu": 3.0}
 DEFAULT_FILES = {"cuda": 24, "cpu": 6}
 DEFAULT_WORKERS = {"cuda": 16, "cpu": 4}
 TARGET_PCT_PER_10_MIN = 1.0
+SETTLE_S = 60.0
+"""Growth is counted from the sample this many seconds into the run on (the target: after the first minute)."""
 OPS = (("decode", 0.5), ("submit", 0.2), ("stream", 0.3))
 DECODE_CANCEL_SHARE = 0.25
 SUBMIT_CANCEL_SHARE = 0.5
@@ -289,7 +292,9 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
     }
     from asyncdecode import _trim  # the engine's trims of the C heap (after decoders close, on RSS growth)
 
-    s["heap_trims"], s["heap_trims_on_growth"] = _trim._TRIMMER.trims, _trim._TRIMMER.grown_trims
+    trimmer = _trim._TRIMMER
+    s["heap_trims"], s["heap_trims_on_growth"] = trimmer.trims, trimmer.grown_trims
+    s["heap_trims_given_back_mib"] = trimmer.given_back / MiB
     if MALLINFO is not None:
         used, held = MALLINFO()
         s["heap_in_use_mib"], s["heap_held_mib"] = used / MiB, held / MiB
@@ -665,11 +670,14 @@ def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
     return b, math.sqrt(resid / (n - 2) / den)
 
 
-def growth(samples: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    """Growth per 10 minutes of ``key`` over the in-run samples (least squares), and over their second half."""
-    pts = [(s["t_s"], s[key]) for s in samples if s.get(key) is not None]
-    if len(pts) < 2:
+def growth(samples: list[dict[str, Any]], key: str, settle_s: float = SETTLE_S) -> dict[str, Any] | None:
+    """Growth per 10 minutes of ``key`` over the in-run samples from ``settle_s`` on (least squares; all of
+    them where fewer than 3 are that late), over their second half, and over the whole run."""
+    every = [(s["t_s"], s[key]) for s in samples if s.get(key) is not None]
+    if len(every) < 2:
         return None
+    late = [p for p in every if p[0] >= settle_s]
+    pts = late if len(late) >= 3 else every
     ts, vs = [t for t, _ in pts], [float(v) for _, v in pts]
     first = vs[0]
     b, se = _slope(ts, vs)
@@ -684,9 +692,33 @@ def growth(samples: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
             return 0.0 if x == 0 else math.copysign(math.inf, x)
         return 100 * x / first
 
+    whole = _slope([t for t, _ in every], [float(v) for _, v in every])[0] * 600
     return {"first": first, "last": vs[-1], "min": min(vs), "max": max(vs), "per_10_min": per_10,
             "pct_per_10_min": pct(per_10), "pct_2se": None if se is None else abs(pct(2 * se * 600) or 0.0),
-            "second_half_per_10_min": per_10_half, "second_half_pct_per_10_min": pct(per_10_half)}
+            "second_half_per_10_min": per_10_half, "second_half_pct_per_10_min": pct(per_10_half),
+            "from_s": ts[0], "whole_run_pct_per_10_min": 100 * whole / float(every[0][1]) if every[0][1] else None}
+
+
+def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Growth and a verdict per resource sampled (``res["results"]``)."""
+    results = []
+    for key, label in SERIES:
+        g = growth(res["samples"], key)
+        if g is None:
+            continue
+        ok = verdict(g)
+        notes = []
+        if key == "gop_cache_bytes" and res["engine_end"].get("gop_cache_capacity_bytes"):
+            notes.append(f"bounded: capacity {res['engine_end']['gop_cache_capacity_bytes'] / MiB:.0f} MiB, max seen "
+                         f"{g['max'] / MiB:.1f} MiB")
+        if key == "decoders_free":
+            notes.append(f"a pool the backend bounds (count, or bytes on NVDEC); {g['min']:.0f}..{g['max']:.0f} seen")
+        if g.get("pct_2se") is not None and g["pct_2se"] > TARGET_PCT_PER_10_MIN:
+            notes.append(f"noise ±{g['pct_2se']:.1f}%: the run cannot resolve {TARGET_PCT_PER_10_MIN:g}%")
+        note = "; ".join(notes) or None
+        results.append({"key": key, "label": label, "growth": g, "ok": ok, "note": note,
+                        "under_load": None if key == "traced_mib" else growth(res["samples"], "load_" + key)})
+    return results
 
 
 def verdict(g: dict[str, Any]) -> bool | None:
@@ -806,6 +838,17 @@ def _f(v: Any, fmt: str = ".1f") -> str:
     return format(v, fmt)
 
 
+def _trim_times(samples: list[dict[str, Any]]) -> str:
+    """When the engine's trims came: the samples by which each count of them was first reached."""
+    seen, marks = 0, []
+    for sm in samples:
+        n = sm.get("heap_trims")
+        if n is not None and n > seen:
+            marks.append(f"{n - seen} by {sm['t_s'] / 60:.0f} min")
+            seen = n
+    return f" ({', '.join(marks)})" if marks else ""
+
+
 def markdown(res: dict[str, Any]) -> str:
     m, a = res["meta"], res["args"]
     dirty = f", engine files modified: {', '.join(m['dirty'])}" if m.get("dirty") else ""
@@ -835,28 +878,32 @@ def markdown(res: dict[str, Any]) -> str:
               f"{res['engine_counts']['requests_failed']} failed, {res['engine_counts']['requests_cancelled']} "
               f"cancelled (stream requests withdrawn included). Latency max {_f(res['latency_max_s'], '.2f')} s. "
               f"The engine trimmed the C heap {last.get('heap_trims', '?')} times by the last sample "
-              f"({last.get('heap_trims_on_growth', '?')} of them on RSS growth).", "",
+              f"({last.get('heap_trims_on_growth', '?')} of them on RSS growth), giving back "
+              f"{_f(last.get('heap_trims_given_back_mib'), '.0f')} MiB of RSS in all"
+              f"{_trim_times(res['samples'])}.", "",
               "| problem | count |", "|---|---:|"]
     for kind in PROBLEMS:
         lines.append(f"| {kind.replace('_', ' ')} | {t.get(kind, 0)} |")
     for kind, texts in res["examples"].items():
         lines += ["", f"{kind}: " + "; ".join(texts[:3])]
     lines += ["", "## Growth per 10 minutes", "",
-              f"Least-squares slope over the quiet in-run samples x 600 s, as a % of the first sample; target < "
-              f"{TARGET_PCT_PER_10_MIN:g}% per 10 minutes. Second half: the same over the later half of the samples "
-              "(a leak keeps its slope, warm-up flattens). Under load: the same from the samples taken before "
+              f"Least-squares slope over the quiet in-run samples after the first {SETTLE_S:g} s x 600 s, as a % of "
+              f"the first of them; target < {TARGET_PCT_PER_10_MIN:g}% per 10 minutes. Second half: the same over "
+              "the later half of those samples (a leak keeps its slope, warm-up flattens). Whole run: over every "
+              "in-run sample, the first minute's included. Under load: the same from the samples taken before "
               "each pause (frames in flight included: noisier). Result: pass under the target; FAIL over it by more "
               "than the noise (2 standard errors of the slope); unresolved over it within the noise.", "",
               "| resource | first | last | growth / 10 min | % / 10 min (± 2 SE) | second half % / 10 min | "
-              "under load % / 10 min | result |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "whole run % / 10 min | under load % / 10 min | result |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["results"]:
         g, gl = r["growth"], r.get("under_load") or {}
         mark = {True: "pass", False: "FAIL", None: "unresolved"}[r["ok"]]
         lines.append(f"| {r['label']} | {_f(g['first'], '.6g')} | {_f(g['last'], '.6g')} | "
                      f"{_f(g['per_10_min'], '.4g')} | {_f(g['pct_per_10_min'], '.2f')}"
                      f"{'' if not g.get('pct_2se') else ' ± ' + _f(g['pct_2se'], '.2f')} | "
-                     f"{_f(g['second_half_pct_per_10_min'], '.2f')} | {_f(gl.get('pct_per_10_min'), '.2f')} | {mark}"
+                     f"{_f(g['second_half_pct_per_10_min'], '.2f')} | {_f(g.get('whole_run_pct_per_10_min'), '.2f')} | "
+                     f"{_f(gl.get('pct_per_10_min'), '.2f')} | {mark}"
                      f"{' (' + r['note'] + ')' if r.get('note') else ''} |")
     e = res["end"]
     lines += ["", "## Close", "",
@@ -1060,7 +1107,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix", help="videos (made if absent)")
     ap.add_argument("--out", type=Path, default=None,
                     help="output prefix: PREFIX.json, .md, .png/.svg (default benchmarks/results/soak_<device>)")
+    ap.add_argument("--rejudge", type=Path, default=None, metavar="JSON",
+                    help="judge an earlier run's samples again by today's rules: rewrites its .json and .md")
     args = ap.parse_args(argv)
+    if args.rejudge is not None:
+        res = json.loads(args.rejudge.read_text())
+        res["results"] = judge(res)
+        args.rejudge.write_text(json.dumps(res, indent=1, default=str))
+        args.rejudge.with_suffix(".md").write_text(markdown(res))
+        print(f"judged again: {args.rejudge.with_suffix('.md')}")
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.device = device
     args.minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[device]
@@ -1102,24 +1158,7 @@ def main(argv: list[str] | None = None) -> int:
     if malloc_trim():
         res["end"]["after_trim"] = process_sample(device)
 
-    results = []
-    for key, label in SERIES:
-        g = growth(res["samples"], key)
-        if g is None:
-            continue
-        ok = verdict(g)
-        notes = []
-        if key == "gop_cache_bytes" and res["engine_end"].get("gop_cache_capacity_bytes"):
-            notes.append(f"bounded: capacity {res['engine_end']['gop_cache_capacity_bytes'] / MiB:.0f} MiB, max seen "
-                         f"{g['max'] / MiB:.1f} MiB")
-        if key == "decoders_free":
-            notes.append(f"a pool the backend bounds (count, or bytes on NVDEC); {g['min']:.0f}..{g['max']:.0f} seen")
-        if g.get("pct_2se") is not None and g["pct_2se"] > TARGET_PCT_PER_10_MIN:
-            notes.append(f"noise ±{g['pct_2se']:.1f}%: the run cannot resolve {TARGET_PCT_PER_10_MIN:g}%")
-        note = "; ".join(notes) or None
-        results.append({"key": key, "label": label, "growth": g, "ok": ok, "note": note,
-                        "under_load": None if key == "traced_mib" else growth(res["samples"], "load_" + key)})
-    res["results"] = results
+    res["results"] = judge(res)
     res["close_verdict"] = close_verdict(res["end"])
     res["elapsed_s"] = time.perf_counter() - t_start
     res["plot"] = write_plot(res, prefix)

@@ -116,6 +116,7 @@ def test_growth_of_the_resident_memory_since_the_last_trim_starts_one():
     clock.t += 5.0
     assert t.grown() and calls == [110.0] and t.trims == t.grown_trims == 1
     assert rss.bytes == 400 << 20  # the next growth counts from here, after the trim
+    assert t.given_back == 40 << 20
     clock.t += 5.0
     rss.bytes += 40 << 20
     assert not t.grown()  # enough growth, but the last trim is 5 s ago
