@@ -14,7 +14,8 @@ a malloc arena of its own, and an arena's pages stay resident once touched. On a
 the heap in use moved between 190 and 315 MiB; the two threads' arenas held 191 MB each, 105-137 MB
 of it free, and a trim at the end gave it back. So a decoder thread also reads the process's
 resident memory after a job, at most every :data:`CHECK_S`, and trims when it grew by
-:data:`GROWTH_BYTES` (or :data:`GROWTH_FRACTION`, the larger) over what it was after the last trim.
+:data:`GROWTH_BYTES` over what it was after the last trim: a bound on how far RSS runs ahead of what
+is in use that does not grow with the process (an engine on a GPU runs at a few GB resident).
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ EVERY = 8
 CHECK_S = 5.0
 """Seconds between two reads of the resident memory at least (:meth:`Trimmer.grown`)."""
 GROWTH_BYTES = 32 << 20
-"""Growth of the resident memory over its size after the last trim that starts a trim, at least..."""
-GROWTH_FRACTION = 1 / 16
-"""...or this fraction of that size, where larger."""
+"""Growth of the resident memory over its size after the last trim that starts a trim."""
 
 
 def _libc_trim() -> Callable[[], object] | None:
@@ -79,14 +78,13 @@ class Trimmer:
         rss: The process's resident memory in bytes, or ``None`` where unknown (default: from
             ``/proc/self/statm``).
         check_s: Seconds between two reads of ``rss`` at least.
-        growth: Bytes of growth since the last trim that start a trim, at least...
-        growth_fraction: ...or this fraction of the size after the last trim, where larger.
+        growth: Bytes of growth since the last trim that start a trim.
     """
 
     def __init__(self, trim: Callable[[], object] | None = None, *, every: int = EVERY,
                  min_interval_s: float = MIN_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
                  rss: Callable[[], int | None] = _statm_rss, check_s: float = CHECK_S,
-                 growth: int = GROWTH_BYTES, growth_fraction: float = GROWTH_FRACTION) -> None:
+                 growth: int = GROWTH_BYTES) -> None:
         self._trim = trim
         self._every = max(1, every)
         self._interval = min_interval_s
@@ -94,7 +92,6 @@ class Trimmer:
         self._rss = rss
         self._check_s = check_s
         self._growth = growth
-        self._growth_fraction = growth_fraction
         self._lock = threading.Lock()
         self._pending = 0
         self._last = -float("inf")
@@ -133,8 +130,8 @@ class Trimmer:
 
     def grown(self) -> bool:
         """After a decode job (on its thread): reads the resident memory, at most every ``check_s``,
-        and trims when it grew by the growth bound over its size after the last trim, and the last
-        trim is ``min_interval_s`` ago. Returns whether it trimmed."""
+        and trims when it grew by ``growth`` over its size after the last trim, and the last trim is
+        ``min_interval_s`` ago. Returns whether it trimmed."""
         if self._trim is None or self._interval <= 0:
             return False
         now = self._clock()
@@ -151,8 +148,7 @@ class Trimmer:
             if self._floor is None:
                 self._floor = rss
                 return False
-            if rss - self._floor < max(self._growth, self._floor * self._growth_fraction) \
-                    or now - self._last < self._interval:
+            if rss - self._floor < self._growth or now - self._last < self._interval:
                 return False
             self._pending, self._last = 0, now
         if not self._run():

@@ -105,12 +105,11 @@ def test_growth_of_the_resident_memory_since_the_last_trim_starts_one():
         calls.append(clock.t)
         rss.bytes -= 40 << 20  # the trim gives back free pages
 
-    t = _trim.Trimmer(trim, min_interval_s=10.0, clock=clock, rss=rss, check_s=5.0,
-                      growth=32 << 20, growth_fraction=1 / 16)
+    t = _trim.Trimmer(trim, min_interval_s=10.0, clock=clock, rss=rss, check_s=5.0, growth=32 << 20)
     assert not t.grown() and rss.reads == 1  # the first read: where growth counts from (400 MiB)
     rss.bytes += 30 << 20
     clock.t += 5.0
-    assert not t.grown()  # 30 MiB: under max(32 MiB, 400/16 = 25 MiB)
+    assert not t.grown()  # 30 MiB: under 32
     rss.bytes += 10 << 20
     assert not t.grown() and rss.reads == 2  # grown enough, but read at most every 5 s
     clock.t += 5.0
