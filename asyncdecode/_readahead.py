@@ -3,14 +3,14 @@
 A clip read one frame per request is decoded by one session at a time: the session that keeps its
 place in the GOP goes on frame by frame, and the GOP after it starts only when a request reaches it.
 With more decoder threads than clips being read, the others wait. Here the stream watches its
-requests per file; where a file's frames come front to back (on the CPU a frame or two per request,
-see :data:`FEW_FRAMES`; on a GPU requests of any size) (requests in
-a row each starting in the GOP the last one started in, or the next: not random frames that happen
-to come later), the GOPs after the one being read are decoded whole, ahead, on the
-threads the files being read leave idle (as many GOPs at once as threads beyond one per file whose
-own session is decoding the GOP it reads: a file whose GOPs all come from the read-ahead leaves every
-thread to it, so one clip read a frame per request uses all the threads, not one), and
-the requests for their frames take them from there instead of decoding them again.
+requests per file; where a file's frames come front to back (requests in a row each starting in the
+GOP the last one started in, or the next: not random frames that happen to come later; on the CPU
+only requests of a frame or two of the file, see :data:`FEW_FRAMES`), the GOPs after the one being
+read are decoded whole, ahead, on the threads the files being read leave idle (as many GOPs at once
+as threads beyond one per file whose own session is decoding the GOP it reads: a file whose GOPs all
+come from the read-ahead leaves every thread to it, so one clip read a frame per request uses all
+the threads, not one), and the requests for their frames take them from there instead of decoding
+them again.
 
 Where the stream's requests are a list (or another sequence), the read-ahead knows what they will
 want: it decodes ahead only frames later requests ask for (none past the clip's last one asked), and

@@ -86,6 +86,7 @@ class Trimmer:
                  rss: Callable[[], int | None] = _statm_rss, check_s: float = CHECK_S,
                  growth: int = GROWTH_BYTES) -> None:
         self._trim = trim
+        self._on = trim is not None and min_interval_s > 0
         self._every = max(1, every)
         self._interval = min_interval_s
         self._clock = clock
@@ -107,7 +108,7 @@ class Trimmer:
 
     def freed(self, count: int = 1) -> bool:
         """``count`` large objects were freed; trims (on this thread) when due. Returns whether it did."""
-        if self._trim is None or self._interval <= 0:
+        if not self._on:
             return False
         with self._lock:
             self._pending += count
@@ -120,7 +121,7 @@ class Trimmer:
     def flush(self) -> bool:
         """Trim now if anything was freed since the last trim, whatever the interval (an engine
         closing: its decoders all went at once). Returns whether it did."""
-        if self._trim is None or self._interval <= 0:
+        if not self._on:
             return False
         with self._lock:
             if not self._pending:
@@ -132,7 +133,7 @@ class Trimmer:
         """After a decode job (on its thread): reads the resident memory, at most every ``check_s``,
         and trims when it grew by ``growth`` over its size after the last trim, and the last trim is
         ``min_interval_s`` ago. Returns whether it trimmed."""
-        if self._trim is None or self._interval <= 0:
+        if not self._on:
             return False
         now = self._clock()
         if now < self._next_check:  # read without the lock: a stale value only moves one check
@@ -153,7 +154,8 @@ class Trimmer:
             self._pending, self._last = 0, now
         if not self._run():
             return False
-        self.grown_trims += 1
+        with self._lock:
+            self.grown_trims += 1
         return True
 
     def _run(self) -> bool:
