@@ -716,20 +716,24 @@ def test_sessions_allocate_outputs_from_one_pool_per_device(shape_mix, library):
             found |= {s["stream"] for s in segments if s["address"] <= ptr < s["address"] + s["total_size"]}
         return found
 
+    def decode_and_check(session):
+        # a function of its own, so that no frame (a loop variable) outlives it: the three frames may
+        # be views of one block, which one kept frame would hold
+        r = session.decode(bundle, [1, 2, 3], OutputSpec(), lambda: False)
+        for pos in list(session.positions.values()):
+            session._release(pos)
+        frames = [r.frames[f] for f in (1, 2, 3)]
+        assert streams_of(frames) == {pool.cuda_stream}
+        for fid, got in zip((1, 2, 3), frames):
+            ref = torch.from_numpy(np.clip(exp[fid].rgb(), 0, 255))
+            assert (got.cpu().double() - ref).abs().max() <= 1
+        return {f.data_ptr() for f in frames}
+
     try:
         addresses = []
         for round_ in range(2):
             for session in sessions:
-                r = session.decode(bundle, [1, 2, 3], OutputSpec(), lambda: False)
-                for pos in list(session.positions.values()):
-                    session._release(pos)
-                frames = [r.frames[f] for f in (1, 2, 3)]
-                assert streams_of(frames) == {pool.cuda_stream}
-                for fid, got in zip((1, 2, 3), frames):
-                    ref = torch.from_numpy(np.clip(exp[fid].rgb(), 0, 255))
-                    assert (got.cpu().double() - ref).abs().max() <= 1
-                addresses.append({f.data_ptr() for f in frames})
-                del r, frames
+                addresses.append(decode_and_check(session))
                 torch.cuda.synchronize()
         # blocks freed by one session's outputs serve the other's
         assert any(addresses[i] & addresses[j] for i in range(0, 4, 2) for j in range(1, 4, 2)), addresses
