@@ -39,6 +39,14 @@ EXTRAS_MIN_HIT_FRACTION_GPU = 1 / 2
 (parity) and 1.0 there, and what the engine measures of an extra's cost there leaves out the
 decoder's map of its picture (inside the decode loop's time). At 1/4, extras hitting 10-25% of the
 time were collected on the H200 at 25% and 50% of a set, and the cache ran at 0.85-0.96x no cache."""
+WANTED_MIN_HIT_FRACTION = 0.5
+"""Where the set being read does not fit the cache, wanted frames are kept while at least this fraction
+of those that left the cache was hit. A hit often saves little: the GOP is decoded anyway for the
+other frames of the requests in flight. Measured (2026-12-05, matrix_bench's cache cells, 640x360 HEVC,
+epoch-random over 6 files, wanted frames always kept): on an H200 they were hit 21% of the time at a
+quarter of the set and 39% at half, and the cache ran at 0.83x and 0.94x no cache in the second epoch;
+on the 2-core CPU 5% and 17-25%, and 0.87x over three epochs at both sizes (0.91x and 0.94x with this
+floor)."""
 EXTRAS_COST_MARGIN = 1.5
 """Threshold over the break-even hit fraction of the measured costs."""
 EXTRAS_PROBATION = 32
@@ -129,6 +137,72 @@ class GopCache(ByteLru[GopBundle]):
         return item.nbytes
 
 
+class _Payoff:
+    """Whether the entries of one kind (extras, or wanted frames) pay for their admission: each admitted
+    entry is *resolved* by its first hit or by leaving the cache unhit (or by being decoded again for
+    a request of its own: it saved nothing), and counted, hit or not, when it leaves the cache (counted
+    at their hits, hits would come a cache's lifetime ahead of the wastes and overstate the fraction
+    while the pattern is still being learnt). The counts are decayed over about
+    :data:`EXTRAS_WINDOW` of them, so the fraction follows a change of access pattern. O(1) per entry."""
+
+    def __init__(self) -> None:
+        self.waiting: set[Hashable] = set()  # admitted, neither hit nor gone yet
+        self._hit_out: set[Hashable] = set()  # hit, still in the cache: counted when they leave
+        self.admitted = 0
+        self.hit = 0
+        self.wasted = 0
+        self.counted = 0
+        self._hit_w = 0.0  # decayed counts of the counted: hit, and hit or wasted
+        self._resolved_w = 0.0
+
+    def admit(self, key: Hashable) -> None:
+        self.waiting.add(key)
+        self.admitted += 1
+
+    def hit_on(self, key: Hashable) -> None:
+        """A get found ``key``."""
+        if key in self.waiting:
+            self.waiting.discard(key)
+            self.hit += 1
+            self._hit_out.add(key)
+
+    def saved_nothing(self, key: Hashable) -> None:
+        """``key`` was decoded again for a request of its own while waiting."""
+        if key in self.waiting:
+            self.waiting.discard(key)
+            self._waste()
+
+    def left(self, key: Hashable) -> None:
+        """``key`` was evicted."""
+        if key in self.waiting:
+            self.waiting.discard(key)
+            self._waste()
+        elif key in self._hit_out:
+            self._hit_out.discard(key)
+            self._count(hit=True)
+
+    def _waste(self) -> None:
+        self.wasted += 1
+        self._count(hit=False)
+
+    def _count(self, hit: bool) -> None:
+        self.counted += 1
+        self._hit_w = self._hit_w * _DECAY + hit
+        self._resolved_w = self._resolved_w * _DECAY + 1.0
+
+    @property
+    def fraction(self) -> float | None:
+        """Decayed hit fraction of the counted; ``None`` before any."""
+        return self._hit_w / self._resolved_w if self._resolved_w else None
+
+    def pays(self, threshold: float) -> bool:
+        return self._hit_w >= threshold * self._resolved_w
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self._hit_out.clear()
+
+
 class FrameCache(ByteLru[torch.Tensor]):
     """Decoded frames in their output format, by ``(path, frame id, output spec)``, on the engine's device.
 
@@ -166,28 +240,24 @@ class FrameCache(ByteLru[torch.Tensor]):
     """
 
     def __init__(self, capacity_bytes: int, *, cheap: bool = True,
-                 min_hit_fraction: float = EXTRAS_MIN_HIT_FRACTION) -> None:
+                 min_hit_fraction: float = EXTRAS_MIN_HIT_FRACTION,
+                 min_wanted_hit_fraction: float = WANTED_MIN_HIT_FRACTION) -> None:
         super().__init__(capacity_bytes)
         self._cheap = cheap  # the prior, until a job's costs are noted (see break_even)
         self.min_hit_fraction = min_hit_fraction
         """The threshold's floor (:data:`EXTRAS_MIN_HIT_FRACTION`; the engine gives a GPU's cache
         :data:`EXTRAS_MIN_HIT_FRACTION_GPU`)."""
+        self.min_wanted_hit_fraction = min_wanted_hit_fraction
+        """:attr:`wanted_threshold` (:data:`WANTED_MIN_HIT_FRACTION`)."""
         self._probe_credit = 0.0  # seconds of probing the jobs since the last probe allow
-        self._waiting: set[Hashable] = set()  # keys of extra entries neither hit nor evicted yet
-        self.extras_admitted = 0
-        self.extras_hit = 0
-        self.extras_wasted = 0
+        self._extras = _Payoff()
+        self._wanted = _Payoff()
         self.extras_probes = 0  # jobs that collected only as a probe
+        self.wanted_probes = 0  # jobs that kept their wanted frames only as a probe
         self._convert_s: float | None = None  # running averages: conversion per frame,
         self._decode_s: float | None = None  # and decoding per wanted frame
-        # The estimate counts an extra when it leaves the cache (hit before, or not): counted at its
-        # first hit, hits would come in a cache's lifetime ahead of the wastes and overstate the
-        # fraction while the pattern is still being learnt.
-        self._hit_out: set[Hashable] = set()  # extras hit, still in the cache: counted when they leave
-        self._counted = 0  # extras the estimate has counted
-        self._hit_w = 0.0  # decayed counts of counted extras: hit, and hit or wasted
-        self._resolved_w = 0.0
         self._since_probe = 0
+        self._since_keep_probe = 0
         self._files: OrderedDict[Hashable, int] = OrderedDict()  # note_file's: file -> bytes of its frames
         self._set_bytes = 0
 
@@ -220,7 +290,20 @@ class FrameCache(ByteLru[torch.Tensor]):
     @property
     def extras_hit_fraction(self) -> float | None:
         """Decayed hit fraction of the extras counted (those that left the cache); ``None`` before any."""
-        return self._hit_w / self._resolved_w if self._resolved_w else None
+        return self._extras.fraction
+
+    @property
+    def wanted_hit_fraction(self) -> float | None:
+        """Decayed hit fraction of the wanted frames counted (those that left the cache)."""
+        return self._wanted.fraction
+
+    # the counters stats() reports
+    extras_admitted = property(lambda self: self._extras.admitted)
+    extras_hit = property(lambda self: self._extras.hit)
+    extras_wasted = property(lambda self: self._extras.wasted)
+    wanted_admitted = property(lambda self: self._wanted.admitted)
+    wanted_hit = property(lambda self: self._wanted.hit)
+    wanted_wasted = property(lambda self: self._wanted.wasted)
 
     @property
     def collecting(self) -> bool:
@@ -228,12 +311,45 @@ class FrameCache(ByteLru[torch.Tensor]):
         threshold = self.threshold
         if self.capacity_bytes <= 0:
             return False
-        if self._counted < EXTRAS_PROBATION:
+        if self._extras.counted < EXTRAS_PROBATION:
             if self._set_bytes > self.capacity_bytes:
                 return False  # the set does not fit: extras must show they pay, by probes, first
             # on probation (none counted before the cache is full): the costs' guess, not the floor
             return EXTRAS_COST_MARGIN * self.break_even <= EXTRAS_CHEAP
-        return self._hit_w >= threshold * self._resolved_w
+        return self._extras.pays(threshold)
+
+    @property
+    def keeping(self) -> bool:
+        """Whether wanted frames pay for their copies: while the set being read fits the cache, or their
+        hit fraction (counted as the extras', :class:`_Payoff`) reaches :attr:`wanted_threshold`. A
+        wanted frame costs a copy made on the decoder thread and its room; on an epoch-random read of
+        a set four times the cache, about a quarter of them are hit, and a hit often saves little
+        (the GOP is decoded anyway for the other frames of the requests in flight)."""
+        if self.capacity_bytes <= 0:
+            return False
+        if self._set_bytes <= self.capacity_bytes or self._wanted.counted < EXTRAS_PROBATION:
+            return True  # fits, or not known yet (none counted before the cache is full)
+        return self._wanted.pays(self.wanted_threshold)
+
+    @property
+    def wanted_threshold(self) -> float:
+        """The hit fraction wanted frames must reach to be kept where the set does not fit."""
+        return self.min_wanted_hit_fraction
+
+    def keep(self) -> bool:
+        """Whether a decode job about to run should keep copies of its wanted frames (called once per
+        job that decodes, with the cache on): :attr:`keeping`, or else one job in
+        :data:`EXTRAS_PROBE_EVERY` as a probe, so that the estimate recovers when the pattern changes
+        (entries admitted this rarely live long: their hit fraction shows what admitting fewer gives)."""
+        if self.keeping:
+            self._since_keep_probe = 0
+            return True
+        self._since_keep_probe += 1
+        if self._since_keep_probe >= EXTRAS_PROBE_EVERY:
+            self._since_keep_probe = 0
+            self.wanted_probes += 1
+            return True
+        return False
 
     def collect(self, job_bytes: int, extras: int = 0) -> bool:
         """Whether a decode job about to run should collect its extras: ``job_bytes`` is about what it
@@ -274,9 +390,9 @@ class FrameCache(ByteLru[torch.Tensor]):
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         item = super().get(key)
-        if item is not None and key in self._waiting:
-            self._waiting.discard(key)
-            self._resolve(key, hit=True)
+        if item is not None:
+            self._extras.hit_on(key)
+            self._wanted.hit_on(key)
         return item
 
     def put(self, key: Hashable, item: torch.Tensor, *, extra: bool = False) -> None:
@@ -284,42 +400,26 @@ class FrameCache(ByteLru[torch.Tensor]):
         if self.size(item) > self.capacity_bytes:
             return
         if key in self._items:
-            # already cached: refreshed; a waiting extra stays one (its admission is counted once),
+            # already cached: refreshed; a waiting entry stays one (its admission is counted once),
             # unless a job decoded it for a request of its own (two jobs of one GOP in flight): then
-            # the extra saved nothing, and counts as wasted
-            if not extra and key in self._waiting:
-                self._waiting.discard(key)
-                self._resolve(key, hit=False)
+            # it saved nothing, and counts as wasted
+            if not extra:
+                self._extras.saved_nothing(key)
+                self._wanted.saved_nothing(key)
         elif extra:
-            self._waiting.add(key)
-            self.extras_admitted += 1
+            self._extras.admit(key)
+        else:
+            self._wanted.admit(key)
         super().put(key, item)
 
     def _evicted(self, key: Hashable) -> None:
-        if key in self._waiting:
-            self._waiting.discard(key)
-            self._resolve(key, hit=False)
-        elif key in self._hit_out:
-            self._hit_out.discard(key)
-            self._count(hit=True)
-
-    def _resolve(self, key: Hashable, hit: bool) -> None:
-        if hit:
-            self.extras_hit += 1
-            self._hit_out.add(key)
-        else:
-            self.extras_wasted += 1
-            self._count(hit=False)
-
-    def _count(self, hit: bool) -> None:
-        self._counted += 1
-        self._hit_w = self._hit_w * _DECAY + hit
-        self._resolved_w = self._resolved_w * _DECAY + 1.0
+        self._extras.left(key)
+        self._wanted.left(key)
 
     def clear(self) -> None:
         super().clear()
-        self._waiting.clear()
-        self._hit_out.clear()
+        self._extras.clear()
+        self._wanted.clear()
 
 
 def _average(old: float | None, new: float) -> float:

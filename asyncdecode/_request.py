@@ -222,14 +222,15 @@ class RequestPath:
         frame_bytes = spec.frame_bytes(info.height, info.width)
         cache.note_file((index.path, spec), info.num_frames * frame_bytes)
         collect = cache.collect(on_the_way * frame_bytes, on_the_way - len(wanted))
-        kept: dict[int, torch.Tensor] = {}  # the cache's copies, made on the decoder thread
+        # the cache's copies of the wanted frames, made on the decoder thread, while they pay
+        kept: dict[int, torch.Tensor] | None = {} if cache.keep() else None
         frames, extra = await self.decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
                                                           costs=cache.note_job, queued=lambda: _plan.settle(mine),
                                                           keep=kept)
         for fid, frame in extra.items():
             cache.put((index.path, fid, spec), frame, extra=True)
         for fid, frame in frames.items():
-            if fid in kept:  # (another request of the same job keeps the others)
+            if kept is not None and fid in kept:  # (another request of the same job keeps the others)
                 cache.put((index.path, fid, spec), kept[fid])
             cached[fid] = frame
         return cached

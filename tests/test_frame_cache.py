@@ -1,5 +1,6 @@
-"""The decoded-frame cache: byte-bounded LRU, a hit costs no decode; wanted frames always kept, frames
-decoded on the way to them ("extras") only while they pay (the admission policy of FrameCache)."""
+"""The decoded-frame cache: byte-bounded LRU, a hit costs no decode; wanted frames kept while the set fits
+or they are hit, frames decoded on the way to them ("extras") only while they pay (the admission
+policies of FrameCache)."""
 
 from __future__ import annotations
 
@@ -391,6 +392,67 @@ def test_decision_probation_probes_and_recovery():
     assert c.collect(1) and c.collect(1)
 
 
+# -- wanted frames: kept while the set fits or they are hit enough ----------------------------------
+
+def test_counters_of_wanted_frames():
+    c = FrameCache(2)
+    c.put("a", _t())
+    c.put("x", _t(), extra=True)
+    assert (c.wanted_admitted, c.extras_admitted) == (1, 1)
+    assert c.get("a") is not None and c.get("a") is not None  # the first hit counts, once
+    c.put("b", _t())  # evicts x (an extra): not a wanted frame's waste
+    c.put("c", _t())  # evicts a, hit
+    assert (c.wanted_admitted, c.wanted_hit, c.wanted_wasted) == (3, 1, 0)
+    assert c.wanted_hit_fraction == 1.0  # a counted when it left
+    c.put("c", _t())  # decoded again for a request of its own while waiting: it saved nothing
+    assert (c.wanted_admitted, c.wanted_wasted) == (3, 1)
+    c.put("d", _t())  # evicts b, never hit
+    assert (c.wanted_hit, c.wanted_wasted) == (1, 2) and c.extras_wasted == 1
+
+
+def test_wanted_frames_kept_while_the_set_fits_or_they_pay():
+    assert not FrameCache(0).keeping
+    c = FrameCache(1)
+    assert c.keeping and c.keep()  # nothing known yet
+    c.note_file("a", 1)
+    for k in range(2 * EXTRAS_PROBATION):
+        c.put(("w", k), _t())  # each evicts the one before, never hit
+    assert c.keeping and c.wanted_hit_fraction == 0.0  # the set fits: kept whatever the hits
+    c.note_file("b", 1)  # two bytes of frames for a cache of one: the copies must pay now
+    assert not c.keeping
+    decisions = [c.keep() for _ in range(2 * EXTRAS_PROBE_EVERY)]
+    assert decisions == ([False] * (EXTRAS_PROBE_EVERY - 1) + [True]) * 2 and c.wanted_probes == 2
+    hits = 0
+    while not c.keeping:  # frames that are asked for again bring the copies back
+        c.put(("h", hits), _t())
+        assert c.get(("h", hits)) is not None
+        hits += 1
+    assert 2 <= hits <= EXTRAS_WINDOW and c.keep()
+    always = FrameCache(1, min_wanted_hit_fraction=0.0)  # a floor of 0: kept whatever the hits
+    always.note_file("a", 5)
+    for k in range(2 * EXTRAS_PROBATION):
+        always.put(("w", k), _t())
+    assert always.wanted_hit_fraction == 0.0 and always.keeping
+
+
+async def test_wanted_frames_that_are_not_asked_again_stop_being_kept(long_video):
+    """Single frames at random, each once, over a file ten times the cache: once the probation's frames
+    left the cache unhit, only probes keep copies; every frame is right."""
+    n, cap = 200, GOPS * GOP // 10
+    ids = list(range(GOPS * GOP))
+    random.Random(5).shuffle(ids)
+    ids = ids[:n]
+    want = await _truth(long_video, ids)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
+        got = [(await eng.decode(long_video, [fid]))[0] for fid in ids]
+        s = eng.stats()
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert not s["frame_cache_keeping"] and s["frame_cache_wanted_hit"] == 0
+    # kept: one fill of the cache and the probation's evictions, then one job in EXTRAS_PROBE_EVERY
+    assert s["frame_cache_wanted_admitted"] <= cap + EXTRAS_PROBATION + n // EXTRAS_PROBE_EVERY + 1
+    assert s["frame_cache_wanted_admitted"] < n // 2
+
+
 # -- the threshold follows what conversions and decodes cost ---------------------------------------
 
 @pytest.mark.measured_costs
@@ -450,14 +512,17 @@ def test_a_gpu_cache_keeps_a_higher_floor_and_still_collects_on_probation():
 @pytest.mark.measured_costs
 async def test_dear_extras_are_not_collected_on_random_access(long_video, monkeypatch):
     """Where an extra costs half of what its hit saves (threshold 0.75), random access over a set much
-    larger than the cache collects only in probes, and the cache still serves what was wanted."""
+    larger than the cache collects only in probes (and, no frame being asked twice, keeps wanted
+    frames only in probes too); frames still come out right."""
     monkeypatch.setattr(FrameCache, "break_even", property(lambda self: 0.5))
+    (want,) = await _truth(long_video, [0])
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=24 * FRAME)) as eng:
         s = await _random_until_off(eng, long_video, 96)
         assert s["frame_cache_extras_threshold"] == 0.75 and not s["frame_cache_collecting"]
         assert s["frame_cache_extras_admitted"] <= (GOP - 1) * (96 // EXTRAS_PROBE_EVERY + 1)
-        again = await eng.decode(long_video, [0])
-        assert (await eng.decode(long_video, [0]))[0].equal(again[0]) and eng.stats()["frame_cache_hits"] >= 1
+        assert not s["frame_cache_keeping"]
+        for _ in range(2):
+            assert (await eng.decode(long_video, [0]))[0].equal(want)
 
 
 def test_a_copy_of_a_frame_is_its_own_and_equal():
