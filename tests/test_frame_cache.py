@@ -316,19 +316,26 @@ def test_counters_of_extras():
     assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (7, 1, 3)
 
 
+async def _single_frames_at_random(path, n, cap, *, seed):
+    """``n`` distinct frames of ``path`` at random, one per request, with a cache of ``cap`` frames:
+    every frame checked against a decode without a cache; the engine's stats at the end."""
+    ids = list(range(GOPS * GOP))
+    random.Random(seed).shuffle(ids)
+    ids = ids[:n]
+    want = await _truth(path, ids)
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
+        got = [(await eng.decode(path, [fid]))[0] for fid in ids]
+        s = eng.stats()
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    return s
+
+
 async def test_a_set_larger_than_the_cache_starts_without_extras(long_video):
     """A cache at a quarter of the file read at random: an extra's chance of a hit before eviction is
     about that quarter, so extras are not collected on probation; only probes (one job in
     EXTRAS_PROBE_EVERY) collect, and every frame is still right."""
-    n, cap = 96, GOPS * GOP // 4
-    ids = list(range(GOPS * GOP))
-    random.Random(11).shuffle(ids)
-    ids = ids[:n]
-    want = await _truth(long_video, ids)
-    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
-        got = [(await eng.decode(long_video, [fid]))[0] for fid in ids]
-        s = eng.stats()
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    n = 96
+    s = await _single_frames_at_random(long_video, n, GOPS * GOP // 4, seed=11)
     assert not s["frame_cache_collecting"]
     assert s["frame_cache_extras_admitted"] <= (GOP - 1) * (n // EXTRAS_PROBE_EVERY)  # the probes' alone
     assert s["frame_cache_entries"] >= n - s["frame_cache_hits"] - s["frame_cache_evictions"]  # wanted ones kept
@@ -439,14 +446,7 @@ async def test_wanted_frames_that_are_not_asked_again_stop_being_kept(long_video
     """Single frames at random, each once, over a file ten times the cache: once the probation's frames
     left the cache unhit, only probes keep copies; every frame is right."""
     n, cap = 200, GOPS * GOP // 10
-    ids = list(range(GOPS * GOP))
-    random.Random(5).shuffle(ids)
-    ids = ids[:n]
-    want = await _truth(long_video, ids)
-    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=cap * FRAME)) as eng:
-        got = [(await eng.decode(long_video, [fid]))[0] for fid in ids]
-        s = eng.stats()
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    s = await _single_frames_at_random(long_video, n, cap, seed=5)
     assert not s["frame_cache_keeping"] and s["frame_cache_wanted_hit"] == 0
     # kept: one fill of the cache and the probation's evictions, then one job in EXTRAS_PROBE_EVERY
     assert s["frame_cache_wanted_admitted"] <= cap + EXTRAS_PROBATION + n // EXTRAS_PROBE_EVERY + 1

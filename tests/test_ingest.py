@@ -195,7 +195,9 @@ async def test_stream_cut_inside_a_packet(assets, streams, truth, fmt):
         cut = cut // 188 * 188 + 100
     async with Engine(device="cpu") as eng:
         got, error = await _ingest_all(eng, chunks(data[:cut]))
-    assert isinstance(error, TruncatedStreamError), error
+        stats = eng.stats()
+    assert isinstance(error, TruncatedStreamError), (error, len(got), [f.index for f in got][-6:], cut, len(data),
+                                                     {k: v for k, v in stats.items() if "ingest" in k or "frames" in k})
     assert 12 <= len(got) < 48 and _same(got, truth["h264_bframes"])
     assert error.frame_id == len(got) and "<stream>" in str(error)
     assert f"0..{len(got) - 1} were delivered" in str(error)
