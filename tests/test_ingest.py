@@ -186,13 +186,29 @@ async def _ingest_all(eng, source, **kw):
     return got, error
 
 
+def _slices(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the coded-slice NAL units (H.264 types 1 and 5) of an Annex B stream."""
+    starts, i = [], 0
+    while (j := data.find(b"\x00\x00\x01", i)) >= 0:
+        starts.append(j + 3)
+        i = j + 3
+    ends = [s - 3 for s in starts[1:]] + [len(data)]
+    return [(s, e) for s, e in zip(starts, ends) if data[s] & 0x1F in (1, 5)]
+
+
 @pytest.mark.parametrize("fmt", ["ts", "fmp4", "annexb"])
 async def test_stream_cut_inside_a_packet(assets, streams, truth, fmt):
-    """TS cut inside a TS packet, MP4 inside a sample, Annex B inside a picture the decoder rejects."""
+    """TS cut inside a TS packet, MP4 inside a sample, Annex B in the middle of a picture's slice (which
+    FFmpeg rejects, or conceals and flags: see the next test). Not at a fixed share of an Annex B
+    stream: the encoder's output varies between processes, and a cut in a slice's first or last few
+    bytes can decode without any sign of damage (see the README on raw streams)."""
     data = streams(assets["h264_bframes"], fmt).read_bytes()
     cut = int(len(data) * 0.6)
     if fmt == "ts":
         cut = cut // 188 * 188 + 100
+    if fmt == "annexb":
+        start, end = next((s, e) for s, e in _slices(data) if s >= cut and e - s >= 32)
+        cut = (start + end) // 2
     async with Engine(device="cpu") as eng:
         got, error = await _ingest_all(eng, chunks(data[:cut]))
         stats = eng.stats()
@@ -201,6 +217,46 @@ async def test_stream_cut_inside_a_packet(assets, streams, truth, fmt):
     assert 12 <= len(got) < 48 and _same(got, truth["h264_bframes"])
     assert error.frame_id == len(got) and "<stream>" in str(error)
     assert f"0..{len(got) - 1} were delivered" in str(error)
+
+
+def _ffmpeg_conceals(data: bytes) -> bool:
+    """Whether FFmpeg, asked to fail on damage (``err_detect=explode``), decodes this H.264 Annex B
+    stream without an error but with a frame flagged corrupt (concealed)."""
+    container = av.open(io.BytesIO(data), format="h264")
+    ctx = av.CodecContext.create("h264", "r")
+    ctx.options = {"err_detect": "explode"}
+    ctx.thread_count = 1
+    ctx.open()
+    corrupt = False
+    try:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                corrupt |= any(f.is_corrupt for f in ctx.decode(packet))
+        corrupt |= any(f.is_corrupt for f in ctx.decode(None))
+    except av.error.FFmpegError:
+        return False
+    finally:
+        container.close()
+    return corrupt
+
+
+async def test_annexb_cut_inside_a_picture_ffmpeg_conceals_ends_the_stream(assets, streams, truth):
+    """An Annex B stream has no framing: a cut inside a picture shows only when that picture does not
+    decode. About 1% of the cuts inside a slice FFmpeg conceals instead of failing (the slice's data
+    ends early but cleanly) and flags the frame corrupt: such a frame ends the stream with
+    ``TruncatedStreamError`` like a rejected one, and never comes out. The test finds such cuts (60
+    places in each slice from 30% of the stream on; the encoder's output, and so the places, vary
+    between processes) and ingests the stream cut there, and at a few cuts FFmpeg rejects."""
+    data = streams(assets["h264_bframes"], "annexb").read_bytes()
+    cuts = [cut for start, end in _slices(data) if start >= len(data) * 0.3
+            for cut in range(start + 1, end, max(1, (end - start) // 60))]
+    concealed = [cut for cut in cuts if _ffmpeg_conceals(data[:cut])]
+    assert concealed, f"no cut of {len(cuts)} concealed: nothing to test (the stream is {len(data)} bytes)"
+    async with Engine(device="cpu") as eng:
+        for cut in concealed[:4] + cuts[:: max(1, len(cuts) // 4)]:
+            got, error = await _ingest_all(eng, chunks(data[:cut]))
+            assert isinstance(error, TruncatedStreamError), (cut, error, len(got))
+            assert _same(got, truth["h264_bframes"]) and error.frame_id == len(got), cut
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

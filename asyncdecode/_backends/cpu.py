@@ -103,6 +103,13 @@ class CpuSession(PacketSession):
         return RAW, frame  # FFmpeg frames own their memory: keeping one costs nothing until it is used
 
     def _convert(self, frame: Any, bundle: GopBundle, params: ColorParams, output: OutputSpec | None) -> Any:
+        if frame.is_corrupt:
+            # FFmpeg conceals what it cannot decode, even with err_detect=explode, when the data ends
+            # cleanly in the middle of a picture (a raw stream cut inside a slice): it flags the frame
+            fid = bundle.frame_of_pts.get(frame.pts, bundle.first_frame_id)
+            raise CorruptDataError(f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode (frame "
+                                   f"{fid} came out concealed: damaged or cut data)",
+                                   path=bundle.source, frame_id=fid, device="cpu")
         return _convert(frame, planar_layout(bundle.pix_fmt), params, output)
 
     def _fail(self, bundle: GopBundle, exc: Exception, frame_id: int) -> BaseException | None:
