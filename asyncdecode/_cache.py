@@ -206,8 +206,9 @@ class _Payoff:
 class FrameCache(ByteLru[torch.Tensor]):
     """Decoded frames in their output format, by ``(path, frame id, output spec)``, on the engine's device.
 
-    Two kinds of entries: *wanted* frames (a request asked for them: always admitted) and *extras*
-    (frames that came out of the decoder on the way to a wanted one). Collecting extras costs a
+    Two kinds of entries: *wanted* frames (a request asked for them: kept while the set being read
+    fits, or while they pay, :attr:`keeping`) and *extras* (frames that came out of the decoder on the
+    way to a wanted one). Collecting extras costs a
     conversion and memory per frame, and pays only when they are asked for before they are evicted,
     so the cache measures that and :meth:`collect` decides, per decode job, whether to collect:
 
