@@ -26,7 +26,7 @@ from ._ingest_gops import BundledGop, Cut, GopCutter, Packet
 from ._ingest_source import Aborted, Feed, Framing, sniff
 from .errors import (CorruptDataError, InvalidRequestError, TruncatedStreamError, UnsupportedStreamError,
                      VideoOpenError)
-from .gop import FLAG_DISPOSABLE, FLAG_KEY, GopBundle, has_parameter_sets
+from .gop import FLAG_DISPOSABLE, FLAG_GAP, FLAG_KEY, GopBundle, has_parameter_sets
 from .media import ANNEXB_FILTERS, best_video_stream, stream_info
 
 __all__ = ["Demuxer", "StreamLayout", "check_source", "format_name", "open_container"]
@@ -148,10 +148,17 @@ class StreamLayout:
             if found is None:
                 return None  # no picture in it (parameter sets alone, say): the tracker has read them
             order, shown = found
-            return Packet(data, key, order, n, shown)
+            return Packet(data, key, order, n, shown, self._ref(data))
         if pts is None:
             pts = dts if dts is not None else n
-        return Packet(data, key, int(pts), int(dts if dts is not None else pts), shown)
+        return Packet(data, key, int(pts), int(dts if dts is not None else pts), shown, self._ref(data))
+
+    def _ref(self, data: bytes) -> bool:
+        """An H.264 reference picture (``nal_ref_idc`` > 0): left out, it leaves a ``frame_num`` gap."""
+        if self.codec != "h264":
+            return False
+        header = _bitstream.first_vcl_header("h264", data)
+        return header is not None and header[1] != 0
 
     def bundle(self, cut: Cut, *, tail: bool, reordered: bool) -> BundledGop:
         """A cut GOP as the decoders take it: a self-contained bundle and its wanted frames' times."""
@@ -160,7 +167,7 @@ class StreamLayout:
         if extradata and codec in ("h264", "hevc") and not has_parameter_sets(codec, datas[0]):
             datas[0] = extradata + datas[0]  # self-contained: the keyframe carries the parameter sets
         disposable = _bitstream.disposable_flags(codec, datas)
-        flags = [(FLAG_KEY if p.key else 0) | (FLAG_DISPOSABLE if d else 0)
+        flags = [(FLAG_KEY if p.key else 0) | (FLAG_DISPOSABLE if d else 0) | (FLAG_GAP if p.key and p.gap else 0)
                  for p, d in zip(cut.packets, disposable)]
         bundle = GopBundle.build(
             codec=codec, width=meta["width"], height=meta["height"], pix_fmt=meta["pix_fmt"],

@@ -34,6 +34,11 @@ class Packet:
     """Presentation order key: the pts for containers, a POC-based key for raw streams."""
     dts: int
     shown: bool
+    ref: bool = False
+    """A reference picture that leaves a ``frame_num`` gap where it is left out (H.264)."""
+    gap: bool = False
+    """On a keyframe: one of its leading pictures, left out of its GOP, is such a reference picture
+    (:data:`~asyncdecode.gop.FLAG_GAP`)."""
 
 
 @dataclass
@@ -81,6 +86,7 @@ class GopCutter:
         if self._closing is not None:
             key, lead = self._closing
             if p.order < key.order:  # a leading picture of the new keyframe: the GOP before it
+                key.gap |= p.ref
                 if p.order > self._cur_key:
                     lead.append(p)
                 else:

@@ -48,7 +48,7 @@ from . import _bitstream
 from .errors import CorruptDataError, FrameIndexError
 from .media import ANNEXB_FILTERS, VideoIndex, build_index, open_container
 
-__all__ = ["FLAG_DISPOSABLE", "FLAG_KEY", "GopBundle", "GopReader", "extract_gops"]
+__all__ = ["FLAG_DISPOSABLE", "FLAG_GAP", "FLAG_KEY", "GopBundle", "GopReader", "extract_gops"]
 
 MAGIC = b"ADGOPB\r\n"
 END = b"ADGE"
@@ -60,6 +60,11 @@ PACKET_DTYPE = np.dtype(
 )
 FLAG_KEY = 1
 FLAG_DISPOSABLE = 2
+FLAG_GAP = 4
+"""On a keyframe: reference pictures that follow it in decode order were left out of the bundle (the
+leading pictures of an H.264 open GOP, which belong to the GOP before). No picture of the bundle
+references them, but the decoder sees a gap in ``frame_num``, which FFmpeg reports as damage when told
+to fail on any (``err_detect=explode``)."""
 
 
 def _pad8(n: int) -> int:
@@ -335,12 +340,16 @@ class GopReader:
         start, stop = int(idx.gop_packet_start[gop]), int(idx.gop_packet_stop[gop])
         frames = idx.gop_frame_range(gop)
         datas, pts, dts, fids, keys = [], [], [], [], []
+        gap = False  # a leading reference picture was left out (H.264: see FLAG_GAP)
         try:
             for i, packet in self._packets_from(start, stop):
                 fid = int(idx.packet_frame[i])
                 # Leading pictures of this GOP's keyframe belong to the previous GOP and no picture
                 # of this GOP references them: leave them out.
                 if 0 <= fid < frames.start and i > start:
+                    if idx.info.codec == "h264" and not gap:
+                        header = _bitstream.first_vcl_header("h264", self._annexb(packet))
+                        gap = header is not None and header[1] != 0
                     continue
                 key = bool(idx.packet_key[i])
                 pts.append(int(idx.packet_pts[i]))
@@ -357,6 +366,8 @@ class GopReader:
                 datas[0] = self._extradata + datas[0]
         disposable = _bitstream.disposable_flags(idx.info.codec, datas)
         flags = [(FLAG_KEY if k else 0) | (FLAG_DISPOSABLE if d else 0) for k, d in zip(keys, disposable)]
+        if gap and flags:
+            flags[0] |= FLAG_GAP
         info = idx.info
         return GopBundle.build(
             codec=info.codec, width=info.width, height=info.height, pix_fmt=info.pix_fmt,

@@ -12,7 +12,10 @@ Encoder facts (FFmpeg 8 / PyAV 18 wheels):
 
 * ``h264`` (libx264): exact keyframe interval (``keyint = min-keyint = gop``,
   ``scenecut=0``), ``bframes`` B-frames between references (``b-adapt=0``, so
-  the pattern is fixed), every keyframe an IDR.
+  the pattern is fixed), every keyframe an IDR; ``open_gop=True`` gives non-IDR
+  I keyframes (with a recovery point) after the first IDR, each followed in
+  decode order by leading B-frames presented before it, one of them a
+  reference picture (B-pyramid).
 * ``hevc`` (libx265): same GOP / B-frame control; ``open_gop=False`` gives IDR
   keyframes, ``open_gop=True`` gives CRA keyframes after the first IDR, each
   followed in decode order by RASL leading pictures that are presented before it.
@@ -100,7 +103,7 @@ class VideoSpec:
         bframes: Consecutive B-frames between references (0 = none; ignored for AV1).
         pix_fmt: Planar YUV: ``"yuv420p"``, ``"yuv420p10le"`` (Main10 with hevc), ``"yuv444p"``, ...
         fps: Nominal frame rate; the time base is ``1/fps`` unless ``vfr``.
-        open_gop: HEVC only: CRA keyframes with RASL leading pictures.
+        open_gop: Keyframes with leading pictures: HEVC CRA with RASL pictures, H.264 non-IDR I.
         gop_lengths: Explicit GOP lengths, cycled until ``num_frames``; overrides
             ``gop``. Keyframes are forced at the cumulative boundaries.
         vfr: Irregular, deterministic frame durations of 20..80 ms (time base 1/1000).
@@ -144,8 +147,8 @@ class VideoSpec:
             raise ValueError(f"unknown codec {self.codec!r}")
         if self.num_frames < 1 or self.gop < 1 or self.bframes < 0:
             raise ValueError("num_frames and gop must be >= 1, bframes >= 0")
-        if self.open_gop and self.codec != "hevc":
-            raise ValueError("open_gop is only supported for hevc")
+        if self.open_gop and self.codec not in ("h264", "hevc"):
+            raise ValueError("open_gop is only supported for h264 and hevc")
         if self.gop_lengths is not None and (not self.gop_lengths or min(self.gop_lengths) < 1):
             raise ValueError("gop_lengths must be a non-empty tuple of positive lengths")
         if self.codec_tag is not None and (self.container != "mp4" or len(self.codec_tag) != 4
@@ -286,8 +289,9 @@ def _encoder_options(spec: VideoSpec) -> dict[str, str]:
     min_keyint = "1" if forced else str(spec.gop)
     gop = f"keyint={keyint}:min-keyint={min_keyint}:scenecut=0:bframes={spec.bframes}:b-adapt=0"
     if spec.codec == "h264":
-        params = f"{gop}:threads=1:sliced-threads=0:lookahead-threads=1"
-        return {"preset": "veryfast", "crf": str(spec.crf), "forced-idr": "1", "x264-params": params}
+        params = f"{gop}:open-gop={int(spec.open_gop)}:threads=1:sliced-threads=0:lookahead-threads=1"
+        return {"preset": "veryfast", "crf": str(spec.crf), "forced-idr": "0" if spec.open_gop else "1",
+                "x264-params": params}
     if spec.codec == "hevc":
         params = (
             f"{gop}:open-gop={int(spec.open_gop)}:log-level=error"

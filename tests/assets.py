@@ -22,6 +22,7 @@ VIDEOS: dict[str, VideoSpec] = {
     "h264_nob": VideoSpec(gop=10),
     "hevc_closed": VideoSpec(codec="hevc", gop=12, bframes=2),
     "hevc_open": VideoSpec(codec="hevc", gop=12, bframes=3, open_gop=True),
+    "h264_open": VideoSpec(gop=12, bframes=3, open_gop=True),
     "hevc_10bit": VideoSpec(codec="hevc", pix_fmt="yuv420p10le", bframes=2),
     "av1": VideoSpec(codec="av1", width=128, height=96),
     "h264_vargop": VideoSpec(gop_lengths=(5, 17, 9, 12, 6), num_frames=49, bframes=2),

@@ -18,7 +18,7 @@ from asyncdecode.gop import extract_gops
 from reference import reference_frames
 
 CASES = [
-    "h264_bframes", "h264_nob", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
+    "h264_bframes", "h264_nob", "h264_open", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
     "h264_shortlast", "h264_odd444", "h264_odd420", "h264_vfr", "h264_mkv", "two_streams",
     "with_audio", "bt709_limited", "bt709_full", "bt2020_limited", "bt601_full",
 ]
@@ -117,6 +117,32 @@ def test_open_gop_has_leading_pictures_and_bundles_cross_the_boundary(assets, re
                 res = session.decode(bundle, wanted, None, lambda: False)
                 for fid in wanted:
                     np.testing.assert_array_equal(res.frames[fid][0].numpy(), ref[fid].planes[0])
+    finally:
+        session.close()
+
+
+def test_h264_open_gop_leaves_out_leading_reference_pictures_and_says_so(assets, refs):
+    """x264 open-gop=1: non-IDR I keyframes, each followed in decode order by leading B-frames of the
+    GOP before, one of them a reference picture (B-pyramid). A GOP's bundle leaves them out and marks
+    its keyframe FLAG_GAP: FFmpeg, told to fail on damage, reports the frame_num gap they leave
+    (measured: a GOP whose frames all failed with CorruptDataError). Every frame decodes alone to
+    FFmpeg's."""
+    from asyncdecode.gop import FLAG_GAP
+
+    path = assets["h264_open"]
+    info = probe(path)
+    bundles = extract_gops(path, list(info.keyframes))
+    gaps = [bool(b.packets["flags"][0] & FLAG_GAP) for b in bundles]
+    assert not gaps[0] and all(gaps[1:]), gaps  # the first keyframe is an IDR with no leading pictures
+    assert not any(b.packets["flags"][0] & FLAG_GAP for b in extract_gops(assets["hevc_open"],
+                                                                          list(probe(assets["hevc_open"]).keyframes)))
+    ref = refs("h264_open")
+    session = CpuBackend().new_session()
+    try:
+        for g, bundle in enumerate(bundles):
+            for fid in bundle.frame_ids:
+                res = session.decode(bundle, [fid], None, lambda: False)
+                np.testing.assert_array_equal(res.frames[fid][0].numpy(), ref[fid].planes[0], err_msg=f"frame {fid}")
     finally:
         session.close()
 

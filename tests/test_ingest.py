@@ -23,7 +23,7 @@ from asyncdecode._ingest_source import Framing, sniff
 from asyncdecode.testing import VideoSpec, make_video, remux_video
 
 FORMATS = ["ts", "fmp4", "annexb"]
-NAMES = ["h264_bframes", "hevc_open", "h264_vargop"]
+NAMES = ["h264_bframes", "hevc_open", "h264_open", "h264_vargop"]
 _BSF = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 
 

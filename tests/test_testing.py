@@ -294,7 +294,7 @@ def test_make_clip_set(tmp_path: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"open_gop": True},  # h264
+        {"open_gop": True, "codec": "av1"},
         {"gop_lengths": ()},
         {"codec": "hevc", "width": 8, "height": 8},
         {"codec": "av1", "width": 2, "height": 2},

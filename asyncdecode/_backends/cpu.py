@@ -13,7 +13,7 @@ import torch
 
 from .._output import ColorParams, OutputSpec, PlanarLayout, planar_layout, yuv_to_output
 from ..errors import CorruptDataError, UnsupportedStreamError
-from ..gop import GopBundle
+from ..gop import FLAG_GAP, GopBundle
 from .base import RAW, Backend, PacketSession, Session
 
 _DECODERS = {"av1": ("libdav1d", "av1"), "vp9": ("vp9", "libvpx-vp9")}
@@ -63,7 +63,7 @@ class CpuSession(PacketSession):
         self._threads = threads
 
     def _key(self, bundle: GopBundle) -> Hashable:
-        return bundle.codec, bytes(bundle.extradata)
+        return bundle.codec, bytes(bundle.extradata), _gap(bundle)
 
     def _create(self, bundle: GopBundle) -> Any:
         import av
@@ -73,8 +73,12 @@ class CpuSession(PacketSession):
             ctx.extradata = bytes(bundle.extradata)
         ctx.thread_count = self._threads
         ctx.thread_type = "SLICE" if self._threads > 1 else "NONE"
-        # Report damaged bitstreams as errors instead of concealing them into wrong pixels.
-        ctx.options = {"err_detect": "explode"}
+        # Report damaged bitstreams as errors instead of concealing them into wrong pixels. Not where
+        # the bundle left out reference pictures on purpose (FLAG_GAP: an H.264 open GOP's leading
+        # pictures): FFmpeg would report the frame_num gap as damage, although no picture decoded
+        # references them; damage there still shows as frames flagged corrupt (_convert).
+        if not _gap(bundle):
+            ctx.options = {"err_detect": "explode"}
         ctx.open()
         self.counts.created += 1
         return ctx
@@ -119,6 +123,11 @@ class CpuSession(PacketSession):
             return None
         return CorruptDataError(f"{bundle.source}: GOP at frame {bundle.first_frame_id} does not decode ({exc})",
                                 path=bundle.source, frame_id=frame_id, device="cpu")
+
+
+def _gap(bundle: GopBundle) -> bool:
+    """Whether ``bundle`` left out reference pictures after its keyframe (:data:`~asyncdecode.gop.FLAG_GAP`)."""
+    return bool(len(bundle.packets) and bundle.packets["flags"][0] & FLAG_GAP)
 
 
 def _plane(frame: Any, i: int, layout: PlanarLayout, height: int, width: int) -> torch.Tensor:
