@@ -18,7 +18,8 @@ Binary format, version 1 (all integers little-endian)::
                                    color_space, color_range, time_base, first_frame_id, frame_count,
                                    source, stream_index), zero-padded to a multiple of 8
     ...     40*N  packet table     N records of: offset u64 (into payload), size u32, flags u32
-                                   (bit 0 keyframe, bit 1 disposable), pts i64, dts i64, frame_id i64
+                                   (bit 0 keyframe, bit 1 disposable, bit 2 gap:
+                                   FLAG_GAP), pts i64, dts i64, frame_id i64
                                    (-1: the decoder does not output this packet's picture)
     ...     ...   extradata        codec parameters (Annex B for H.264/HEVC), zero-padded to 8
     ...     ...   payload          packet data, concatenated
