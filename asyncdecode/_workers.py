@@ -540,7 +540,6 @@ class DecoderPool:
             except Exception as close_exc:  # what it holds goes with the garbage collector
                 log.debug("asyncdecode: closing the session of a dead thread failed: %s", close_exc)
         self._done_with(me)  # without a session it keeps no place: jobs waiting for it are woken
-        thread = None
         with self._lock:
             if session is not None:
                 self._retired_created += session.counts.created
@@ -550,11 +549,14 @@ class DecoderPool:
                 worker = self._workers[i] = _Worker(self._lock, self._deaths.delay(time.monotonic()))
                 thread = self._threads[i] = self._thread(worker)
                 self.threads_replaced += 1
+                # Started under the lock: close() sets _stopping under it and then joins every thread
+                # of the list, which must have started (a replacement started after the lock was
+                # left made aclose() raise "cannot join thread before it is started" under load).
+                # The new thread takes the lock only once it runs, after start() returns.
+                thread.start()
         # The job fails only now: whoever it tells sees the thread already replaced (and counted).
         if job is not None:
             self._report(job, None, error)
-        if thread is not None:
-            thread.start()
 
     def _thread(self, worker: _Worker) -> threading.Thread:
         self._named += 1
