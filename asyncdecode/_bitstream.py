@@ -80,6 +80,15 @@ def first_vcl_header(codec: str, data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+def leaves_frame_num_gap(codec: str, data: bytes) -> bool:
+    """Whether leaving this Annex B packet out of the bitstream leaves a gap the decoder sees: an H.264
+    reference picture (``nal_ref_idc`` > 0) advances ``frame_num``. Other codecs: never."""
+    if codec != "h264":
+        return False
+    header = first_vcl_header(codec, data)
+    return header is not None and header[1] != 0
+
+
 def disposable_flags(codec: str, packets: list[bytes]) -> list[bool]:
     """For each Annex B packet of one GOP, whether no other picture can reference it.
 

@@ -72,8 +72,9 @@ class EngineConfig:
     the output format asked for; ``0`` (default): none. Wanted frames are kept while the files being
     read fit, else while at least half of those kept are asked for again; frames decoded on the way
     to them ("extras") only while they pay: while enough of them are hit before they are evicted (see
-    :class:`~asyncdecode._cache.FrameCache`), and never by a job whose frames would not fit. A hit costs no decode. For training that reads a set for many epochs, or samples frames near
-    each other. A 1600x900 RGB uint8 frame takes 4.3 MB."""
+    :class:`~asyncdecode._cache.FrameCache`), and never by a job whose frames would not fit. A hit
+    costs no decode. For training that reads a set for many epochs, or samples frames near each other.
+    A 1600x900 RGB uint8 frame takes 4.3 MB."""
     demux_workers: int = 2
     """Threads that index files and demux GOPs."""
     max_open_files: int = 64

@@ -148,17 +148,10 @@ class StreamLayout:
             if found is None:
                 return None  # no picture in it (parameter sets alone, say): the tracker has read them
             order, shown = found
-            return Packet(data, key, order, n, shown, self._ref(data))
+            return Packet(data, key, order, n, shown)
         if pts is None:
             pts = dts if dts is not None else n
-        return Packet(data, key, int(pts), int(dts if dts is not None else pts), shown, self._ref(data))
-
-    def _ref(self, data: bytes) -> bool:
-        """An H.264 reference picture (``nal_ref_idc`` > 0): left out, it leaves a ``frame_num`` gap."""
-        if self.codec != "h264":
-            return False
-        header = _bitstream.first_vcl_header("h264", data)
-        return header is not None and header[1] != 0
+        return Packet(data, key, int(pts), int(dts if dts is not None else pts), shown)
 
     def bundle(self, cut: Cut, *, tail: bool, reordered: bool) -> BundledGop:
         """A cut GOP as the decoders take it: a self-contained bundle and its wanted frames' times."""
@@ -201,7 +194,9 @@ class Demuxer:
         self._feed = feed
         self._label = label
         self._stopping = stopping
-        self._cutter = GopCutter(reordered=self.layout.reordered)
+        codec = self.layout.codec
+        self._cutter = GopCutter(reordered=self.layout.reordered,
+                                 leaves_gap=lambda p: _bitstream.leaves_frame_num_gap(codec, p.data))
 
     def run(self, emit: Callable[[BundledGop], None]) -> None:
         """Read the stream to its end, handing each GOP to ``emit``; return at a clean end.

@@ -17,6 +17,7 @@ delivered (:meth:`GopCutter.finish`, :func:`without_last`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .gop import GopBundle
@@ -34,10 +35,8 @@ class Packet:
     """Presentation order key: the pts for containers, a POC-based key for raw streams."""
     dts: int
     shown: bool
-    ref: bool = False
-    """A reference picture that leaves a ``frame_num`` gap where it is left out (H.264)."""
     gap: bool = False
-    """On a keyframe: one of its leading pictures, left out of its GOP, is such a reference picture
+    """On a keyframe: leaving one of its leading pictures out of its GOP leaves a gap the decoder sees
     (:data:`~asyncdecode.gop.FLAG_GAP`)."""
 
 
@@ -55,12 +54,15 @@ class Cut:
 class GopCutter:
     """Cuts a stream's packets, fed in decode order, into GOPs as soon as each is complete.
 
-    In: packets through :meth:`push`, then :meth:`finish` at the end of the stream. Out: the GOPs
-    each completes, in order, numbered on from ``next_frame``.
+    In: packets through :meth:`push`, then :meth:`finish` at the end of the stream; ``leaves_gap``
+    tells whether leaving a packet out leaves a gap the decoder sees (the codec's business). Out: the
+    GOPs each completes, in order, numbered on from ``next_frame``.
     """
 
-    def __init__(self, *, reordered: bool = False) -> None:
+    def __init__(self, *, reordered: bool = False,
+                 leaves_gap: Callable[[Packet], bool] = lambda p: False) -> None:
         self._cur: list[Packet] | None = None
+        self._leaves_gap = leaves_gap  # asked of leading pictures only (they are left out): see Packet.gap
         self._cur_key = 0
         self._cur_max = 0
         self._closing: tuple[Packet, list[Packet]] | None = None
@@ -86,7 +88,7 @@ class GopCutter:
         if self._closing is not None:
             key, lead = self._closing
             if p.order < key.order:  # a leading picture of the new keyframe: the GOP before it
-                key.gap |= p.ref
+                key.gap = key.gap or self._leaves_gap(p)
                 if p.order > self._cur_key:
                     lead.append(p)
                 else:

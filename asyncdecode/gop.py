@@ -349,8 +349,7 @@ class GopReader:
                 # of this GOP references them: leave them out.
                 if 0 <= fid < frames.start and i > start:
                     if idx.info.codec == "h264" and not gap:
-                        header = _bitstream.first_vcl_header("h264", self._annexb(packet))
-                        gap = header is not None and header[1] != 0
+                        gap = _bitstream.leaves_frame_num_gap("h264", self._annexb(packet))
                     continue
                 key = bool(idx.packet_key[i])
                 pts.append(int(idx.packet_pts[i]))
