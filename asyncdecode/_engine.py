@@ -68,8 +68,9 @@ class EngineConfig:
     gop_cache_bytes: int = 256 * _MiB
     """Bytes of GOP bundles kept in the LRU cache (encoded data, not decoded frames)."""
     frame_cache_bytes: int = 0
-    """Bytes of decoded frames kept in an LRU cache on the engine's device (GPU memory on NVDEC), in
-    the output format asked for; ``0`` (default): none. Wanted frames are kept while the files being
+    """Bytes of decoded frames kept in a cache on the engine's device (GPU memory on NVDEC), in the
+    output format asked for; ``0`` (default): none. A segmented LRU: frames hit once are protected
+    (up to 80% of the bytes) from frames that come once each, such as a new epoch's. Wanted frames are kept while the files being
     read fit, else while at least half of those kept are asked for again; frames decoded on the way
     to them ("extras") only while they pay: while enough of them are hit before they are evicted (see
     :class:`~asyncdecode._cache.FrameCache`), and never by a job whose frames would not fit. A hit

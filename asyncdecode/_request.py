@@ -227,10 +227,12 @@ class RequestPath:
         frames, extra = await self.decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
                                                           costs=cache.note_job, queued=lambda: _plan.settle(mine),
                                                           keep=kept)
-        for fid, frame in extra.items():
-            cache.put((index.path, fid, spec), frame, extra=True)
-        for fid, frame in frames.items():
-            if kept is not None and fid in kept:  # (another request of the same job keeps the others)
-                cache.put((index.path, fid, spec), kept[fid])
-            cached[fid] = frame
+        keys = [(index.path, fid, spec) for fid in (*extra, *(kept or ()))]
+        with cache.together(keys):  # the job's frames never make room among each other
+            for fid, frame in extra.items():
+                cache.put((index.path, fid, spec), frame, extra=True)
+            for fid, frame in frames.items():
+                if kept is not None and fid in kept:  # (another request of the same job keeps the others)
+                    cache.put((index.path, fid, spec), kept[fid])
+                cached[fid] = frame
         return cached

@@ -11,7 +11,7 @@ import torch
 
 from asyncdecode import Engine, EngineConfig, InvalidRequestError, OutputSpec, probe
 from asyncdecode._cache import (EXTRAS_COST_MARGIN, EXTRAS_MIN_HIT_FRACTION, EXTRAS_PROBATION, EXTRAS_PROBE_EVERY,
-                                EXTRAS_WINDOW, FrameCache)
+                                EXTRAS_WINDOW, FrameCache, GopCache)
 from asyncdecode import _cache
 from asyncdecode._backends.cpu import CpuSession
 from asyncdecode.gop import extract_gops
@@ -201,6 +201,21 @@ def long_video(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("policy") / "long.mp4", VideoSpec(num_frames=GOPS * GOP, gop=GOP))
 
 
+async def test_frames_asked_twice_stay_while_others_come_once(long_video, unsized):
+    """Engine level: a frame asked again (a hit) outlives frames read once since, more than the cache
+    holds (each job's frames on the way too many to collect: only the wanted frame is kept)."""
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1, frame_cache_bytes=8 * FRAME)) as eng:
+        await eng.decode(long_video, [3])
+        first = await eng.decode(long_video, [3])  # a hit: protected
+        assert eng.stats()["frame_cache_hits"] == 1
+        for g in range(1, 13):  # twelve frames, once each
+            await eng.decode(long_video, [g * GOP + GOP - 1])
+        s = eng.stats()
+        assert s["frame_cache_evictions"] >= 8 and s["frame_cache_entries"] == 8
+        again = await eng.decode(long_video, [3])
+        assert eng.stats()["frames_decoded"] == s["frames_decoded"] and torch.equal(again[0], first[0])
+
+
 def _descending(gops):
     """Each GOP's frames last to first: every frame after the first of a GOP was decoded on the way."""
     return [g * GOP + i for g in gops for i in reversed(range(GOP))]
@@ -266,8 +281,9 @@ async def test_collecting_resumes_when_the_pattern_starts_to_pay(long_video, uns
             if eng.stats()["frame_cache_collecting"]:
                 jobs = eng.stats()["frame_cache_misses"] - misses  # decode jobs it took
                 break
-        # the next probe (within EXTRAS_PROBE_EVERY jobs) and its hits, or the one after, turn it on
-        assert jobs is not None and jobs <= 2 * EXTRAS_PROBE_EVERY
+        # a later probe and its hits turn it on: its extras hit go to the protected segment, where the
+        # random phase's hits sit too, and count as they leave (92 jobs here; 64 with one LRU list)
+        assert jobs is not None and jobs <= 4 * EXTRAS_PROBE_EVERY
         before = eng.stats()
         rest = _descending(range(4))  # GOPs the first phase may have touched: whole ones from here on
         for fid in rest:
@@ -286,7 +302,7 @@ def _t(nbytes=1):
 
 
 def test_counters_of_extras():
-    c = FrameCache(3)
+    c = FrameCache(3, protected_share=0.0)  # one LRU list: an entry hit leaves in turn
     c.put("a", _t(), extra=True)
     c.put("b", _t(), extra=True)
     c.put("w", _t())  # wanted: not an extra
@@ -314,6 +330,59 @@ def test_counters_of_extras():
     c.clear()
     c.put("g", _t())  # a wanted one where a waiting extra was before the clear: no hit
     assert (c.extras_admitted, c.extras_hit, c.extras_wasted) == (7, 1, 3)
+
+
+def test_frames_hit_once_stay_through_a_stream_of_frames_never_hit():
+    """Segmented: the first hit protects an entry; frames that come once each (an epoch's, a scan's)
+    make room among those never hit."""
+    c = FrameCache(10, protected_share=0.8)
+    for k in range(10):
+        c.put(k, _t())
+    assert all(c.get(k) is not None for k in (0, 3, 6))  # protected now
+    for k in range(100, 200):  # a hundred frames, each once
+        c.put(k, _t())
+    assert all(k in c for k in (0, 3, 6)) and not any(k in c for k in (1, 2, 4, 5, 7, 8, 9))
+    assert (len(c), c.nbytes, c.protected_bytes, c.evictions) == (10, 10, 3, 100)
+
+
+def test_the_protected_segment_keeps_its_share_and_gives_back_the_least_recently_hit():
+    c = FrameCache(10, protected_share=0.5)
+    for k in range(10):
+        c.put(k, _t())
+    for k in range(7):  # room for 5 protected: 0 and 1, hit longest ago, go back to probation
+        assert c.get(k) is not None
+    assert c.protected_bytes == 5 and c.nbytes == 10
+    c.put("x", _t())  # probation's least recently used first: 7, then 8 (never hit), not 0 or 1
+    c.put("y", _t())
+    assert 7 not in c and 8 not in c and all(k in c for k in (0, 1, 9))
+    for k in range(20, 24):  # 9, then 0 and 1 (back at probation's recent end), then x
+        c.put(k, _t())
+    assert not any(k in c for k in (9, 0, 1, "x")) and all(k in c for k in range(2, 7))
+    c.put(2, _t(3))  # a protected entry's new value stays protected; bytes follow its size
+    assert c.protected_bytes == 5 and list(c._protected) == [5, 6, 2] and c.nbytes == 10 and 2 in c
+    assert c.nbytes == sum(c.size(v) for v in list(c._items.values()) + list(c._protected.values()))
+    c.clear()
+    assert (len(c), c.nbytes, c.protected_bytes) == (0, 0, 0)
+
+
+def test_when_probation_is_empty_protected_entries_make_room():
+    c = FrameCache(4, protected_share=0.75)
+    for k in range(3):
+        c.put(k, _t())
+        c.get(k)
+    c.put("a", _t())
+    c.put("b", _t(2))  # probation holds a only: a goes, then the protected 0 (least recently hit)
+    assert list(c._items) == ["b"] and list(c._protected) == [1, 2] and c.nbytes == 4
+    assert c.protected_bytes == 2 and c.evictions == 2
+
+
+def test_the_gop_cache_is_one_lru_list_and_shares_are_checked():
+    g = GopCache(3)
+    assert g.protected_share == 0.0
+    with pytest.raises(ValueError, match="protected_share"):
+        FrameCache(10, protected_share=1.0)
+    with pytest.raises(ValueError, match="protected_share"):
+        FrameCache(10, protected_share=-0.1)
 
 
 async def _single_frames_at_random(path, n, cap, *, seed):
@@ -401,8 +470,23 @@ def test_decision_probation_probes_and_recovery():
 
 # -- wanted frames: kept while the set fits or they are hit enough ----------------------------------
 
+def test_a_protected_hit_counts_when_it_leaves_the_cache():
+    c = FrameCache(4, protected_share=0.5)
+    for k in "abcd":
+        c.put(k, _t(), extra=True)
+    assert c.get("b") is not None and c.get("c") is not None  # protected (room for 2)
+    for k in "efgh":
+        c.put(k, _t(), extra=True)  # a, d, e, f go unhit: wasted; b and c stay, not counted yet
+    assert (c.extras_hit, c.extras_wasted, c._extras.counted) == (2, 4, 4) and "b" in c and "c" in c
+    assert c.get("g") is not None  # protected: b, hit longest ago, back to probation's recent end
+    c.put("i", _t(), extra=True)  # evicts h (unhit)
+    c.put("j", _t(), extra=True)  # evicts b: counted now, as a hit
+    assert "b" not in c and (c.extras_wasted, c._extras.counted) == (5, 6)
+    assert c.extras_hit_fraction == pytest.approx(1 / 6, rel=0.05)
+
+
 def test_counters_of_wanted_frames():
-    c = FrameCache(2)
+    c = FrameCache(2, protected_share=0.0)
     c.put("a", _t())
     c.put("x", _t(), extra=True)
     assert (c.wanted_admitted, c.extras_admitted) == (1, 1)
@@ -490,7 +574,8 @@ def test_a_gpu_cache_keeps_a_higher_floor_and_still_collects_on_probation():
     the floor stop being collected once counted."""
     from asyncdecode._cache import EXTRAS_MIN_HIT_FRACTION_GPU
 
-    c = FrameCache(64, min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU)
+    # one LRU list: extras hit leave in turn and count (protected ones count later, see the test above)
+    c = FrameCache(64, min_hit_fraction=EXTRAS_MIN_HIT_FRACTION_GPU, protected_share=0.0)
     c.note_job(convert_s=0.0001, converted=4, decode_s=0.0015, wanted=1)
     assert c.threshold == EXTRAS_MIN_HIT_FRACTION_GPU and c.collecting  # on probation: the costs' guess
     k = 0
@@ -500,7 +585,7 @@ def test_a_gpu_cache_keeps_a_higher_floor_and_still_collects_on_probation():
             assert c.get(("x", k)) is not None
         k += 1
     assert 0.1 < c.extras_hit_fraction < EXTRAS_MIN_HIT_FRACTION_GPU and not c.collecting
-    cpu_like = FrameCache(64)
+    cpu_like = FrameCache(64, protected_share=0.0)
     cpu_like.note_job(convert_s=0.0001, converted=4, decode_s=0.0015, wanted=1)
     for j in range(k):  # the same pattern passes the CPU's floor
         cpu_like.put(("x", j), _t(), extra=True)
