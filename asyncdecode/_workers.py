@@ -512,6 +512,7 @@ class DecoderPool:
                 del done, result, error  # an idle thread keeps no frames alive
                 self._done_with(me)
                 _trim.grown()  # the arenas' free pages back to the system when RSS grew enough
+                _trim.device_grown(self.backend.device)  # and a GPU's cached blocks, when they grew enough
         except BaseException as exc:  # outside a job's decode: the thread ends, another takes its place
             self._died(me, job, exc)
         finally:

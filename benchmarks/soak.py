@@ -317,6 +317,9 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
         s["cuda_reserved_top_stream_mib"] = max(per_stream.values(), default=0) / MiB
         free, total = torch.cuda.mem_get_info()
         s["cuda_used_mib"] = (total - free) / MiB  # the whole GPU's: decoder surfaces and contexts included
+        cuda_trims = _trim._DEVICE_TRIMMERS.get(torch.cuda.current_device())  # the engine's emptyings
+        s["cuda_trims"] = cuda_trims.trims if cuda_trims is not None else 0
+        s["cuda_trims_given_back_mib"] = cuda_trims.given_back / MiB if cuda_trims is not None else 0.0
     if objects:
         s["py_objects"] = len(gc.get_objects())
     if tracemalloc.is_tracing():
@@ -880,7 +883,10 @@ def markdown(res: dict[str, Any]) -> str:
               f"The engine trimmed the C heap {last.get('heap_trims', '?')} times by the last sample "
               f"({last.get('heap_trims_on_growth', '?')} of them on RSS growth), giving back "
               f"{_f(last.get('heap_trims_given_back_mib'), '.0f')} MiB of RSS in all"
-              f"{_trim_times(res['samples'])}.", "",
+              f"{_trim_times(res['samples'])}."
+              + (f" It emptied the GPU's cached blocks {last['cuda_trims']} times, giving back "
+                 f"{last['cuda_trims_given_back_mib']:.0f} MiB of unused device memory in all."
+                 if "cuda_trims" in last else ""), "",
               "| problem | count |", "|---|---:|"]
     for kind in PROBLEMS:
         lines.append(f"| {kind.replace('_', ' ')} | {t.get(kind, 0)} |")

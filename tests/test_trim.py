@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from asyncdecode import _trim
 
 
@@ -165,3 +167,66 @@ async def test_decoder_threads_check_the_resident_memory_after_each_job(monkeypa
         await eng.decode(str(path), [0])
         await eng.decode(str(path), [7])  # another GOP: another job
     assert len(checked) >= 2 and "MainThread" not in checked
+
+
+def test_the_device_trimmer_empties_the_gpu_cache_when_its_slack_grew(monkeypatch):
+    """What torch holds on a GPU beyond what is in use: emptied when it grew by the bound since the last
+    time, at most once per interval; other devices never."""
+    import types
+
+    slack, calls, clock = [0], [], _Clock()
+    fake = _trim.Trimmer(lambda: (calls.append(clock.t), slack.__setitem__(0, 5)), min_interval_s=30.0,
+                         clock=clock, rss=lambda: slack[0], check_s=0.0, growth=100)
+    monkeypatch.setitem(_trim._DEVICE_TRIMMERS, 7, fake)
+    gpu = types.SimpleNamespace(type="cuda", index=7)
+    assert not _trim.device_grown(gpu)  # the first reading: where growth counts from
+    slack[0] = 99
+    assert not _trim.device_grown(gpu)
+    slack[0] = 100
+    assert _trim.device_grown(gpu) and calls == [100.0] and fake.grown_trims == 1
+    slack[0] = 500  # grew again at once: not before the interval
+    assert not _trim.device_grown(gpu)
+    clock.t += 30.0
+    assert _trim.device_grown(gpu) and calls == [100.0, 130.0]
+    assert fake.given_back == 95 + 495  # slack before less after, each time
+    for device in ("cpu", types.SimpleNamespace(type="cpu", index=None)):
+        assert not _trim.device_grown(device)
+    monkeypatch.setattr(_trim, "DEVICE_MIN_INTERVAL_S", 0.0)  # ASYNCDECODE_CUDA_TRIM_S=0: off
+    clock.t += 60.0
+    slack[0] = 10_000
+    assert not _trim.device_grown(gpu) and len(calls) == 2
+
+
+async def test_decoder_threads_check_their_devices_memory_after_each_job(monkeypatch, tmp_path):
+    from asyncdecode import Engine, EngineConfig
+    from asyncdecode.testing import VideoSpec, make_video
+
+    checked = []
+    monkeypatch.setattr(_trim, "device_grown", lambda device: checked.append(str(device)) or False)
+    path = make_video(tmp_path / "v.mp4", VideoSpec(gop=6, num_frames=12, width=96, height=64))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
+        await eng.decode(str(path), [0])
+        await eng.decode(str(path), [7])
+    assert len(checked) >= 2 and set(checked) == {"cpu"}
+
+
+@pytest.mark.cuda
+def test_emptying_a_gpus_cache_gives_back_what_no_tensor_uses():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    index = torch.cuda.current_device()
+    keep = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")  # in use: stays
+    freed = [torch.empty(n << 20, dtype=torch.uint8, device="cuda") for n in (300, 500, 700)]
+    del freed
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
+    assert before >= 1400 << 20
+    t = _trim.Trimmer(_trim._cuda_empty(index), min_interval_s=1.0, rss=_trim._cuda_slack(index), check_s=0.0,
+                      growth=1 << 30)
+    assert not t.grown()  # the first reading
+    t._floor = 0  # as if the last emptying had left nothing over
+    assert t.grown() and t.grown_trims == 1
+    after = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
+    assert after < 64 << 20 and t.given_back >= 1400 << 20 and keep.numel() == 64 << 20
