@@ -18,7 +18,7 @@ from reference import reference_frames, reference_rgb
 
 pytestmark = pytest.mark.cuda
 
-NVDEC_CASES = ["h264_bframes", "h264_nob", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
+NVDEC_CASES = ["h264_bframes", "h264_nob", "h264_open", "hevc_closed", "hevc_open", "hevc_10bit", "av1", "h264_vargop",
                "h264_shortlast", "h264_odd420", "h264_vfr", "two_streams", "bt709_limited", "bt709_full",
                "bt2020_limited", "bt601_full"]
 
