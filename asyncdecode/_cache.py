@@ -80,7 +80,10 @@ and once gone, counted as hits, they turned keeping back on. Measured on the 2-c
 matrix_bench's cache cells, 640x360 HEVC, 6 files, three epochs; four runs of each, alternating), x no
 cache over all epochs: at a quarter of the set 0.91-1.05 (one list: 0.97-1.03), decoding 2-5% more
 frames but converting half the extras; at half the set 1.04-1.28 (1.00-1.13), with 10-20% more hits
-for half the copies. ``ASYNCDECODE_FRAME_CACHE_PROTECTED`` sets it (0: one LRU list)."""
+for half the copies. On an H100 (same day, 24 such files, four epochs, four rounds in one process, each
+against its own no-cache run): at a quarter 0.85-1.14, median 1.09 (one list 0.78-1.08, 1.03; higher
+in every round); at half 1.02-1.49, median 1.07 (1.14-1.34, 1.16; lower in three rounds of four).
+``ASYNCDECODE_FRAME_CACHE_PROTECTED`` sets it (0: one LRU list)."""
 _DECAY = 1.0 - 1.0 / EXTRAS_WINDOW
 
 
