@@ -126,7 +126,7 @@ class ByteLru(Generic[T]):
         """Puts within are of one batch (a decode job's frames): room for them is made among the other
         items, on probation first, then protected ones, never among each other (unless the batch is
         larger than the whole capacity)."""
-        self._batch = keys
+        self._batch = keys if isinstance(keys, (set, frozenset)) else frozenset(keys)  # looked up per eviction
         try:
             yield
         finally:

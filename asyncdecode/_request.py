@@ -227,7 +227,7 @@ class RequestPath:
         frames, extra = await self.decoders.decode_bundle(bundle, sorted(wanted), spec, collect=collect,
                                                           costs=cache.note_job, queued=lambda: _plan.settle(mine),
                                                           keep=kept)
-        keys = [(index.path, fid, spec) for fid in (*extra, *(kept or ()))]
+        keys = {(index.path, fid, spec) for fid in (*extra, *(kept or ()))}
         with cache.together(keys):  # the job's frames never make room among each other
             for fid, frame in extra.items():
                 cache.put((index.path, fid, spec), frame, extra=True)
