@@ -169,11 +169,11 @@ class ByteLru(Generic[T]):
         if size > self.capacity_bytes:
             return
         if key in self._protected:  # a new value of a protected item: it stays protected
-            old = self._protected[key]
+            grown = size - self.size(self._protected[key])
             self._protected[key] = item
             self._protected.move_to_end(key)
-            self.protected_bytes += size - self.size(old)
-            self.nbytes += size - self.size(old)
+            self.protected_bytes += grown
+            self.nbytes += grown
             self._bound_protected()
         else:
             old = self._items.pop(key, None)
@@ -323,7 +323,7 @@ class FrameCache(ByteLru[torch.Tensor]):
       would evict each other.
 
     Unresolved extras cost at most one fill of the cache: evictions, and with them ``extras_wasted``,
-    start once it is full. Everything is O(1) per job and per entry, O(log n) per first hit.
+    start once it is full. Everything is O(1) per job and per entry.
     """
 
     def __init__(self, capacity_bytes: int, *, cheap: bool = True,

@@ -70,12 +70,12 @@ class EngineConfig:
     frame_cache_bytes: int = 0
     """Bytes of decoded frames kept in a cache on the engine's device (GPU memory on NVDEC), in the
     output format asked for; ``0`` (default): none. A segmented LRU: frames hit once are protected
-    (up to 80% of the bytes) from frames that come once each, such as a new epoch's. Wanted frames are kept while the files being
-    read fit, else while at least half of those kept are asked for again; frames decoded on the way
-    to them ("extras") only while they pay: while enough of them are hit before they are evicted (see
-    :class:`~asyncdecode._cache.FrameCache`), and never by a job whose frames would not fit. A hit
-    costs no decode. For training that reads a set for many epochs, or samples frames near each other.
-    A 1600x900 RGB uint8 frame takes 4.3 MB."""
+    (up to 80% of the bytes) from frames that come once each, such as a new epoch's. Wanted frames
+    are kept while the files being read fit, else while at least half of those kept are asked for
+    again; frames decoded on the way to them ("extras") only while they pay: while enough of them are
+    hit before they are evicted (see :class:`~asyncdecode._cache.FrameCache`), and never by a job
+    whose frames would not fit. A hit costs no decode. For training that reads a set for many epochs,
+    or samples frames near each other. A 1600x900 RGB uint8 frame takes 4.3 MB."""
     demux_workers: int = 2
     """Threads that index files and demux GOPs."""
     max_open_files: int = 64

@@ -90,8 +90,9 @@ class Trimmer:
         every: Frees between trims.
         min_interval_s: Seconds between trims at least; 0 or less turns trimming off.
         clock: Monotonic seconds.
-        rss: The process's resident memory in bytes, or ``None`` where unknown (default: from
-            ``/proc/self/statm``).
+        rss: The size it follows, in bytes, or ``None`` where unknown: by default the process's
+            resident memory, from ``/proc/self/statm`` (:func:`device_trimmer`'s: what torch's
+            allocator holds on a GPU beyond what is in use).
         check_s: Seconds between two reads of ``rss`` at least.
         growth: Bytes of growth since the last trim that start a trim.
     """
@@ -119,7 +120,7 @@ class Trimmer:
         self.grown_trims = 0
         """Of which started by the resident memory's growth."""
         self.given_back = 0
-        """Bytes of resident memory the trims gave back, in all (the size before each less after)."""
+        """Bytes the trims gave back, in all (``rss`` before each less after)."""
 
     def freed(self, count: int = 1) -> bool:
         """``count`` large objects were freed; trims (on this thread) when due. Returns whether it did."""
@@ -145,9 +146,9 @@ class Trimmer:
         return self._run()
 
     def grown(self) -> bool:
-        """After a decode job (on its thread): reads the resident memory, at most every ``check_s``,
-        and trims when it grew by ``growth`` over its size after the last trim, and the last trim is
-        ``min_interval_s`` ago. Returns whether it trimmed."""
+        """After a decode job (on its thread): reads ``rss`` (the resident memory), at most every
+        ``check_s``, and trims when it grew by ``growth`` over its size after the last trim, and the
+        last trim is ``min_interval_s`` ago. Returns whether it trimmed."""
         if not self._on:
             return False
         now = self._clock()

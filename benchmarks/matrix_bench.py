@@ -50,15 +50,17 @@ engine's requests are counted; ratio = engine requests/s / contender requests/s.
 
 **web**: random 1f and front 16f over all 48 files (``--quick``: the first 6), engine and contender.
 
-**Frame cache** (engine only): epoch-random over the uniform set's first 24 files on a GPU, 6 on the CPU (every frame once, in
-a shuffled order, 6 frames per request, depth 16; ``--quick``: the first 60 frames of each) with
-``EngineConfig(frame_cache_bytes=...)`` at 0, 25%, 50% and 100% of the set's decoded RGB bytes and 0 again
-(the two no-cache runs show the run's noise), a fresh engine each, warmed by one frame of each file,
-three epochs each (the same orders for every size); frames/s per epoch and x no cache.
+**Frame cache** (engine only): epoch-random over the uniform set's first 24 files on a GPU, 6 on the
+CPU (every frame once, in a shuffled order, 6 frames per request, depth 16; ``--quick``: the first 60
+frames of each) with ``EngineConfig(frame_cache_bytes=...)`` at 0, 25%, 50% and 100% of the set's
+decoded RGB bytes and 0 again (the two no-cache runs show the run's noise), a fresh engine each,
+warmed by one frame of each file, three epochs each (the same orders for every size); frames/s per
+epoch and x no cache.
 
 **Targets**: mixed_sizes decoded/s >= 0.8x uniform (same cell); mixed_sizes requests/s >= 2x
 SimpleDecoder (random cells); mixed_codecs decoded/s >= 0.8x uniform; frame cache at 25%, 50% and 100%
->= no cache (frames/s over all epochs, against the mean of the two no-cache runs); decoders created in the timed windows of a set <= 1 per decoder session.
+>= no cache (frames/s over all epochs, against the mean of the two no-cache runs); decoders created in
+the timed windows of a set <= 1 per decoder session.
 
 Timing: with the defaults the whole run, encoding included, is meant to take about 4 minutes on an
 H200 machine with 16 cores; ``--budget`` (default 240 s, none with ``--quick``) skips the cells that
@@ -117,7 +119,8 @@ MIN_TIMED_REQUESTS = 4
 SET_WARM_S = 0.5
 STEADY_QUIET_S = 1.0  # --steady: the set's warm-up ends once no decoder was made for this long
 STEADY_PER_FILE = 16  # --steady: the warm-up's requests, random frames of every file (the most jobs at once)
-CACHE_FILES = {"cuda": 24, "cpu": 6}  # 24 on a GPU: 6 files' epochs (864 frames) last ~0.2 s there, one hiccup moved a cell
+# 24 files on a GPU: with 6 (864 frames) an epoch lasts ~0.2 s there, and one hiccup moved a cell
+CACHE_FILES = {"cuda": 24, "cpu": 6}
 CACHE_SHARES = (0.0, 0.25, 0.5, 1.0, 0.0)  # no cache first and last: the two give the run's noise
 CACHE_EPOCHS = 3
 CACHE_DEPTH = 16
