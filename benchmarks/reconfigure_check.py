@@ -1,0 +1,149 @@
+"""Does switching NVDEC decoders between sizes (``cuvidReconfigureDecoder``) hold up under load?
+
+    python benchmarks/reconfigure_check.py [--seconds 40] [--settle 0|1|2] [--reconfigure 0|1]
+                                           [--threads N] [--data DIR] [--out FILE]
+
+The engine (libnvcuvid, ``ASYNCDECODE_NVDEC_RECONFIGURE`` and ``..._RECONFIGURE_SETTLE`` as given)
+reads matrix_bench's ``mixed_sizes`` set (24 HEVC files, 24 sizes) and ``mixed_codecs`` set (H.264 /
+HEVC, with and without B-frames) at once, for ``--seconds``, in rounds of three request shapes that
+make a decoder thread change size at nearly every job: a random frame of all 48 files, 16 random
+frames of 6 of them, 16 consecutive frames of 6 of them (64 requests in flight). A watchdog ends the
+process with exit status 3 and every thread's stack when no request has finished for 15 s (the hang
+seen on an H200 with ten threads switching sizes, see ``asyncdecode._backends._cuvid.RECONFIGURE``).
+At the end a sample of the returned frames (``--check`` of them) is compared with the CPU backend's
+decode of the same frames (RGB, at most 2 apart: each within 1 of the exact conversion).
+
+Prints and writes (``--out``, JSON) requests/s, decoded frames/s, decoders made and reconfigured,
+the largest gap between finished requests, and the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HANG_S = 15.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--device", default="cuda", help="engine device (cpu: a smoke run of the script)")
+    ap.add_argument("--reconfigure", choices=("0", "1"), default="1")
+    ap.add_argument("--settle", choices=("0", "1", "2"), default="2")
+    ap.add_argument("--threads", type=int, default=None, help="decoder threads (default: the engine's)")
+    ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend")
+    ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    os.environ["ASYNCDECODE_NVDEC_RECONFIGURE"] = args.reconfigure  # read when asyncdecode is imported
+    os.environ["ASYNCDECODE_NVDEC_RECONFIGURE_SETTLE"] = args.settle
+    sys.path.insert(0, str(HERE))
+    import matrix_bench
+
+    paths, _ = matrix_bench.ensure_files(args.data, {"mixed_sizes": 24, "mixed_codecs": 24})
+    files = paths["mixed_sizes"] + paths["mixed_codecs"]
+    result = asyncio.run(_run(files, args))
+    text = json.dumps(result, indent=2)
+    print(text, flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0 if result["ok"] else 1
+
+
+async def _run(files: list[str], args: argparse.Namespace) -> dict:
+    import torch
+
+    from asyncdecode import Engine, EngineConfig
+    from asyncdecode.media import probe
+
+    counts = [probe(p).num_frames for p in files]
+    rng = random.Random(7)
+    last_done = [time.monotonic()]
+    stop = threading.Event()
+
+    def watchdog() -> None:
+        while not stop.wait(1.0):
+            if time.monotonic() - last_done[0] > HANG_S:
+                print(f"HANG: no request finished for {HANG_S:.0f} s", file=sys.stderr, flush=True)
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(3)
+
+    def request() -> tuple[list[str], list[int]]:
+        kind = rng.randrange(3)
+        if kind == 0:
+            return files, [rng.randrange(n) for n in counts]
+        picks = rng.sample(range(len(files)), 6)
+        ps, ids = [], []
+        for i in picks:
+            if kind == 1:
+                frames = sorted(rng.sample(range(counts[i]), 16))
+            else:
+                start = rng.randrange(counts[i] - 16)
+                frames = list(range(start, start + 16))
+            ps += [files[i]] * 16
+            ids += frames
+        return ps, ids
+
+    config = EngineConfig(decoder_threads=args.threads) if args.threads else EngineConfig()
+    sample: list[tuple[str, int, torch.Tensor]] = []
+    gaps, done, frames = 0.0, 0, 0
+    async with Engine(device=args.device, config=config) as eng:
+        await eng.decode(files, [0] * len(files))  # decoders for every shape class, files indexed
+        base = eng.stats()
+        threading.Thread(target=watchdog, daemon=True).start()
+        t0 = time.monotonic()
+        last_done[0] = t0
+        in_flight: set[asyncio.Task] = set()
+        while time.monotonic() - t0 < args.seconds or in_flight:
+            while len(in_flight) < 64 and time.monotonic() - t0 < args.seconds:
+                ps, ids = request()
+                task = asyncio.ensure_future(eng.decode(ps, ids))
+                task.req = (ps, ids)  # type: ignore[attr-defined]
+                in_flight.add(task)
+            finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            now = time.monotonic()
+            gaps = max(gaps, now - last_done[0])
+            last_done[0] = now
+            for task in finished:
+                out = task.result()
+                done += 1
+                frames += len(out)
+                ps, ids = task.req  # type: ignore[attr-defined]
+                if len(sample) < args.check and rng.random() < 0.05:
+                    k = rng.randrange(len(ids))
+                    sample.append((ps[k], ids[k], out[k].cpu()))
+        if args.device != "cpu":
+            torch.cuda.synchronize()
+        elapsed = time.monotonic() - t0
+        stats = eng.stats()
+    stop.set()
+    worst = 0
+    async with Engine(device="cpu") as ref:
+        for path, fid, got in sample:
+            want = (await ref.decode([path], [fid]))[0]
+            worst = max(worst, int((got.int() - want.int()).abs().max()))
+    made = stats["decoders_created"] - base["decoders_created"]
+    switched = stats["decoders_reconfigured"] - base["decoders_reconfigured"]
+    return {
+        "reconfigure": args.reconfigure, "settle": args.settle, "seconds": round(elapsed, 2),
+        "requests": done, "requests_per_s": round(done / elapsed, 1), "frames_per_s": round(frames / elapsed, 1),
+        "decoded_per_s": round((stats["frames_decoded"] - base["frames_decoded"]) / elapsed, 1),
+        "decoders_created": made, "decoders_reconfigured": switched, "decoders_created_total": stats["decoders_created"],
+        "longest_gap_s": round(gaps, 3), "compared": len(sample), "largest_difference": worst,
+        "device": torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu", "ok": worst <= 2,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
