@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="engine device (cpu: a smoke run of the script)")
     ap.add_argument("--reconfigure", choices=("0", "1"), default="1")
     ap.add_argument("--settle", choices=("0", "1", "2"), default="2")
+    ap.add_argument("--flush", choices=("0", "1"), default="0",
+                    help="end the stream on a decoder before it switches size (ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH)")
     ap.add_argument("--threads", type=int, default=None, help="decoder threads (default: the engine's)")
     ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend")
     ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix")
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ["ASYNCDECODE_NVDEC_RECONFIGURE"] = args.reconfigure  # read when asyncdecode is imported
     os.environ["ASYNCDECODE_NVDEC_RECONFIGURE_SETTLE"] = args.settle
+    os.environ["ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH"] = args.flush
     sys.path.insert(0, str(HERE))
     import matrix_bench
 
@@ -136,7 +139,7 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
     made = stats["decoders_created"] - base["decoders_created"]
     switched = stats["decoders_reconfigured"] - base["decoders_reconfigured"]
     return {
-        "reconfigure": args.reconfigure, "settle": args.settle, "seconds": round(elapsed, 2),
+        "reconfigure": args.reconfigure, "settle": args.settle, "flush": args.flush, "seconds": round(elapsed, 2),
         "requests": done, "requests_per_s": round(done / elapsed, 1), "frames_per_s": round(frames / elapsed, 1),
         "decoded_per_s": round((stats["frames_decoded"] - base["frames_decoded"]) / elapsed, 1),
         "decoders_created": made, "decoders_reconfigured": switched, "decoders_created_total": stats["decoders_created"],

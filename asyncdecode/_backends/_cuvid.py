@@ -72,6 +72,11 @@ the decoder being switched; 2 (default) every picture sent to any decoder of the
 (``cuvidGetDecodeStatus``). Pictures nobody maps (left out of a job, or cut short) can still be in
 progress on the engines when their decoder, or another, is switched."""
 
+FLUSH_BEFORE_SWITCH = os.environ.get("ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH", "0") == "1"
+"""End the stream on a decoder (the parser gives back every picture it holds) before it takes a GOP
+of another size, so that a reconfigure finds the parser and the hardware idle
+(``ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH=1``; an experiment, see :data:`RECONFIGURE`)."""
+
 SETTLE_WAIT_US = 2_000_000
 """How long a reconfigure waits for pictures in progress before it gives up (a new decoder instead)."""
 
