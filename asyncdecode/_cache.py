@@ -64,6 +64,14 @@ change of pattern turns the decision within a few probes, long enough to average
 EXTRAS_PROBE_EVERY = 32
 """While extras do not pay, one decode job in this many still collects (about 1/32 of the cost of
 always collecting), so that the estimate recovers when the access pattern changes..."""
+WANTED_PROBE_FASTEST = 2
+"""While wanted frames are not kept, the probe interval (at most :data:`EXTRAS_PROBE_EVERY` jobs)
+halves at each first hit of a kept frame and doubles at each kept frame that left unhit, down to one
+job in this many: probes come more often while what they keep is asked for again (more than half the
+time, :data:`WANTED_MIN_HIT_FRACTION`), so that keeping comes back within a few hundred jobs of the
+pattern starting to pay, not thousands (one frame a job, each asked again four jobs later, a cache of
+32 frames and a set four times that: 641 jobs, against 2,432 at a fixed one probe in 32;
+``tests/test_frame_cache.py``)."""
 SET_FILES = 4096
 """The files the cache counts as the set being read (:meth:`FrameCache.note_file`), the most recently
 read ones: a service that has read many files keeps no record of all of them."""
@@ -238,27 +246,33 @@ class _Payoff:
         self.waiting.add(key)
         self.admitted += 1
 
-    def hit_on(self, key: Hashable) -> None:
-        """A get found ``key``."""
+    def hit_on(self, key: Hashable) -> bool:
+        """A get found ``key``; whether that was its first hit."""
         if key in self.waiting:
             self.waiting.discard(key)
             self.hit += 1
             self._hit_out.add(key)
+            return True
+        return False
 
-    def saved_nothing(self, key: Hashable) -> None:
-        """``key`` was decoded again for a request of its own while waiting."""
+    def saved_nothing(self, key: Hashable) -> bool:
+        """``key`` was decoded again for a request of its own while waiting; whether it was waiting."""
         if key in self.waiting:
             self.waiting.discard(key)
             self._waste()
+            return True
+        return False
 
-    def left(self, key: Hashable) -> None:
-        """``key`` was evicted."""
+    def left(self, key: Hashable) -> bool:
+        """``key`` was evicted; whether it left unhit (wasted)."""
         if key in self.waiting:
             self.waiting.discard(key)
             self._waste()
-        elif key in self._hit_out:
+            return True
+        if key in self._hit_out:
             self._hit_out.discard(key)
             self._count(hit=True)
+        return False
 
     def _waste(self) -> None:
         self.wasted += 1
@@ -346,6 +360,7 @@ class FrameCache(ByteLru[torch.Tensor]):
         self._decode_s: float | None = None  # and decoding per wanted frame
         self._since_probe = 0
         self._since_keep_probe = 0
+        self._keep_probe_every = EXTRAS_PROBE_EVERY  # see WANTED_PROBE_FASTEST
         self._files: OrderedDict[Hashable, int] = OrderedDict()  # note_file's: file -> bytes of its frames
         self._set_bytes = 0
 
@@ -431,9 +446,10 @@ class FrameCache(ByteLru[torch.Tensor]):
         (entries admitted this rarely live long: their hit fraction shows what admitting fewer gives)."""
         if self.keeping:
             self._since_keep_probe = 0
+            self._keep_probe_every = EXTRAS_PROBE_EVERY
             return True
         self._since_keep_probe += 1
-        if self._since_keep_probe >= EXTRAS_PROBE_EVERY:
+        if self._since_keep_probe >= self._keep_probe_every:
             self._since_keep_probe = 0
             self.wanted_probes += 1
             return True
@@ -480,8 +496,16 @@ class FrameCache(ByteLru[torch.Tensor]):
         item = super().get(key)
         if item is not None:
             self._extras.hit_on(key)
-            self._wanted.hit_on(key)
+            if self._wanted.hit_on(key):
+                self._probe_pace(hit=True)
         return item
+
+    def _probe_pace(self, hit: bool) -> None:
+        """A kept wanted frame was hit for the first time, or left unhit: probes come faster or slower
+        (see :data:`WANTED_PROBE_FASTEST`; only while wanted frames are not kept)."""
+        every = self._keep_probe_every
+        every = every // 2 if hit else every * 2
+        self._keep_probe_every = min(EXTRAS_PROBE_EVERY, max(WANTED_PROBE_FASTEST, every))
 
     def put(self, key: Hashable, item: torch.Tensor, *, extra: bool = False) -> None:
         """Admit ``item``; ``extra``: it came out on the way, nobody asked for it (yet)."""
@@ -493,7 +517,8 @@ class FrameCache(ByteLru[torch.Tensor]):
             # it saved nothing, and counts as wasted
             if not extra:
                 self._extras.saved_nothing(key)
-                self._wanted.saved_nothing(key)
+                if self._wanted.saved_nothing(key):
+                    self._probe_pace(hit=False)
         elif extra:
             self._extras.admit(key)
         else:
@@ -502,7 +527,8 @@ class FrameCache(ByteLru[torch.Tensor]):
 
     def _evicted(self, key: Hashable) -> None:
         self._extras.left(key)
-        self._wanted.left(key)
+        if self._wanted.left(key):
+            self._probe_pace(hit=False)
 
     def clear(self) -> None:
         super().clear()

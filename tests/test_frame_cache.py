@@ -526,6 +526,56 @@ def test_wanted_frames_kept_while_the_set_fits_or_they_pay():
     assert always.wanted_hit_fraction == 0.0 and always.keeping
 
 
+def _jobs_until_kept_again(cache: FrameCache, lag: int = 4) -> int:
+    """Jobs of one wanted frame each, every frame asked for again ``lag`` jobs later, until the cache
+    keeps wanted frames again (after a pattern that made it stop)."""
+    job = 0
+    while cache.keeping or job < 4 * EXTRAS_PROBATION:  # first: frames never asked again
+        if cache.keep():
+            cache.put(("once", job), _t())
+        job += 1
+    assert not cache.keeping
+    kept: dict[int, bool] = {}
+    for n in range(1, 5000):
+        kept[n] = cache.keep()
+        if kept[n]:
+            cache.put(("twice", n), _t())
+        if kept.get(n - lag):
+            assert cache.get(("twice", n - lag)) is not None
+        if cache.keeping:
+            return n
+    raise AssertionError("wanted frames were never kept again")
+
+
+def test_probes_come_faster_while_what_they_keep_is_asked_again(monkeypatch):
+    """While wanted frames are not kept, a probe's frames that are hit make the next probe come sooner
+    (down to one job in WANTED_PROBE_FASTEST), frames that leave unhit later again: keeping comes back
+    within a few hundred jobs of the pattern starting to pay. With the interval fixed at
+    EXTRAS_PROBE_EVERY it took about four times as long."""
+    cache = FrameCache(32)
+    cache.note_file("a", 4 * 32)  # the set is four times the cache
+    fast = _jobs_until_kept_again(cache)
+    assert fast <= 800
+    assert cache.keep() and cache._keep_probe_every == EXTRAS_PROBE_EVERY  # keeping again: the pace starts over
+    monkeypatch.setattr(_cache, "WANTED_PROBE_FASTEST", EXTRAS_PROBE_EVERY)  # a fixed interval
+    fixed = FrameCache(32)
+    fixed.note_file("a", 4 * 32)
+    assert _jobs_until_kept_again(fixed) > 2 * fast
+
+
+def test_probes_stay_rare_while_nothing_they_keep_is_hit():
+    cache = FrameCache(8)
+    cache.note_file("a", 80)
+    for job in range(20 * EXTRAS_PROBE_EVERY):
+        if cache.keep():
+            cache.put(("once", job), _t())
+    assert not cache.keeping and cache._keep_probe_every == EXTRAS_PROBE_EVERY
+    probes = cache.wanted_probes
+    for _ in range(10 * EXTRAS_PROBE_EVERY):
+        cache.keep()
+    assert cache.wanted_probes - probes == 10
+
+
 async def test_wanted_frames_that_are_not_asked_again_stop_being_kept(long_video):
     """Single frames at random, each once, over a file ten times the cache: once the probation's frames
     left the cache unhit, only probes keep copies; every frame is right."""
