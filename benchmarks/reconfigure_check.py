@@ -79,8 +79,32 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
         while not stop.wait(1.0):
             if time.monotonic() - last_done[0] > HANG_S:
                 print(f"HANG: no request finished for {HANG_S:.0f} s", file=sys.stderr, flush=True)
+                hang_report()
                 faulthandler.dump_traceback(all_threads=True)
                 os._exit(3)
+
+    def hang_report() -> None:
+        """What each decoder thread is doing in the driver, and the last reconfigures (to --out too)."""
+        from asyncdecode._backends import _native
+
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        threads, recent = _native.busy()
+        for row in threads:
+            row["thread"] = names.get(row["tid"], "?")
+        switched = {r["decoder"]: r for r in recent}
+        print("thread | call | decoder | for s | calls | decoder last reconfigured (s ago, by)", file=sys.stderr)
+        for row in threads:
+            r = switched.get(row["decoder"])
+            print(f"{row['thread']} ({row['tid']}) | {row['call']} | {row['decoder']} | {row['age_s']} | {row['calls']} | "
+                  + (f"{r['age_s']} s ago by {names.get(r['tid'], r['tid'])}, code {r['code']}" if r else "-"),
+                  file=sys.stderr)
+        print("last reconfigures (decoder, s ago, thread, code):", file=sys.stderr)
+        for r in recent:
+            print(f"  {r['decoder']} {r['age_s']} {names.get(r['tid'], r['tid'])} {r['code']}", file=sys.stderr)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"hang": True, "threads": threads, "reconfigures": recent}, indent=2))
+        sys.stderr.flush()
 
     def request() -> tuple[list[str], list[int]]:
         kind = rng.randrange(3)

@@ -464,3 +464,37 @@ def test_reconfigure_gives_up_on_pictures_that_never_finish(lib):
     assert hw.call(lib, state, 1, wait_us=2000) == -2
     assert not any(e.startswith("reconfigure") for e in hw.events)
     assert state.pending == 1 << 6
+
+
+def test_busy_table_says_what_each_thread_does_in_the_driver(lib, monkeypatch):
+    """A map in progress shows with its decoder and age; a reconfigure shows among the recent ones."""
+    import threading
+    import time
+
+    monkeypatch.setattr(_native, "library", lambda: lib)
+    in_map, release = threading.Event(), threading.Event()
+
+    def slow_map(decoder, index, ptr, pitch, proc):
+        in_map.set()
+        release.wait(5)
+        return 0
+
+    map_fn = _MAP(slow_map)
+    ptr, pitch = C.c_ulonglong(), C.c_uint()
+    mapper = threading.Thread(target=lambda: lib.ad_map(C.cast(map_fn, C.c_void_p).value, 0xABC, 0, C.byref(ptr),
+                                                        C.byref(pitch), None))
+    mapper.start()
+    assert in_map.wait(5)
+    time.sleep(0.05)
+    threads, _ = _native.busy()
+    row = next(t for t in threads if t["tid"] == mapper.native_id)
+    assert row["call"] == "cuvidMapVideoFrame64" and row["decoder"] == hex(0xABC) and row["age_s"] >= 0.04
+    release.set()
+    mapper.join(5)
+    threads, _ = _native.busy()
+    assert next(t for t in threads if t["tid"] == mapper.native_id)["call"] == "-"
+    hw = _Hardware(polls=0)
+    state = _native.DecoderState(decoder=0xBEE)
+    assert hw.call(lib, state, 0) == 0
+    _, recent = _native.busy()
+    assert recent[-1]["decoder"] == hex(0xBEE) and recent[-1]["code"] == 0

@@ -63,6 +63,8 @@ SOURCE = r"""
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 typedef int (*ad_parse_fn)(void *parser, void *packet);
 typedef int (*ad_reconfigure_fn)(void *decoder, void *info);
@@ -162,6 +164,67 @@ static void gate_init(void) {
     pthread_rwlockattr_destroy(&attr);
 }
 
+/* What each thread is doing in the driver (for a hang's diagnosis, ad_busy_table): the call it is in
+   or waiting to enter, on which decoder, since when; and the last reconfigures of the process. */
+#define TRACKED 256
+typedef struct {
+    long long tid;
+    long long call;         /* 0 none; 1 decode, 2 map, 3 unmap, 4 reconfigure: in the call;
+                               +10: waiting for the gate to let it in */
+    void *decoder;
+    long long since_ns;
+    long long calls;
+} ad_busy;
+static ad_busy busy[TRACKED];
+static int nbusy;
+static __thread int busy_slot = -1;
+#define RECENT 16
+static ad_busy recent[RECENT];  /* call: the reconfigure's result code */
+static int nrecent;
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static ad_busy *busy_me(void) {
+    if (busy_slot < 0) {
+        busy_slot = __sync_fetch_and_add(&nbusy, 1);
+        if (busy_slot >= TRACKED) busy_slot = TRACKED - 1;
+        busy[busy_slot].tid = (long long)syscall(SYS_gettid);
+    }
+    return &busy[busy_slot];
+}
+
+static void busy_set(long long call, void *decoder) {
+    ad_busy *b = busy_me();
+    b->decoder = decoder;
+    b->since_ns = now_ns();
+    b->call = call;
+    if (call && call < 10) b->calls++;
+}
+
+/* Copies the table (rows of threads seen, their count in *nthreads, then the last reconfigures) into
+   out; the rows written. Times are ages in nanoseconds. */
+int ad_busy_table(ad_busy *out, int n, int *nthreads) {
+    int i, k = 0, threads = nbusy < TRACKED ? nbusy : TRACKED;
+    long long t = now_ns();
+    for (i = 0; i < threads && k < n; i++, k++) {
+        out[k] = busy[i];
+        out[k].since_ns = t - busy[i].since_ns;
+    }
+    *nthreads = k;
+    for (i = 0; i < RECENT && k < n; i++) {
+        ad_busy *r = &recent[(nrecent + i) % RECENT];
+        if (!r->tid) continue;
+        out[k] = *r;
+        out[k].since_ns = t - r->since_ns;
+        k++;
+    }
+    return k;
+}
+
 static void gate_shared(void) {
     pthread_once(&gate_once, gate_init);
     pthread_rwlock_rdlock(&gate);
@@ -173,17 +236,23 @@ static void gate_leave(void) {
 
 int ad_map(ad_map_fn map, void *decoder, int index, unsigned long long *ptr, unsigned int *pitch, void *proc) {
     int code;
+    busy_set(12, decoder);
     gate_shared();
+    busy_set(2, decoder);
     code = map(decoder, index, ptr, pitch, proc);
     gate_leave();
+    busy_set(0, decoder);
     return code;
 }
 
 int ad_unmap_one(ad_unmap_fn unmap, void *decoder, unsigned long long ptr) {
     int code;
+    busy_set(13, decoder);
     gate_shared();
+    busy_set(3, decoder);
     code = unmap(decoder, ptr);
     gate_leave();
+    busy_set(0, decoder);
     return code;
 }
 
@@ -239,7 +308,9 @@ int ad_reconfigure(ad_reconfigure_fn reconfigure, ad_status_fn status, ad_decode
                    long long wait_us) {
     int code = 0, i;
     pthread_once(&gate_once, gate_init);
+    busy_set(14, d->decoder);
     pthread_rwlock_wrlock(&gate);
+    busy_set(4, d->decoder);
     if (settle_mode == 1) {
         code = settle(d, status, wait_us);
     } else if (settle_mode == 2) {
@@ -248,20 +319,29 @@ int ad_reconfigure(ad_reconfigure_fn reconfigure, ad_status_fn status, ad_decode
         pthread_mutex_unlock(&registry_lock);
     }
     if (code == 0) code = reconfigure(d->decoder, info);
+    i = __sync_fetch_and_add(&nrecent, 1) % RECENT;
+    recent[i].tid = busy_me()->tid;
+    recent[i].decoder = d->decoder;
+    recent[i].call = code;
+    recent[i].since_ns = now_ns();
     gate_leave();
+    busy_set(0, d->decoder);
     return code;
 }
 
 int ad_on_decode(void *user, void *picture) {
     ad_decoder *d = (ad_decoder *)user;
     int code;
+    busy_set(11, d->decoder);
     gate_shared();
+    busy_set(1, d->decoder);
     code = d->decode(d->decoder, picture);
     if (code == 0) {
         int index = ((const int *)picture)[2];  /* CUVIDPICPARAMS.CurrPicIdx */
         if (index >= 0 && index < 64) d->pending |= 1ULL << index;
     }
     gate_leave();
+    busy_set(0, d->decoder);
     if (code != 0) {
         if (d->error == 0) d->error = code;
         return 0;
@@ -463,6 +543,37 @@ class DecoderState(C.Structure):
 _ll, _vp = C.c_longlong, C.c_void_p
 
 
+class Busy(C.Structure):
+    """``ad_busy``: what a thread is doing in the driver (see :func:`busy`)."""
+
+    _fields_ = [("tid", C.c_longlong), ("call", C.c_longlong), ("decoder", C.c_void_p), ("age_ns", C.c_longlong),
+                ("calls", C.c_longlong)]
+
+
+BUSY_CALLS = {0: "-", 1: "cuvidDecodePicture", 2: "cuvidMapVideoFrame64", 3: "cuvidUnmapVideoFrame64",
+              4: "cuvidReconfigureDecoder", 11: "waiting to decode", 12: "waiting to map", 13: "waiting to unmap",
+              14: "waiting to reconfigure"}
+
+
+def busy() -> tuple[list[dict], list[dict]]:
+    """What each thread that went through the decode loop's gate is doing in the driver now (call,
+    decoder, for how long), and the last reconfigures (decoder, result code, how long ago): a hang's
+    first question. Empty where the loop is not built."""
+    lib = library()
+    if lib is None:
+        return [], []
+    rows, nthreads = (Busy * 512)(), C.c_int()
+    n = lib.ad_busy_table(rows, 512, C.byref(nthreads))
+    threads, reconfigures = [], []
+    for k, row in enumerate(rows[:n]):
+        entry = {"tid": row.tid, "decoder": hex(row.decoder or 0), "age_s": round(row.age_ns / 1e9, 3)}
+        if k < nthreads.value:
+            threads.append({**entry, "call": BUSY_CALLS.get(row.call, str(row.call)), "calls": row.calls})
+        else:
+            reconfigures.append({**entry, "code": row.call})
+    return threads, reconfigures
+
+
 class Run(C.Structure):
     """``ad_run``: one job's run of packets through :func:`ad_feed` (see the C source)."""
 
@@ -519,6 +630,8 @@ def load() -> C.CDLL:
         lib.ad_reconfigure.argtypes = (_vp, _vp, C.POINTER(DecoderState), _vp, C.c_int, C.c_longlong)
         lib.ad_register.argtypes = lib.ad_unregister.argtypes = (C.POINTER(DecoderState),)
         lib.ad_register.restype = C.c_int
+        lib.ad_busy_table.argtypes = (C.c_void_p, C.c_int, C.c_void_p)
+        lib.ad_busy_table.restype = C.c_int
         lib.ad_unregister.restype = None
         lib.ad_unmap_one.argtypes = (_vp, _vp, C.c_ulonglong)
         lib.ad_map.restype = lib.ad_reconfigure.restype = lib.ad_unmap_one.restype = C.c_int
