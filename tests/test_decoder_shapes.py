@@ -191,34 +191,6 @@ def test_mapped_pictures_are_given_back_before_the_surfaces_change(driver):
     dec.close()
 
 
-def test_a_reconfigure_waits_for_pictures_still_in_progress(driver):
-    """Pictures sent to the hardware (the decode callback records their surfaces) are finished before
-    the decoder is switched: the status is asked until none is in progress (the Python decode path;
-    the C loop's is in test_native_loop)."""
-    dec = decoder(largest=(1280, 720))
-    dec._configure(fmt(1280, 720))
-    asked: list[int] = []
-
-    def status(handle, index, out) -> int:
-        asked.append(index)
-        out._obj.status = _cuvid.IN_PROGRESS if asked.count(index) <= 2 else 2
-        driver.calls.append(("status", index))
-        return 0
-
-    driver.cuvidGetDecodeStatus = status
-    driver.cuvidDecodePicture = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_void_p)(lambda decoder, picture: 0)
-    dec._decode_picture = driver.cuvidDecodePicture
-    for index in (3, 9):
-        picture = (C.c_int * 4)(80, 45, index, 0)  # CUVIDPICPARAMS: CurrPicIdx third
-        assert dec._on_decode(None, C.addressof(picture)) == 1
-    assert dec.state.pending == (1 << 3) | (1 << 9)
-    driver.calls.clear()
-    dec._configure(fmt(640, 360))
-    assert [c[0] for c in driver.calls] == ["status"] * 6 + ["reconfigure"]
-    assert dec.state.pending == 0 and dec.counts.reconfigured == 1
-    dec.close()
-
-
 def test_fit_scores_and_memory(driver):
     dec = decoder(largest=(832, 448))
     assert dec.fits("hevc", 8, 640, 360) == 0 and dec.nbytes == 0  # no hardware decoder yet

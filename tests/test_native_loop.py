@@ -348,9 +348,7 @@ def test_a_reconfigure_waits_for_maps_in_progress_and_goes_alone(lib):
     first = threading.Thread(target=mapper, args=(0,))
     first.start()
     assert in_map.wait(5)
-    state = _native.DecoderState(decoder=0x77)
-    writer = threading.Thread(target=lambda: lib.ad_reconfigure(C.cast(reconfigure_fn, C.c_void_p).value, None,
-                                                                C.byref(state), None, 0, 0))
+    writer = threading.Thread(target=lambda: lib.ad_reconfigure(C.cast(reconfigure_fn, C.c_void_p).value, None, None))
     writer.start()
     writer.join(0.2)
     assert writer.is_alive() and "reconfigure" not in events  # waits for the map in progress
@@ -363,107 +361,6 @@ def test_a_reconfigure_waits_for_maps_in_progress_and_goes_alone(lib):
         t.join(5)
         assert not t.is_alive()
     assert events == ["map 0 in", "map 0 out", "reconfigure", "map 1 in", "map 1 out"]
-
-
-_STATUS = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_int, C.POINTER(C.c_int))
-
-
-class _Hardware:
-    """Pictures sent to fake decoders (by handle) that report "in progress" (1) for their first
-    ``polls`` status calls, then "success" (2); and the order of what happened."""
-
-    def __init__(self, polls: int) -> None:
-        self.polls = polls
-        self.asked: dict[tuple[int, int], int] = {}
-        self.events: list[str] = []
-        self.status = _STATUS(self._status)
-        self.reconfigure = _RECONFIGURE(self._reconfigure)
-
-    def _status(self, decoder, index, out) -> int:
-        key = (decoder, index)
-        self.asked[key] = self.asked.get(key, 0) + 1
-        out[0] = 1 if self.asked[key] <= self.polls else 2
-        if out[0] == 2 and self.asked[key] == self.polls + 1:
-            self.events.append(f"done {decoder}:{index}")
-        return 0
-
-    def _reconfigure(self, decoder, info) -> int:
-        self.events.append(f"reconfigure {decoder}")
-        return 0
-
-    def call(self, lib, state, mode: int, wait_us: int = 1_000_000) -> int:
-        return lib.ad_reconfigure(C.cast(self.reconfigure, C.c_void_p).value, C.cast(self.status, C.c_void_p).value,
-                                  C.byref(state), None, mode, wait_us)
-
-
-def _decoded(lib, state, *indices: int) -> None:
-    """Send pictures ``indices`` through the decode callback, as the parser does."""
-    decode = _DECODE(lambda decoder, picture: 0)
-    state.decode = C.cast(decode, C.c_void_p).value
-    for index in indices:
-        params = (C.c_int * 4)(16, 9, index, 0)  # CUVIDPICPARAMS: width and height in MBs, CurrPicIdx
-        assert lib.ad_on_decode(C.byref(state), params) == 1
-    state.decode = None
-
-
-def test_decode_callback_records_pictures_sent(lib):
-    """Each picture handed to the hardware leaves its surface index in ``pending``."""
-    lib.ad_on_decode.argtypes = (C.c_void_p, C.c_void_p)
-    state = _native.DecoderState(decoder=0x51)
-    _decoded(lib, state, 0, 3, 17, 63)
-    assert state.pending == (1 << 0) | (1 << 3) | (1 << 17) | (1 << 63)
-
-
-def test_reconfigure_waits_for_the_pictures_of_its_decoder_first(lib):
-    """Settle 1: the reconfigure waits until the hardware reports every picture sent to the decoder
-    finished, then switches it; pictures of other decoders are not waited for."""
-    lib.ad_on_decode.argtypes = (C.c_void_p, C.c_void_p)
-    hw = _Hardware(polls=3)
-    own, other = _native.DecoderState(decoder=0x61), _native.DecoderState(decoder=0x62)
-    _decoded(lib, own, 2, 5)
-    _decoded(lib, other, 1)
-    assert lib.ad_register(C.byref(own)) and lib.ad_register(C.byref(other))
-    try:
-        assert hw.call(lib, own, 1) == 0
-    finally:
-        lib.ad_unregister(C.byref(own))
-        lib.ad_unregister(C.byref(other))
-    assert hw.events[-1] == "reconfigure 97"
-    assert sorted(hw.events[:-1]) == ["done 97:2", "done 97:5"]
-    assert own.pending == 0 and other.pending == 1 << 1
-    assert hw.asked[(0x61, 2)] == 4  # polled until it was done
-
-
-def test_reconfigure_settle_2_waits_for_every_registered_decoder(lib):
-    """Settle 2 (the default): every registered decoder's pictures are finished before the switch;
-    an unregistered one is left alone."""
-    lib.ad_on_decode.argtypes = (C.c_void_p, C.c_void_p)
-    hw = _Hardware(polls=2)
-    own, other, gone = (_native.DecoderState(decoder=h) for h in (0x71, 0x72, 0x73))
-    for state, index in ((own, 4), (other, 9), (gone, 1)):
-        _decoded(lib, state, index)
-    for state in (own, other, gone):
-        assert lib.ad_register(C.byref(state))
-    lib.ad_unregister(C.byref(gone))
-    try:
-        assert hw.call(lib, own, 2) == 0
-    finally:
-        lib.ad_unregister(C.byref(own))
-        lib.ad_unregister(C.byref(other))
-    assert hw.events[-1] == f"reconfigure {0x71}"
-    assert sorted(hw.events[:-1]) == [f"done {0x71}:4", f"done {0x72}:9"]
-    assert own.pending == other.pending == 0 and gone.pending == 1 << 1
-
-
-def test_reconfigure_gives_up_on_pictures_that_never_finish(lib):
-    """A picture still in progress after the wait: -2, nothing switched (the caller makes a new decoder)."""
-    lib.ad_on_decode.argtypes = (C.c_void_p, C.c_void_p)
-    hw = _Hardware(polls=10**9)
-    state = _native.DecoderState(decoder=0x81)
-    _decoded(lib, state, 6)
-    assert hw.call(lib, state, 1, wait_us=2000) == -2
-    assert not any(e.startswith("reconfigure") for e in hw.events)
-    assert state.pending == 1 << 6
 
 
 def test_busy_table_says_what_each_thread_does_in_the_driver(lib, monkeypatch):
@@ -493,8 +390,7 @@ def test_busy_table_says_what_each_thread_does_in_the_driver(lib, monkeypatch):
     mapper.join(5)
     threads, _ = _native.busy()
     assert next(t for t in threads if t["tid"] == mapper.native_id)["call"] == "-"
-    hw = _Hardware(polls=0)
-    state = _native.DecoderState(decoder=0xBEE)
-    assert hw.call(lib, state, 0) == 0
+    reconfigure_fn = _RECONFIGURE(lambda decoder, info: 0)
+    assert lib.ad_reconfigure(C.cast(reconfigure_fn, C.c_void_p).value, 0xBEE, None) == 0
     _, recent = _native.busy()
     assert recent[-1]["decoder"] == hex(0xBEE) and recent[-1]["code"] == 0

@@ -26,7 +26,6 @@ import ctypes as C
 import functools
 import os
 import threading
-import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -61,24 +60,12 @@ Off by default: on the H200 (driver 580.159) ten threads decoding many sizes wit
 without a lock (a reconfigure overlapping another thread's decode left every later decode waiting
 forever) and then with every decode and map kept apart from each reconfigure (:class:`_Gate`), after
 a few seconds. One thread alone switched a thousand times without fault. Off, a decoder is made for
-each size and kept free, in memory-bounded pools. The gate now covers unmaps too (not run under
-load since)."""
-
-
-SETTLE = int(os.environ.get("ASYNCDECODE_NVDEC_RECONFIGURE_SETTLE", "2"))
-"""What a reconfigure waits for, alone in the gate, before it switches a decoder
-(``ASYNCDECODE_NVDEC_RECONFIGURE_SETTLE``): 0 nothing; 1 the hardware to finish every picture sent to
-the decoder being switched; 2 (default) every picture sent to any decoder of the process
-(``cuvidGetDecodeStatus``). Pictures nobody maps (left out of a job, or cut short) can still be in
-progress on the engines when their decoder, or another, is switched."""
-
-FLUSH_BEFORE_SWITCH = os.environ.get("ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH", "0") == "1"
-"""End the stream on a decoder (the parser gives back every picture it holds) before it takes a GOP
-of another size, so that a reconfigure finds the parser and the hardware idle
-(``ASYNCDECODE_NVDEC_RECONFIGURE_FLUSH=1``; an experiment, see :data:`RECONFIGURE`)."""
-
-SETTLE_WAIT_US = 2_000_000
-"""How long a reconfigure waits for pictures in progress before it gives up (a new decoder instead)."""
+each size and kept free, in memory-bounded pools. Tried since (H100, the same driver, 2026-12-05,
+``benchmarks/reconfigure_check.py``; each hung within 30 s): the gate covering unmaps too; each
+reconfigure first waiting, alone in the gate, until ``cuvidGetDecodeStatus`` showed no picture of any
+decoder still on the hardware; the stream ended on a decoder (its parser giving back every picture)
+before it took a GOP of another size; and both together. ``_native.busy`` shows where threads are
+in the driver when it hangs."""
 
 
 def switching(lib: Any) -> bool:
@@ -444,7 +431,6 @@ class CuvidDecoder:
         self.counts = counts if counts is not None else types.SimpleNamespace(created=0, reconfigured=0)
         self.created = 0
         self.reconfigured = 0
-        self._registered = False  # in the C loop's list of decoders a reconfigure waits for
         # Callback state and mapped pictures, shared with the C loop (also kept when Python drives).
         self.state = _native.DecoderState(decode=C.cast(lib.cuvidDecodePicture, C.c_void_p).value)
         self._state_ref = C.byref(self.state)
@@ -618,10 +604,6 @@ class CuvidDecoder:
     def _on_decode(self, _user: Any, picture: Any) -> int:
         with _GATE.shared():
             code = self._decode_picture(self.handle, picture)
-            if not code:
-                index = C.cast(picture, C.POINTER(C.c_int))[2]  # CUVIDPICPARAMS.CurrPicIdx
-                if 0 <= index < 64:
-                    self.state.pending |= 1 << index
         if code:
             self._error = CuvidError("cuvidDecodePicture", code)
             return 0
@@ -679,35 +661,16 @@ class CuvidDecoder:
                                target_height=height, decode_surfaces=self._surfaces,
                                display_area=_ShortRect(area.left, area.top, area.right, area.bottom))
         if self.native is not None:
-            code = self.native.ad_reconfigure(C.cast(lib.cuvidReconfigureDecoder, C.c_void_p).value,
-                                              C.cast(lib.cuvidGetDecodeStatus, C.c_void_p).value, self._state_ref,
-                                              C.byref(info), SETTLE, SETTLE_WAIT_US)
+            code = self.native.ad_reconfigure(C.cast(lib.cuvidReconfigureDecoder, C.c_void_p).value, self.handle,
+                                              C.byref(info))
         else:
             with _GATE.alone():
-                code = self._settle() if SETTLE else 0
-                if not code:
-                    code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
+                code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
         if code:  # a new decoder instead (the old one is destroyed first)
             return False
         self.reconfigured += 1
         self.counts.reconfigured += 1
         return True
-
-    def _settle(self) -> int:
-        """Wait (alone in the gate) for the hardware to finish the pictures sent to this decoder, as the
-        C loop's ``settle`` does; 0, or -2 after :data:`SETTLE_WAIT_US`."""
-        state, status = self.state, DecodeStatus()
-        deadline = time.monotonic() + SETTLE_WAIT_US / 1e6
-        while state.pending:
-            for index in range(64):
-                if state.pending >> index & 1:
-                    if self._lib.cuvidGetDecodeStatus(self.handle, index, C.byref(status)) or status.status != IN_PROGRESS:
-                        state.pending &= ~(1 << index)
-            if state.pending:
-                if time.monotonic() > deadline:
-                    return -2
-                time.sleep(20e-6)
-        return 0
 
     def _create(self, fmt: VideoFormat, caps: DecoderCaps, klass: tuple[int, int, int], needed: int,
                 width: int, height: int) -> None:
@@ -743,9 +706,6 @@ class CuvidDecoder:
         lib.check("cuvidCreateDecoder", code)
         self.handle = handle.value
         self.state.decoder = self.handle
-        self.state.pending = 0
-        if self.native is not None:
-            self._registered = bool(self.native.ad_register(self._state_ref))  # a reconfigure waits for it
         self._class = klass
         self.max_width, self.max_height, self._surfaces = max_w, max_h, surfaces
         self.created += 1
@@ -795,9 +755,6 @@ class CuvidDecoder:
         if self.handle is None:
             return
         self._let_go_of_mapped()
-        if self._registered:
-            self.native.ad_unregister(self._state_ref)
-            self._registered = False
         handle, self.handle = self.handle, None
         self.state.decoder = None
         self.shape = ()

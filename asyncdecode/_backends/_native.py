@@ -62,13 +62,11 @@ SOURCE = r"""
 /* asyncdecode: the libnvcuvid decode loop, without Python. */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 typedef int (*ad_parse_fn)(void *parser, void *packet);
 typedef int (*ad_reconfigure_fn)(void *decoder, void *info);
-typedef int (*ad_status_fn)(void *decoder, int index, void *status);
 typedef int (*ad_decode_fn)(void *decoder, void *picture);
 typedef int (*ad_map_fn)(void *decoder, int index, unsigned long long *ptr, unsigned int *pitch, void *proc);
 typedef int (*ad_unmap_fn)(void *decoder, unsigned long long ptr);
@@ -106,8 +104,6 @@ typedef struct {            /* one decoder: the parser's user data */
     int count;              /* pictures shown since the feeding thread reset it */
     int nmapped;
     int generation;         /* layout of the mapped pictures (size, bit depth), numbered by Python */
-    unsigned long long pending;  /* surfaces (bit per picture index < 64) sent to the hardware and not
-                                    seen finished: what a reconfigure waits for (see ad_reconfigure) */
     unsigned long long mapped[MAPPED];
     ad_shown shown[SHOWN];
 } ad_decoder;
@@ -256,76 +252,20 @@ int ad_unmap_one(ad_unmap_fn unmap, void *decoder, unsigned long long ptr) {
     return code;
 }
 
-/* Decoders with a hardware decoder, for a reconfigure to wait on (ad_register / ad_unregister). */
-#define REGISTRY 4096
-static ad_decoder *registry[REGISTRY];
-static int registered;
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-
-int ad_register(ad_decoder *d) {
-    int ok = 0;
-    pthread_mutex_lock(&registry_lock);
-    if (registered < REGISTRY) { registry[registered++] = d; ok = 1; }
-    pthread_mutex_unlock(&registry_lock);
-    return ok;
-}
-
-void ad_unregister(ad_decoder *d) {
-    int i;
-    pthread_mutex_lock(&registry_lock);
-    for (i = 0; i < registered; i++) {
-        if (registry[i] == d) { registry[i] = registry[--registered]; break; }
-    }
-    pthread_mutex_unlock(&registry_lock);
-}
-
-/* Wait until the hardware has finished every picture sent to d (CUVIDGETDECODESTATUS: 1 is "in
-   progress"; a call that fails, for codecs without the status, counts as finished). 0, or -2 after
-   about wait_us microseconds with pictures still in progress. */
-static int settle(ad_decoder *d, ad_status_fn status, long long wait_us) {
-    long long waited = 0;
-    int i;
-    union { int status; char bytes[512]; } st;
-    while (d->pending && d->decoder) {
-        for (i = 0; i < 64; i++) {
-            if (!((d->pending >> i) & 1ULL)) continue;
-            memset(&st, 0, sizeof st);
-            if (status(d->decoder, i, &st) != 0 || st.status != 1) d->pending &= ~(1ULL << i);
-        }
-        if (!d->pending) break;
-        if (waited >= wait_us) return -2;
-        usleep(20);
-        waited += 20;
-    }
-    d->pending = 0;
-    return 0;
-}
-
-/* A reconfigure goes alone through the gate. settle: 0 at once; 1 once the hardware has finished the
-   pictures sent to this decoder; 2 to every registered decoder. -2: pictures still in progress after
-   wait_us (nothing reconfigured). */
-int ad_reconfigure(ad_reconfigure_fn reconfigure, ad_status_fn status, ad_decoder *d, void *info, int settle_mode,
-                   long long wait_us) {
-    int code = 0, i;
+int ad_reconfigure(ad_reconfigure_fn reconfigure, void *decoder, void *info) {
+    int code, i;
     pthread_once(&gate_once, gate_init);
-    busy_set(14, d->decoder);
+    busy_set(14, decoder);
     pthread_rwlock_wrlock(&gate);
-    busy_set(4, d->decoder);
-    if (settle_mode == 1) {
-        code = settle(d, status, wait_us);
-    } else if (settle_mode == 2) {
-        pthread_mutex_lock(&registry_lock);
-        for (i = 0; i < registered && code == 0; i++) code = settle(registry[i], status, wait_us);
-        pthread_mutex_unlock(&registry_lock);
-    }
-    if (code == 0) code = reconfigure(d->decoder, info);
+    busy_set(4, decoder);
+    code = reconfigure(decoder, info);
     i = __sync_fetch_and_add(&nrecent, 1) % RECENT;
     recent[i].tid = busy_me()->tid;
-    recent[i].decoder = d->decoder;
+    recent[i].decoder = decoder;
     recent[i].call = code;
     recent[i].since_ns = now_ns();
     gate_leave();
-    busy_set(0, d->decoder);
+    busy_set(0, decoder);
     return code;
 }
 
@@ -336,10 +276,6 @@ int ad_on_decode(void *user, void *picture) {
     gate_shared();
     busy_set(1, d->decoder);
     code = d->decode(d->decoder, picture);
-    if (code == 0) {
-        int index = ((const int *)picture)[2];  /* CUVIDPICPARAMS.CurrPicIdx */
-        if (index >= 0 && index < 64) d->pending |= 1ULL << index;
-    }
     gate_leave();
     busy_set(0, d->decoder);
     if (code != 0) {
@@ -535,8 +471,7 @@ class DecoderState(C.Structure):
     """``ad_decoder``: a decoder's callback state and its mapped pictures (the parser's user data)."""
 
     _fields_ = [("decoder", C.c_void_p), ("decode", C.c_void_p), ("error", C.c_int), ("count", C.c_int),
-                ("nmapped", C.c_int), ("generation", C.c_int), ("pending", C.c_ulonglong),
-                ("mapped", C.c_ulonglong * MAPPED),
+                ("nmapped", C.c_int), ("generation", C.c_int), ("mapped", C.c_ulonglong * MAPPED),
                 ("shown", Shown * SHOWN)]
 
 
@@ -627,12 +562,9 @@ def load() -> C.CDLL:
         lib.ad_feed.argtypes = lib.ad_unmap.argtypes = (C.POINTER(DecoderState), C.POINTER(Run))
         lib.ad_feed.restype = lib.ad_unmap.restype = C.c_int
         lib.ad_map.argtypes = (_vp, _vp, C.c_int, _vp, _vp, _vp)
-        lib.ad_reconfigure.argtypes = (_vp, _vp, C.POINTER(DecoderState), _vp, C.c_int, C.c_longlong)
-        lib.ad_register.argtypes = lib.ad_unregister.argtypes = (C.POINTER(DecoderState),)
-        lib.ad_register.restype = C.c_int
-        lib.ad_busy_table.argtypes = (C.c_void_p, C.c_int, C.c_void_p)
+        lib.ad_reconfigure.argtypes = (_vp, _vp, _vp)
+        lib.ad_busy_table.argtypes = (_vp, C.c_int, _vp)
         lib.ad_busy_table.restype = C.c_int
-        lib.ad_unregister.restype = None
         lib.ad_unmap_one.argtypes = (_vp, _vp, C.c_ulonglong)
         lib.ad_map.restype = lib.ad_reconfigure.restype = lib.ad_unmap_one.restype = C.c_int
         return lib

@@ -492,10 +492,6 @@ class CuvidSession(NvdecSession):
         super()._give_spare(bundle, decoder)
 
     def _start(self, decoder: Any, bundle: GopBundle, reads_on: bool) -> None:
-        if (self._switches and self._cuvid.FLUSH_BEFORE_SWITCH and decoder.handle is not None
-                and (decoder.width, decoder.height) != (bundle.width, bundle.height)):
-            with torch.cuda.stream(self._stream):
-                decoder.flush()  # the parser lets go of its pictures before the switch
         decoder.set_display_delay(self._delay(bundle, reads_on))
 
     def _close_decoder(self, decoder: Any) -> None:
