@@ -336,6 +336,11 @@ class FrameCache(ByteLru[torch.Tensor]):
     * a job that would collect more bytes than the whole capacity never collects: its own extras
       would evict each other.
 
+    Wanted frames are decided the same way (their own hit fraction against :attr:`wanted_threshold`),
+    and while they are not kept a probe job keeps its frames at most one job in
+    :data:`EXTRAS_PROBE_EVERY`, more often while those frames are asked for again (down to one job in
+    :data:`WANTED_PROBE_FASTEST`), so that keeping comes back soon once the pattern pays.
+
     Unresolved extras cost at most one fill of the cache: evictions, and with them ``extras_wasted``,
     start once it is full. Everything is O(1) per job and per entry.
     """
