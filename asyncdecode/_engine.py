@@ -212,6 +212,7 @@ class Engine:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.demux_workers, thread_name_prefix=self._demux_prefix)
         self._once.bind(loop, self._executor)
+        self.backend.opening(threads)
         self._decoders.open(loop, threads=threads, capacity=capacity, on_loop_closed=self._loop_gone)
         self._request_path.open(loop, threads)
         self._closed = asyncio.Event()

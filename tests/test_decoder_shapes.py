@@ -586,3 +586,33 @@ def test_the_python_gate_lets_a_reconfigure_go_alone():
         t.join(5)
         assert not t.is_alive()
     assert events == ["decode in", "decode out", "reconfigure", "map in", "map out"]
+
+
+def test_reconfigure_is_ignored_with_more_than_one_decoder_thread(driver, caplog):
+    """The driver's reconfigure hung with two decoder threads or more (H200/H100, driver 580.159): an
+    engine starting more than one turns it off, with a warning; one thread keeps it."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    backend = object.__new__(NvdecBackend)  # no GPU here: only the switch is looked at
+    backend.switches = True
+    backend.opening(1)
+    assert backend.switches and "ignored" not in caplog.text
+    backend.opening(10)
+    assert not backend.switches and "ignored with 10 decoder threads" in caplog.text
+    off = _cuvid.CuvidDecoder("hevc", display_delay=0, stream=0, native=False, max_size=lambda: (832, 448),
+                              switches=False)
+    off._configure(fmt(640, 360))
+    assert not off.switches and off.fits("hevc", 8, 480, 272) == 0 and off.max_width == 640
+    off.close()
+
+
+async def test_the_engine_tells_its_backend_how_many_threads_it_starts(assets, monkeypatch):
+    """Before the decoder threads' sessions are made, the backend learns their count (NVDEC turns the
+    reconfigure off for more than one)."""
+    from asyncdecode._backends.cpu import CpuBackend
+
+    seen: list[int] = []
+    monkeypatch.setattr(CpuBackend, "opening", lambda self, threads: seen.append(threads))
+    async with Engine(device="cpu", config=EngineConfig(decoder_threads=3)) as eng:
+        await eng.decode([str(assets["h264_nob"])], [0])
+    assert seen == [3]

@@ -64,8 +64,11 @@ each size and kept free, in memory-bounded pools. Tried since (H100, the same dr
 ``benchmarks/reconfigure_check.py``; each hung within 30 s): the gate covering unmaps too; each
 reconfigure first waiting, alone in the gate, until ``cuvidGetDecodeStatus`` showed no picture of any
 decoder still on the hardware; the stream ended on a decoder (its parser giving back every picture)
-before it took a GOP of another size; and both together. ``_native.busy`` shows where threads are
-in the driver when it hangs."""
+before it took a GOP of another size; and both together. ``_native.busy`` then showed (H200, same
+driver): all threads waiting at the gate behind one call that never returned, the first decode or
+map after a reconfigure, on the decoder just switched or another; with two decoder threads too. One
+thread ran 2,057 reconfigures in 26 s without fault. So an engine with more than one decoder thread
+ignores it (:meth:`.nvdec.NvdecBackend.opening`, with a warning)."""
 
 
 def switching(lib: Any) -> bool:
@@ -406,6 +409,8 @@ class CuvidDecoder:
             size are switched to by a reconfigure). ``None``: the stream's own size.
         counts: Where hardware decoders made and reconfigured are counted, shared by a session's
             decoders (an object with ``created`` and ``reconfigured``; default: this decoder's own).
+        switches: Whether to switch between sizes in place (``None``: :func:`switching`; ``False``
+            turns it off where it would be on).
     """
 
     output_surfaces = _OUTPUT_SURFACES
@@ -413,7 +418,7 @@ class CuvidDecoder:
 
     def __init__(self, codec: str, *, display_delay: int, stream: int, extra_surfaces: int = 4,
                  native: bool = True, max_size: Callable[[], tuple[int, int]] | None = None,
-                 counts: Any = None) -> None:
+                 counts: Any = None, switches: bool | None = None) -> None:
         self._lib = lib = library()
         self._ctx = lib.current_context()
         self._codec = CODECS[codec]
@@ -436,7 +441,7 @@ class CuvidDecoder:
         self._state_ref = C.byref(self.state)
         self.native = _native.library() if native else None
         """The compiled decode loop (:mod:`._native`) this decoder's parser calls back into, or ``None``."""
-        self.switches = switching(lib)
+        self.switches = switching(lib) if switches is None else switches and switching(lib)
         """Whether this decoder switches between sizes of its class in place (see :data:`RECONFIGURE`)."""
         # Maps and unmaps (and decodes, in the callbacks) go through the process's gate, shared (_GATE).
         if self.native is not None:

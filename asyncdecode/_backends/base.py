@@ -764,3 +764,7 @@ class Backend(abc.ABC):
     def default_sessions(self) -> int:
         """How many decoder threads saturate this backend by default."""
         return 1
+
+    def opening(self, threads: int) -> None:
+        """An engine is about to start ``threads`` decoder threads on this backend (before their
+        sessions are made): settings that depend on the count are decided here."""

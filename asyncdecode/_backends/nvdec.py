@@ -178,6 +178,9 @@ class NvdecBackend(Backend):
         self._largest: dict[tuple[str, int], tuple[int, int]] = {}  # (codec, bits) -> largest size seen
         self._refused_files: dict[str, str] = {}  # files whose stream size this GPU's NVDEC said no to
         self._shapes: dict[tuple[str, int, int, int], None] = {}  # (codec, bits, w, h) checked, the latest last
+        self.switches = self.cuvid is not None and self.cuvid.switching(self.cuvid.library())
+        """libnvcuvid decoders switch between sizes of a class in place (``ASYNCDECODE_NVDEC_RECONFIGURE=1``
+        and the driver has the call; turned off by :meth:`opening` for more than one decoder thread)."""
         self.spares: SpareDecoders | None = None
         """The free libnvcuvid decoders of this device, shared by its sessions."""
         self._output_stream: torch.cuda.Stream | None = None
@@ -270,6 +273,17 @@ class NvdecBackend(Backend):
 
     def default_sessions(self) -> int:
         return self._sessions
+
+    def opening(self, threads: int) -> None:
+        if self.switches and threads > 1:
+            # Seen on H200 and H100 (driver 580.159, 2026-12-05, benchmarks/reconfigure_check.py): with
+            # two decoder threads or more, the first decode or map after a reconfigure, on that decoder
+            # or another, never returned, whatever the engine kept apart; one thread ran 2,057
+            # reconfigures in 26 s without fault.
+            log.warning("asyncdecode: ASYNCDECODE_NVDEC_RECONFIGURE=1 is ignored with %d decoder threads (the "
+                        "driver's reconfigure hung with more than one); decoders are made per size. "
+                        "EngineConfig(decoder_threads=1) keeps it", threads)
+            self.switches = False
 
 
 class NvdecSession(PacketSession):
@@ -413,7 +427,7 @@ class CuvidSession(NvdecSession):
         self._lib = self._cuvid.library()
         self._mapped: list[Any] = []  # decoders holding mapped pictures
         self._unprepared: set[tuple[Any, ...]] = set()  # decoder keys prepare() does not try again
-        self._switches = self._cuvid.switching(self._lib)
+        self._switches = backend.switches
         self.spares = backend.spares  # shared by the device's sessions
 
     def _delay(self, bundle: GopBundle, reads_on: bool) -> int:
@@ -434,7 +448,8 @@ class CuvidSession(NvdecSession):
     def _create_for(self, codec: str, bits: int) -> Any:
         largest = self._backend.largest
         return self._cuvid.CuvidDecoder(codec, display_delay=0, stream=self._handle, native=self._backend.native_loop,
-                                        max_size=lambda: largest(codec, bits), counts=self.counts)
+                                        max_size=lambda: largest(codec, bits), counts=self.counts,
+                                        switches=self._switches)
 
     def _fit(self, decoder: Any, bundle: GopBundle) -> int:
         return decoder.fits(bundle.codec, bundle.bit_depth, bundle.width, bundle.height)
