@@ -2,7 +2,8 @@
 # One pass on a GPU machine: the GPU tests and the benchmarks that decide the open speed and soak
 # targets, in one command (a device machine is lent for minutes at a time: few, full runs).
 #
-#   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four)
+#   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four),
+#                                                   reconfigure (not in the default: it may hang, bounded)
 #
 # Run it in a checkout (or an archive of one) with the wheels installed or on PYTHONPATH. Results go
 # to $RESULTS (default: $OUT/res when $OUT is set, else /tmp/asyncdecode-check): each part's log, JSON
@@ -45,9 +46,14 @@ for part in "${parts[@]}"; do
     matrix) run_part matrix python3 benchmarks/matrix_bench.py --device cuda --data "$data/matrix" \
               --out "$res" --budget "${MATRIX_BUDGET:-285}" --seconds 2.5 --steady 15 \
               ${MATRIX_SETS:+--sets "$MATRIX_SETS"} ;;
+    reconfigure)  # does the driver's reconfigure hold with one and with ten decoder threads? (each bounded)
+      for t in 1 10; do
+        run_part "reconfigure_t$t" timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads $t \
+          --data "$data/matrix" --out "$res/reconfigure_t$t.json"
+      done ;;
     soak) run_part soak python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
             --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$res/soak_cuda" ;;
-    *) echo "unknown part: $part (tests readahead matrix soak)" | tee -a "$summary"; exit 2 ;;
+    *) echo "unknown part: $part (tests readahead matrix soak reconfigure)" | tee -a "$summary"; exit 2 ;;
   esac
 done
 cat "$summary"

@@ -3,7 +3,8 @@
     python benchmarks/reconfigure_check.py [--seconds 40] [--reconfigure 0|1] [--threads N] [--data DIR]
                                            [--out FILE]
 
-The engine (libnvcuvid, ``ASYNCDECODE_NVDEC_RECONFIGURE`` as given: 1 by default)
+The engine (libnvcuvid, ``ASYNCDECODE_NVDEC_RECONFIGURE`` as given: 1 by default, kept on here
+whatever the thread count, where the engine itself would turn it off for more than one thread)
 reads matrix_bench's ``mixed_sizes`` set (24 HEVC files, 24 sizes) and ``mixed_codecs`` set (H.264 /
 HEVC, with and without B-frames) at once, for ``--seconds``, in rounds of three request shapes that
 make a decoder thread change size at nearly every job: a random frame of all 48 files, 16 random
@@ -119,6 +120,12 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
             ids += frames
         return ps, ids
 
+    if args.reconfigure == "1" and args.device != "cpu":
+        # The engine ignores the reconfigure with more than one decoder thread (NvdecBackend.opening):
+        # this script is what checks whether a driver still hangs with it, so it keeps it on.
+        from asyncdecode._backends.nvdec import NvdecBackend
+
+        NvdecBackend.opening = lambda self, threads: None
     config = EngineConfig(decoder_threads=args.threads) if args.threads else EngineConfig()
     sample: list[tuple[str, int, torch.Tensor]] = []
     gaps, done, frames = 0.0, 0, 0
