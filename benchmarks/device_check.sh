@@ -11,6 +11,7 @@
 # Settings (environment):
 #   SOAK_MIN (6)       soak minutes;  SOAK_SAMPLE_S (20)  seconds between soak samples
 #   MATRIX_SETS (all)  matrix_bench --sets;  MATRIX_BUDGET (285)  its --budget in seconds
+#   MATRIX_CACHE_ROUNDS (1)  matrix_bench --cache-rounds (the cache cells' median over rounds)
 #   DATA (/tmp/asyncdecode-data)  where the benchmarks make their videos (kept between parts)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ for part in "${parts[@]}"; do
                  --data "$data/readahead" --out "$res" ;;
     matrix) run_part matrix python3 benchmarks/matrix_bench.py --device cuda --data "$data/matrix" \
               --out "$res" --budget "${MATRIX_BUDGET:-285}" --seconds 2.5 --steady 15 \
-              ${MATRIX_SETS:+--sets "$MATRIX_SETS"} ;;
+              ${MATRIX_SETS:+--sets "$MATRIX_SETS"} ${MATRIX_CACHE_ROUNDS:+--cache-rounds "$MATRIX_CACHE_ROUNDS"} ;;
     reconfigure)  # does the driver's reconfigure hold with one and with ten decoder threads? (each bounded)
       for t in 1 10; do
         run_part "reconfigure_t$t" timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads $t \
