@@ -51,7 +51,10 @@ for part in "${parts[@]}"; do
       for t in 1 10; do
         run_part "reconfigure_t$t" timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads $t \
           --data "$data/matrix" --out "$res/reconfigure_t$t.json"
-      done ;;
+      done
+      # the untried experiment: each reconfigure waits until the whole GPU is idle (see --quiesce)
+      run_part reconfigure_t10_quiesce timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads 10 \
+        --quiesce --data "$data/matrix" --out "$res/reconfigure_t10_quiesce.json" ;;
     soak) run_part soak python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
             --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$res/soak_cuda" ;;
     *) echo "unknown part: $part (tests readahead matrix soak reconfigure)" | tee -a "$summary"; exit 2 ;;

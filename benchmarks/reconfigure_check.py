@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="engine device (cpu: a smoke run of the script)")
     ap.add_argument("--reconfigure", choices=("0", "1"), default="1")
     ap.add_argument("--threads", type=int, default=None, help="decoder threads (default: the engine's)")
+    ap.add_argument("--quiesce", action="store_true",
+                    help="an experiment: each reconfigure, alone in the decode loop's gate, first waits for the "
+                         "whole context (cuCtxSynchronize) and for every decoder's pictures (cuvidGetDecodeStatus)")
     ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend")
     ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix")
     ap.add_argument("--out", type=Path, default=None)
@@ -126,6 +129,8 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
         from asyncdecode._backends.nvdec import NvdecBackend
 
         NvdecBackend.opening = lambda self, threads: None
+        if args.quiesce:
+            _quiesce_reconfigures()
     config = EngineConfig(decoder_threads=args.threads) if args.threads else EngineConfig()
     sample: list[tuple[str, int, torch.Tensor]] = []
     gaps, done, frames = 0.0, 0, 0
@@ -167,13 +172,69 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
     made = stats["decoders_created"] - base["decoders_created"]
     switched = stats["decoders_reconfigured"] - base["decoders_reconfigured"]
     return {
-        "reconfigure": args.reconfigure, "seconds": round(elapsed, 2),
+        "reconfigure": args.reconfigure, "quiesce": args.quiesce, "seconds": round(elapsed, 2),
         "requests": done, "requests_per_s": round(done / elapsed, 1), "frames_per_s": round(frames / elapsed, 1),
         "decoded_per_s": round((stats["frames_decoded"] - base["frames_decoded"]) / elapsed, 1),
         "decoders_created": made, "decoders_reconfigured": switched, "decoders_created_total": stats["decoders_created"],
         "longest_gap_s": round(gaps, 3), "compared": len(sample), "largest_difference": worst,
         "device": torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu", "ok": worst <= 2,
     }
+
+
+def _quiesce_reconfigures() -> None:
+    """Make every reconfigure wait, alone in the decode loop's gate, until the GPU is idle: the call
+    the gate makes (the driver's ``cuvidReconfigureDecoder``, by address) is replaced by one that first
+    synchronizes the CUDA context (conversions, and the post-processing of maps, run on streams) and
+    polls ``cuvidGetDecodeStatus`` until no surface of any live decoder is still being decoded. An
+    experiment for the hang (see asyncdecode._backends._cuvid.RECONFIGURE): nothing in the engine
+    changes; decoders are not destroyed while it polls."""
+    import ctypes as C
+    import weakref
+
+    from asyncdecode._backends import _cuvid
+
+    lib = _cuvid.library()
+    real = lib.cuvidReconfigureDecoder
+    sync = lib.cuda.cuCtxSynchronize
+    sync.restype, sync.argtypes = C.c_int, ()
+    live: weakref.WeakSet = weakref.WeakSet()
+    guard = threading.Lock()  # decoders are not destroyed while a reconfigure polls them
+    create, destroy = _cuvid.CuvidDecoder._create, _cuvid.CuvidDecoder._destroy_decoder
+
+    def created(self, *a, **k):  # type: ignore[no-untyped-def]
+        create(self, *a, **k)
+        live.add(self)
+
+    def destroyed(self):  # type: ignore[no-untyped-def]
+        if self.handle is not None:
+            self._let_go_of_mapped()  # unmaps pass the gate: not while holding the guard a reconfigure waits for
+        with guard:
+            destroy(self)
+
+    _cuvid.CuvidDecoder._create, _cuvid.CuvidDecoder._destroy_decoder = created, destroyed
+    status = _cuvid.DecodeStatus()
+
+    def quiet_reconfigure(decoder: int, info: int) -> int:
+        code = sync()
+        if code:
+            return code
+        deadline = time.monotonic() + 2.0
+        with guard:
+            for d in list(live):
+                handle = d.handle
+                if handle is None:
+                    continue
+                for index in range(max(d._surfaces, 1)):
+                    while (lib.cuvidGetDecodeStatus(handle, index, C.byref(status)) == 0
+                           and status.status == _cuvid.IN_PROGRESS):
+                        if time.monotonic() > deadline:
+                            return 999  # gives up: the engine makes a new decoder instead
+                        time.sleep(20e-6)
+        return real(decoder, C.cast(info, C.POINTER(_cuvid.ReconfigureInfo)))
+
+    fn = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_void_p)(quiet_reconfigure)
+    _quiesce_reconfigures.keep = fn  # type: ignore[attr-defined]  # the callback must outlive the engine
+    lib.cuvidReconfigureDecoder = fn
 
 
 if __name__ == "__main__":
