@@ -507,7 +507,8 @@ class FrameCache(ByteLru[torch.Tensor]):
 
     def _probe_pace(self, hit: bool) -> None:
         """A kept wanted frame was hit for the first time, or left unhit: probes come faster or slower
-        (see :data:`WANTED_PROBE_FASTEST`; only while wanted frames are not kept)."""
+        (see :data:`WANTED_PROBE_FASTEST`). The pace counts only while wanted frames are not kept:
+        :meth:`keep` sets it back to :data:`EXTRAS_PROBE_EVERY` at every job while they are."""
         every = self._keep_probe_every
         every = every // 2 if hit else every * 2
         self._keep_probe_every = min(EXTRAS_PROBE_EVERY, max(WANTED_PROBE_FASTEST, every))

@@ -64,8 +64,6 @@ class FakeDriver:
         self.table["size"] = 50 + np.arange(n)
         self.table["pts"] = self.pts
         self.payload = (C.c_ubyte * (100 * n + 1))()
-        # Picture parameters as the parser hands them to the decode callback (CurrPicIdx = the packet's number)
-        self.pictures = [(C.c_int * 4)(16, 9, i, 0) for i in range(n)]
         self.state = _native.DecoderState(decoder=0xDEC)
         self.proc = ProcParams()
         self.on_decode = _DECODE(C.cast(lib.ad_on_decode, C.c_void_p).value)
@@ -95,7 +93,7 @@ class FakeDriver:
             assert p.payload == C.addressof(self.payload) + 100 * i
             self.fed.append(i)
             self.calls.append(("parse", i))
-            if self.on_decode(user, C.addressof(self.pictures[i])) == 0:
+            if self.on_decode(user, 1000 + i) == 0:
                 return 0
             if self.generation_bump_at == i:
                 self.state.generation += 1
@@ -107,9 +105,8 @@ class FakeDriver:
         return self.fail.get("parse", 0)
 
     def _decode(self, decoder, picture):
-        i = C.cast(picture, C.POINTER(C.c_int))[2]  # CUVIDPICPARAMS.CurrPicIdx: the packet's number here
-        self.calls.append(("decode", 1000 + i))
-        return self.fail.get("decode", 0) if i == self.fail.get("decode_at", -1) else 0
+        self.calls.append(("decode", picture))
+        return self.fail.get("decode", 0) if picture == 1000 + self.fail.get("decode_at", -1) else 0
 
     def _map(self, decoder, index, ptr, pitch, proc):
         assert decoder == 0xDEC and proc == C.addressof(self.proc)
