@@ -10,7 +10,11 @@ against ``CuvidDecoder.nbytes`` (what the engine counts for its free-decoder bou
 after they are closed. Then churn, what an engine does in steady state: ``--cycles`` times a decoder
 made and closed (640x360 HEVC), and ``--cycles`` times a parser replaced on one decoder (a display
 delay change, ``set_display_delay``): RSS, heap and mappings before, after half and after all the
-cycles; a process that keeps growing there leaks per cycle, outside Python.
+cycles; a process that keeps growing there leaks per cycle, outside Python. Then the engine's own
+pattern, ``--cycles`` decoders over ``--threads`` threads (default 10) of sizes taken in turn from
+six, each made on one thread and closed on another (free decoders are shared by a device's threads),
+with up to ``--threads`` of them alive at once; after half, after all, and after ``malloc_trim(0)``:
+what the trim gives back is a high-water mark of glibc's arenas, what stays after it a leak.
 
 Measured on an H200 (driver 580.159, 2026-12-04; benchmarks/results/runs/h200-20261204-e/
 decoder_memory_probe.log, the first part): HEVC parser 21.5 MiB of heap (mostly untouched: 1-2 MiB
@@ -25,6 +29,9 @@ import ctypes
 import datetime as dt
 import gc
 import json
+import queue
+import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +120,70 @@ def churn(cycles: int, stream: int) -> dict[str, Any]:
     return out
 
 
+def churn_threads(cycles: int, threads: int) -> dict[str, Any]:
+    """``cycles`` decoders made on one of ``threads`` threads and closed on another, sizes in turn."""
+    from asyncdecode._backends import _cuvid
+
+    shapes = [("hevc", 8, 640, 360), ("hevc", 8, 480, 272), ("h264", 8, 832, 448), ("hevc", 8, 1280, 720),
+              ("h264", 8, 640, 360), ("hevc", 8, 1920, 1080)]
+    alive: queue.Queue[Any] = queue.Queue(maxsize=threads)
+    lock = threading.Lock()
+    made = [0]
+    marks: dict[int, dict[str, float]] = {}
+    errors: list[BaseException] = []
+    gc.collect()
+    start = _memory()
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        stream = torch.cuda.Stream()
+        try:
+            while True:
+                with lock:
+                    i = made[0]
+                    if i >= cycles:
+                        return
+                    made[0] += 1
+                codec, bits, w, h = shapes[i % len(shapes)]
+                d = _cuvid.CuvidDecoder(codec, display_delay=0, stream=stream.cuda_stream)
+                d.prepare(bits, w, h)
+                try:
+                    old = alive.get_nowait() if alive.full() or rng.random() < 0.5 else None
+                except queue.Empty:
+                    old = None
+                if old is not None:
+                    old.close()  # made by another thread, most likely
+                alive.put(d)
+                if i + 1 == cycles // 2:
+                    marks[1] = _memory()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(k,), name=f"probe-{k}") for k in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    while not alive.empty():
+        alive.get_nowait().close()
+    gc.collect()
+    end = _memory()
+    libc = ctypes.CDLL(None)
+    libc.malloc_trim(0)
+    trimmed = _memory()
+    res = {"cycles": cycles, "threads": threads, "half": _delta(start, marks.get(1, end)), "all": _delta(start, end),
+           "after_trim": _delta(start, trimmed), "errors": [repr(e) for e in errors[:3]]}
+    print(f"{cycles} decoders made and closed across {threads} threads: after half (some alive) {res['half']}, "
+          f"after all (closed) {res['all']}, after malloc_trim {res['after_trim']}"
+          + (f"; errors: {res['errors']}" if errors else ""), flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=12, help="decoders made side by side per row")
     ap.add_argument("--cycles", type=int, default=300, help="make/close and parser-replace cycles")
+    ap.add_argument("--threads", type=int, default=10, help="threads of the cross-thread churn")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -127,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "sizes": sizes(args.count, stream), "churn": churn(args.cycles, stream)}
+    res["churn_threads"] = churn_threads(args.cycles, args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nvdec_memory_probe.json").write_text(json.dumps(res, indent=1))
     return 0
