@@ -136,6 +136,7 @@ def churn_threads(cycles: int, threads: int) -> dict[str, Any]:
 
     def work(seed: int) -> None:
         rng = random.Random(seed)
+        torch.cuda.set_device(0)  # makes the device's context current on this thread, as decoder threads do
         stream = torch.cuda.Stream()
         try:
             while True:
