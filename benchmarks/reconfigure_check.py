@@ -46,11 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiesce", action="store_true",
                     help="an experiment: each reconfigure, alone in the decode loop's gate, first waits for the "
                          "whole context (cuCtxSynchronize) and for every decoder's pictures (cuvidGetDecodeStatus)")
+    ap.add_argument("--context-lock", action="store_true",
+                    help="an experiment: hardware decoders made with the driver's context lock (vidLock), as the "
+                         "Video Codec SDK's samples make them (ASYNCDECODE_NVDEC_CONTEXT_LOCK=1)")
+    ap.add_argument("--fixed-target", action="store_true",
+                    help="an experiment: output surfaces kept at the decoder's largest size, pictures written "
+                         "unscaled into their corner, so a reconfigure changes only the decode size "
+                         "(ASYNCDECODE_NVDEC_FIXED_TARGET=1)")
     ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend")
     ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     os.environ["ASYNCDECODE_NVDEC_RECONFIGURE"] = args.reconfigure  # read when asyncdecode is imported
+    if args.context_lock:
+        os.environ["ASYNCDECODE_NVDEC_CONTEXT_LOCK"] = "1"
+    if args.fixed_target:
+        os.environ["ASYNCDECODE_NVDEC_FIXED_TARGET"] = "1"
     sys.path.insert(0, str(HERE))
     import matrix_bench
 
@@ -172,7 +183,8 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
     made = stats["decoders_created"] - base["decoders_created"]
     switched = stats["decoders_reconfigured"] - base["decoders_reconfigured"]
     return {
-        "reconfigure": args.reconfigure, "quiesce": args.quiesce, "seconds": round(elapsed, 2),
+        "reconfigure": args.reconfigure, "quiesce": args.quiesce, "context_lock": args.context_lock,
+        "fixed_target": args.fixed_target, "seconds": round(elapsed, 2),
         "requests": done, "requests_per_s": round(done / elapsed, 1), "frames_per_s": round(frames / elapsed, 1),
         "decoded_per_s": round((stats["frames_decoded"] - base["frames_decoded"]) / elapsed, 1),
         "decoders_created": made, "decoders_reconfigured": switched, "decoders_created_total": stats["decoders_created"],

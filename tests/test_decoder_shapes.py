@@ -144,6 +144,38 @@ def test_a_decoder_is_made_with_room_and_switched_between_sizes(driver):
     dec.close()
 
 
+def test_with_a_fixed_target_a_switch_keeps_the_output_surfaces(driver, monkeypatch):
+    """ASYNCDECODE_NVDEC_FIXED_TARGET (an experiment): output surfaces at the decoder's room, each size
+    written unscaled into their corner; chroma is found below the surface's full height."""
+    monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
+    rects = []
+    create, reconfigure = driver.cuvidCreateDecoder, driver._reconfigure
+    monkeypatch.setattr(driver, "cuvidCreateDecoder",
+                        lambda h, i: rects.append(tuple(getattr(i._obj.target_rect, f) for f in "left top right bottom".split()))
+                        or create(h, i))
+    driver.cuvidReconfigureDecoder = (
+        lambda h, i: rects.append(tuple(getattr(i._obj.target_rect, f) for f in "left top right bottom".split()))
+        or reconfigure(h, i))
+    dec = decoder(largest=(832, 448))
+    surfaces = dec._configure(fmt(640, 360))
+    assert driver.calls == [("create", 640, 368, 832, 448, surfaces, 832, 448)]
+    assert (dec.width, dec.height, dec.surface_height, dec.chroma_rows) == (640, 360, 448, 448)
+    assert dec.surface_height_for(360) == 448
+    dec._configure(fmt(480, 272))
+    assert driver.calls[-1] == ("reconfigure", 480, 272, 832, 448, surfaces)
+    assert rects == [(0, 0, 640, 360), (0, 0, 480, 272)]
+    assert (dec.width, dec.height, dec.chroma_offset(1024)) == (480, 272, 1024 * 448)
+    assert dec.state.generation == _cuvid.layout_id(480, 272, 8, 448) != _cuvid.layout_id(480, 272, 8)
+    dec.close()
+
+
+def test_without_a_fixed_target_pictures_fill_their_surfaces(driver):
+    dec = decoder(largest=(832, 448))
+    dec._configure(fmt(640, 360))
+    assert dec.surface_height_for(360) == 360 and dec.surface_height == 360
+    dec.close()
+
+
 def test_a_larger_stream_or_another_class_makes_a_new_decoder(driver):
     dec = decoder(largest=(640, 360))
     first = dec._configure(fmt(640, 360))

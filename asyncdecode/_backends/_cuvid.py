@@ -71,6 +71,20 @@ thread ran 2,057 reconfigures in 26 s without fault. So an engine with more than
 ignores it (:meth:`.nvdec.NvdecBackend.opening`, with a warning)."""
 
 
+CONTEXT_LOCK = os.environ.get("ASYNCDECODE_NVDEC_CONTEXT_LOCK", "0") == "1"
+"""Make hardware decoders with a driver context lock (``cuvidCtxLockCreate``, one per CUDA context,
+in ``CUVIDDECODECREATEINFO.vidLock``), as the Video Codec SDK's samples do
+(``ASYNCDECODE_NVDEC_CONTEXT_LOCK=1``). An experiment for :data:`RECONFIGURE` with several threads:
+off, the engine's own gate keeps the NVDEC calls apart and the driver takes no lock of its own."""
+
+
+FIXED_TARGET = os.environ.get("ASYNCDECODE_NVDEC_FIXED_TARGET", "0") == "1"
+"""Where decoders switch sizes (:data:`RECONFIGURE`), keep their output surfaces at the decoder's
+largest size and write each picture unscaled into its top-left corner (``target_rect``), so that a
+reconfigure changes only the decode size, never the output surfaces
+(``ASYNCDECODE_NVDEC_FIXED_TARGET=1``). An experiment for :data:`RECONFIGURE` with several threads."""
+
+
 def switching(lib: Any) -> bool:
     """Whether decoders made now switch between sizes of a class in place: :data:`RECONFIGURE` is on
     and the driver has ``cuvidReconfigureDecoder``."""
@@ -242,6 +256,8 @@ class Library:
             self.cuvidReconfigureDecoder.argtypes = (vp, ref(ReconfigureInfo))
             self.cuvidReconfigureDecoder.restype = C.c_int
         self._caps: dict[tuple[int, int, int], DecoderCaps] = {}
+        self._locks: dict[int, int] = {}  # CUDA context -> its driver context lock (CONTEXT_LOCK)
+        self._locks_guard = threading.Lock()
         # Unmapping only gives a surface back (a few microseconds, never waits for the GPU): called with
         # the GIL held, it spares the decoder thread a wait to take the GIL back among ten others.
         # (Parsing is not: it calls back into Python per picture and hands pictures to the hardware,
@@ -264,6 +280,19 @@ class Library:
             self.check("cuvidGetDecoderCaps", self.cuvidGetDecoderCaps(C.byref(caps)))
             self._caps[key] = caps
         return caps
+
+    def context_lock(self, ctx: int) -> int:
+        """The driver's context lock for ``ctx``, made once (see :data:`CONTEXT_LOCK`)."""
+        with self._locks_guard:
+            lock = self._locks.get(ctx)
+            if lock is None:
+                fn = self.cuvid.cuvidCtxLockCreate
+                fn.argtypes = (C.POINTER(C.c_void_p), C.c_void_p)
+                fn.restype = C.c_int
+                handle = C.c_void_p()
+                self.check("cuvidCtxLockCreate", fn(C.byref(handle), C.c_void_p(ctx)))
+                lock = self._locks[ctx] = handle.value or 0  # kept for the process's life, like the context
+            return lock
 
     def current_context(self) -> int:
         ctx = C.c_void_p()
@@ -355,11 +384,11 @@ _GATE = _Gate()
 _layouts: dict[tuple[int, int, int], int] = {}
 
 
-def layout_id(width: int, height: int, bits: int) -> int:
-    """A number per output layout (display size, bit depth) of mapped pictures, the same in every
-    decoder: the C loop is set up for one layout and stops where a decoder's layout differs from it
-    (see ``DecoderState.generation``)."""
-    key = (width, height, bits)
+def layout_id(width: int, height: int, bits: int, surface_height: int = 0) -> int:
+    """A number per output layout (display size, bit depth, output surface height: ``height`` when 0)
+    of mapped pictures, the same in every decoder: the C loop is set up for one layout and stops where
+    a decoder's layout differs from it (see ``DecoderState.generation``)."""
+    key = (width, height, bits, surface_height or height)
     found = _layouts.get(key)
     if found is None:
         found = _layouts.setdefault(key, len(_layouts) + 1)
@@ -429,6 +458,7 @@ class CuvidDecoder:
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
+        self._target = (0, 0)  # the output surfaces' size
         self.max_width = self.max_height = 0  # the room the hardware decoder was made with
         self._class: tuple[int, int, int] = (-1, -1, -1)  # codec, chroma format, bit depth of the hardware decoder
         self._surfaces = 0
@@ -650,9 +680,9 @@ class CuvidDecoder:
                 and self._reconfigure(fmt, width, height)):
             self._create(fmt, caps, klass, needed, width, height)
         self.shape = shape
-        self.width, self.height, self.surface_height, self.bits = width, height, height, bits
+        self.width, self.height, self.surface_height, self.bits = width, height, self._target[1], bits
         # A run going on in C goes on only where it was set up for this layout (see layout_id).
-        self.state.generation = layout_id(width, height, bits)
+        self.state.generation = layout_id(width, height, bits, self.surface_height)
         return self._surfaces
 
     def _reconfigure(self, fmt: VideoFormat, width: int, height: int) -> bool:
@@ -662,9 +692,11 @@ class CuvidDecoder:
             return False
         self._let_go_of_mapped()
         area = fmt.display_area
-        info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=width,
-                               target_height=height, decode_surfaces=self._surfaces,
-                               display_area=_ShortRect(area.left, area.top, area.right, area.bottom))
+        target_w, target_h = self._target_for(width, height, self.max_width, self.max_height)
+        info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=target_w,
+                               target_height=target_h, decode_surfaces=self._surfaces,
+                               display_area=_ShortRect(area.left, area.top, area.right, area.bottom),
+                               target_rect=self._target_rect(width, height))
         if self.native is not None:
             code = self.native.ad_reconfigure(C.cast(lib.cuvidReconfigureDecoder, C.c_void_p).value, self.handle,
                                               C.byref(info))
@@ -673,6 +705,7 @@ class CuvidDecoder:
                 code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
         if code:  # a new decoder instead (the old one is destroyed first)
             return False
+        self._target = (target_w, target_h)
         self.reconfigured += 1
         self.counts.reconfigured += 1
         return True
@@ -695,6 +728,7 @@ class CuvidDecoder:
         if caps.max_mb_count and max_w * max_h > 256 * caps.max_mb_count:
             max_w, max_h = fmt.coded_width, fmt.coded_height  # no room to spare at this size
         self._destroy_decoder()
+        target_w, target_h = self._target_for(width, height, max_w, max_h)
         info = CreateInfo(
             width=fmt.coded_width, height=fmt.coded_height, decode_surfaces=surfaces, codec=fmt.codec,
             chroma_format=fmt.chroma_format, creation_flags=_CREATE_PREFER_CUVID,
@@ -702,7 +736,8 @@ class CuvidDecoder:
             display_area=_ShortRect(fmt.display_area.left, fmt.display_area.top, fmt.display_area.right,
                                     fmt.display_area.bottom),
             output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016, deinterlace_mode=0,
-            target_width=width, target_height=height, output_surfaces=_OUTPUT_SURFACES)
+            target_width=target_w, target_height=target_h, output_surfaces=_OUTPUT_SURFACES,
+            context_lock=(lib.context_lock(self._ctx) if CONTEXT_LOCK else 0) or None, target_rect=self._target_rect(width, height))
         handle = C.c_void_p()
         code = lib.cuvidCreateDecoder(C.byref(handle), C.byref(info))
         if code == _NOT_SUPPORTED:
@@ -713,8 +748,21 @@ class CuvidDecoder:
         self.state.decoder = self.handle
         self._class = klass
         self.max_width, self.max_height, self._surfaces = max_w, max_h, surfaces
+        self._target = (target_w, target_h)
         self.created += 1
         self.counts.created += 1
+
+    def _target_for(self, width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
+        """The output surfaces' size for pictures of ``width`` x ``height`` (see :data:`FIXED_TARGET`)."""
+        return (max_w, max_h) if FIXED_TARGET and self.switches else (width, height)
+
+    def _target_rect(self, width: int, height: int) -> _ShortRect:
+        """Where pictures go in the output surface: all of it (zeros) unless :data:`FIXED_TARGET`."""
+        return _ShortRect(0, 0, width, height) if FIXED_TARGET and self.switches else _ShortRect(0, 0, 0, 0)
+
+    def surface_height_for(self, height: int) -> int:
+        """The output surface height pictures of ``height`` rows come in from this decoder."""
+        return self.max_height if FIXED_TARGET and self.switches and self.handle is not None else height
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x

@@ -754,6 +754,7 @@ class _CuvidRun(NativeRun):
         lib, cuda = decoder._lib, decoder._lib.cuda
         function, grid_x, grid_y, block_x, shared, param_buf, params = launch.native
         fields = PACKET_DTYPE.fields
+        surface_h = decoder.surface_height_for(bundle.height)
         proc = decoder._proc
         addr = C.addressof
         self.run = _native.Run(
@@ -764,12 +765,12 @@ class _CuvidRun(NativeRun):
             output_surfaces=decoder.output_surfaces, table=table.ctypes.data, row_bytes=table.strides[0],
             col_offset=fields["offset"][1], col_size=fields["size"][1], col_pts=fields["pts"][1],
             payload=session._base, max_feed=_RUN_CHUNK,
-            generation=session._cuvid.layout_id(bundle.width, bundle.height, bundle.bit_depth),
+            generation=session._cuvid.layout_id(bundle.width, bundle.height, bundle.bit_depth, surface_h),
             want_pts=self._want_pts.ctypes.data, want_out=self._want_out.ctypes.data, done=self._done.ctypes.data,
             real=self._real.ctypes.data, nwant=len(every), remaining=n, furthest_pts=int(table["pts"][index[furthest]]),
             function=function, grid_x=grid_x, grid_y=grid_y, block_x=block_x, shared=shared,
             param_buf=param_buf, params=params, height=bundle.height, width=bundle.width,
-            sample_bytes=sample_bytes, chroma_rows=session._cuvid.chroma_rows(bundle.height),
+            sample_bytes=sample_bytes, chroma_rows=session._cuvid.chroma_rows(surface_h),
             out=addr(self._out), out_cap=self._cap)
 
     def start(self, indices: list[int], lag: bool) -> None:
