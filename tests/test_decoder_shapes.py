@@ -149,13 +149,16 @@ def test_with_a_fixed_target_a_switch_keeps_the_output_surfaces(driver, monkeypa
     written unscaled into their corner; chroma is found below the surface's full height."""
     monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
     rects = []
-    create, reconfigure = driver.cuvidCreateDecoder, driver._reconfigure
-    monkeypatch.setattr(driver, "cuvidCreateDecoder",
-                        lambda h, i: rects.append(tuple(getattr(i._obj.target_rect, f) for f in "left top right bottom".split()))
-                        or create(h, i))
-    driver.cuvidReconfigureDecoder = (
-        lambda h, i: rects.append(tuple(getattr(i._obj.target_rect, f) for f in "left top right bottom".split()))
-        or reconfigure(h, i))
+
+    def recording(call):  # the driver call, with the target_rect it was given kept in rects
+        def record(handle, info):
+            r = info._obj.target_rect
+            rects.append((r.left, r.top, r.right, r.bottom))
+            return call(handle, info)
+        return record
+
+    monkeypatch.setattr(driver, "cuvidCreateDecoder", recording(driver.cuvidCreateDecoder))
+    driver.cuvidReconfigureDecoder = recording(driver._reconfigure)
     dec = decoder(largest=(832, 448))
     surfaces = dec._configure(fmt(640, 360))
     assert driver.calls == [("create", 640, 368, 832, 448, surfaces, 832, 448)]

@@ -234,6 +234,7 @@ class Library:
             (self.cuvid, "cuvidDestroyVideoParser"): (vp,),
             (self.cuvid, "cuvidGetDecoderCaps"): (ref(DecoderCaps),),
             (self.cuvid, "cuvidCreateDecoder"): (ref(vp), ref(CreateInfo)),
+            (self.cuvid, "cuvidCtxLockCreate"): (ref(vp), vp),
             (self.cuvid, "cuvidDestroyDecoder"): (vp,),
             (self.cuvid, "cuvidDecodePicture"): (vp, vp),
             (self.cuvid, "cuvidMapVideoFrame64"): (vp, i, ref(C.c_ulonglong), ref(C.c_uint), ref(ProcParams)),
@@ -286,11 +287,8 @@ class Library:
         with self._locks_guard:
             lock = self._locks.get(ctx)
             if lock is None:
-                fn = self.cuvid.cuvidCtxLockCreate
-                fn.argtypes = (C.POINTER(C.c_void_p), C.c_void_p)
-                fn.restype = C.c_int
                 handle = C.c_void_p()
-                self.check("cuvidCtxLockCreate", fn(C.byref(handle), C.c_void_p(ctx)))
+                self.check("cuvidCtxLockCreate", self.cuvidCtxLockCreate(C.byref(handle), ctx))
                 lock = self._locks[ctx] = handle.value or 0  # kept for the process's life, like the context
             return lock
 
@@ -381,7 +379,7 @@ class _Gate:
 
 _GATE = _Gate()
 
-_layouts: dict[tuple[int, int, int], int] = {}
+_layouts: dict[tuple[int, int, int, int], int] = {}
 
 
 def layout_id(width: int, height: int, bits: int, surface_height: int = 0) -> int:
@@ -458,7 +456,6 @@ class CuvidDecoder:
         self.handle: int | None = None  # the hardware decoder, made at the first sequence header
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
-        self._target = (0, 0)  # the output surfaces' size
         self.max_width = self.max_height = 0  # the room the hardware decoder was made with
         self._class: tuple[int, int, int] = (-1, -1, -1)  # codec, chroma format, bit depth of the hardware decoder
         self._surfaces = 0
@@ -680,7 +677,7 @@ class CuvidDecoder:
                 and self._reconfigure(fmt, width, height)):
             self._create(fmt, caps, klass, needed, width, height)
         self.shape = shape
-        self.width, self.height, self.surface_height, self.bits = width, height, self._target[1], bits
+        self.width, self.height, self.surface_height, self.bits = width, height, self.surface_height_for(height), bits
         # A run going on in C goes on only where it was set up for this layout (see layout_id).
         self.state.generation = layout_id(width, height, bits, self.surface_height)
         return self._surfaces
@@ -705,7 +702,6 @@ class CuvidDecoder:
                 code = lib.cuvidReconfigureDecoder(self.handle, C.byref(info))
         if code:  # a new decoder instead (the old one is destroyed first)
             return False
-        self._target = (target_w, target_h)
         self.reconfigured += 1
         self.counts.reconfigured += 1
         return True
@@ -737,7 +733,8 @@ class CuvidDecoder:
                                     fmt.display_area.bottom),
             output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016, deinterlace_mode=0,
             target_width=target_w, target_height=target_h, output_surfaces=_OUTPUT_SURFACES,
-            context_lock=(lib.context_lock(self._ctx) if CONTEXT_LOCK else 0) or None, target_rect=self._target_rect(width, height))
+            context_lock=lib.context_lock(self._ctx) if CONTEXT_LOCK else None,
+            target_rect=self._target_rect(width, height))
         handle = C.c_void_p()
         code = lib.cuvidCreateDecoder(C.byref(handle), C.byref(info))
         if code == _NOT_SUPPORTED:
@@ -748,21 +745,27 @@ class CuvidDecoder:
         self.state.decoder = self.handle
         self._class = klass
         self.max_width, self.max_height, self._surfaces = max_w, max_h, surfaces
-        self._target = (target_w, target_h)
         self.created += 1
         self.counts.created += 1
 
+    @property
+    def _fixed_target(self) -> bool:
+        """Whether output surfaces stay at the decoder's room (see :data:`FIXED_TARGET`)."""
+        return FIXED_TARGET and self.switches
+
     def _target_for(self, width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
-        """The output surfaces' size for pictures of ``width`` x ``height`` (see :data:`FIXED_TARGET`)."""
-        return (max_w, max_h) if FIXED_TARGET and self.switches else (width, height)
+        """The output surfaces' size for pictures of ``width`` x ``height`` in a decoder of that room."""
+        return (max_w, max_h) if self._fixed_target else (width, height)
 
     def _target_rect(self, width: int, height: int) -> _ShortRect:
         """Where pictures go in the output surface: all of it (zeros) unless :data:`FIXED_TARGET`."""
-        return _ShortRect(0, 0, width, height) if FIXED_TARGET and self.switches else _ShortRect(0, 0, 0, 0)
+        return _ShortRect(0, 0, width, height) if self._fixed_target else _ShortRect(0, 0, 0, 0)
 
     def surface_height_for(self, height: int) -> int:
         """The output surface height pictures of ``height`` rows come in from this decoder."""
-        return self.max_height if FIXED_TARGET and self.switches and self.handle is not None else height
+        if self.handle is None:
+            return height
+        return self._target_for(0, height, self.max_width, self.max_height)[1]
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x
