@@ -70,7 +70,8 @@ or too noisy to tell). Object types that grew most between the first and last sa
 ``--tracemalloc N`` traces Python allocations (N frames) from the first sample and lists the lines
 whose allocations changed most by the last; it slows the run, so its figures are not the default run's. Written to
 ``--out``.json / .md and a plot (.png with matplotlib, else .svg drawn here); default
-``benchmarks/results/soak_<device>``.
+``benchmarks/results/soak_<device>``. While it runs, ``--out``.partial.json holds the samples so far (removed at
+the end): ``--rejudge`` on it gives the growth of a run that was cut off.
 """
 
 from __future__ import annotations
@@ -711,8 +712,9 @@ def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         ok = verdict(g)
         notes = []
-        if key == "gop_cache_bytes" and res["engine_end"].get("gop_cache_capacity_bytes"):
-            notes.append(f"bounded: capacity {res['engine_end']['gop_cache_capacity_bytes'] / MiB:.0f} MiB, max seen "
+        cap = res.get("engine_end", {}).get("gop_cache_capacity_bytes")
+        if key == "gop_cache_bytes" and cap:
+            notes.append(f"bounded: capacity {cap / MiB:.0f} MiB, max seen "
                          f"{g['max'] / MiB:.1f} MiB")
         if key == "decoders_free":
             notes.append(f"a pool the backend bounds (count, or bytes on NVDEC); {g['min']:.0f}..{g['max']:.0f} seen")
@@ -852,6 +854,30 @@ def _trim_times(samples: list[dict[str, Any]]) -> str:
     return f" ({', '.join(marks)})" if marks else ""
 
 
+def growth_table(res: dict[str, Any]) -> list[str]:
+    """The growth section: per resource, its slopes and verdict (``res["results"]``)."""
+    lines = ["## Growth per 10 minutes", "",
+              f"Least-squares slope over the quiet in-run samples after the first {SETTLE_S:g} s x 600 s, as a % of "
+              f"the first of them; target < {TARGET_PCT_PER_10_MIN:g}% per 10 minutes. Second half: the same over "
+              "the later half of those samples (a leak keeps its slope, warm-up flattens). Whole run: over every "
+              "in-run sample, the first minute's included. Under load: the same from the samples taken before "
+              "each pause (frames in flight included: noisier). Result: pass under the target; FAIL over it by more "
+              "than the noise (2 standard errors of the slope); unresolved over it within the noise.", "",
+              "| resource | first | last | growth / 10 min | % / 10 min (± 2 SE) | second half % / 10 min | "
+              "whole run % / 10 min | under load % / 10 min | result |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in res["results"]:
+        g, gl = r["growth"], r.get("under_load") or {}
+        mark = {True: "pass", False: "FAIL", None: "unresolved"}[r["ok"]]
+        lines.append(f"| {r['label']} | {_f(g['first'], '.6g')} | {_f(g['last'], '.6g')} | "
+                     f"{_f(g['per_10_min'], '.4g')} | {_f(g['pct_per_10_min'], '.2f')}"
+                     f"{'' if not g.get('pct_2se') else ' ± ' + _f(g['pct_2se'], '.2f')} | "
+                     f"{_f(g['second_half_pct_per_10_min'], '.2f')} | {_f(g.get('whole_run_pct_per_10_min'), '.2f')} | "
+                     f"{_f(gl.get('pct_per_10_min'), '.2f')} | {mark}"
+                     f"{' (' + r['note'] + ')' if r.get('note') else ''} |")
+    return lines
+
+
 def markdown(res: dict[str, Any]) -> str:
     m, a = res["meta"], res["args"]
     dirty = f", engine files modified: {', '.join(m['dirty'])}" if m.get("dirty") else ""
@@ -892,25 +918,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {kind.replace('_', ' ')} | {t.get(kind, 0)} |")
     for kind, texts in res["examples"].items():
         lines += ["", f"{kind}: " + "; ".join(texts[:3])]
-    lines += ["", "## Growth per 10 minutes", "",
-              f"Least-squares slope over the quiet in-run samples after the first {SETTLE_S:g} s x 600 s, as a % of "
-              f"the first of them; target < {TARGET_PCT_PER_10_MIN:g}% per 10 minutes. Second half: the same over "
-              "the later half of those samples (a leak keeps its slope, warm-up flattens). Whole run: over every "
-              "in-run sample, the first minute's included. Under load: the same from the samples taken before "
-              "each pause (frames in flight included: noisier). Result: pass under the target; FAIL over it by more "
-              "than the noise (2 standard errors of the slope); unresolved over it within the noise.", "",
-              "| resource | first | last | growth / 10 min | % / 10 min (± 2 SE) | second half % / 10 min | "
-              "whole run % / 10 min | under load % / 10 min | result |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in res["results"]:
-        g, gl = r["growth"], r.get("under_load") or {}
-        mark = {True: "pass", False: "FAIL", None: "unresolved"}[r["ok"]]
-        lines.append(f"| {r['label']} | {_f(g['first'], '.6g')} | {_f(g['last'], '.6g')} | "
-                     f"{_f(g['per_10_min'], '.4g')} | {_f(g['pct_per_10_min'], '.2f')}"
-                     f"{'' if not g.get('pct_2se') else ' ± ' + _f(g['pct_2se'], '.2f')} | "
-                     f"{_f(g['second_half_pct_per_10_min'], '.2f')} | {_f(g.get('whole_run_pct_per_10_min'), '.2f')} | "
-                     f"{_f(gl.get('pct_per_10_min'), '.2f')} | {mark}"
-                     f"{' (' + r['note'] + ')' if r.get('note') else ''} |")
+    lines += ["", *growth_table(res)]
     e = res["end"]
     lines += ["", "## Close", "",
               "| | before the engine opened | last sample (quiet) | engine closed, gc | event loop closed | "
@@ -987,9 +995,17 @@ def _git_meta() -> dict[str, Any]:
     return out
 
 
+def write_checkpoint(res: dict[str, Any], prefix: Path) -> None:
+    """The samples so far, as PREFIX.partial.json (replaced whole, never half written): a run cut off (a lent
+    machine taken back, a kill) still leaves its figures, which ``--rejudge`` reads."""
+    tmp = prefix.with_suffix(".partial.json.tmp")
+    tmp.write_text(json.dumps({**res, "partial": True}, default=str))
+    os.replace(tmp, prefix.with_suffix(".partial.json"))
+
+
 async def soak(args: argparse.Namespace, device: str, files: dict[str, list[str]],
                ref: dict[str, list[tuple[tuple[int, ...], int]]], bad: list[BadInput],
-               res: dict[str, Any]) -> None:
+               res: dict[str, Any], prefix: Path) -> None:
     from asyncdecode import Engine
 
     gc.collect()
@@ -1034,6 +1050,7 @@ async def soak(args: argparse.Namespace, device: str, files: dict[str, list[str]
         sample["interval"] = interval
         prev = stats
         res["samples"].append(sample)
+        write_checkpoint(res, prefix)
         if k == 0:
             first_types = type_counts()
             if args.tracemalloc:
@@ -1114,11 +1131,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="output prefix: PREFIX.json, .md, .png/.svg (default benchmarks/results/soak_<device>)")
     ap.add_argument("--rejudge", type=Path, default=None, metavar="JSON",
-                    help="judge an earlier run's samples again by today's rules: rewrites its .json and .md")
+                    help="judge an earlier run's samples again by today's rules: rewrites its .json and .md "
+                         "(a PREFIX.partial.json of a run cut off: prints its growth table)")
     args = ap.parse_args(argv)
     if args.rejudge is not None:
         res = json.loads(args.rejudge.read_text())
         res["results"] = judge(res)
+        if res.get("partial"):  # a run cut off: its samples' growth, nothing of its end
+            print("\n".join([f"# soak cut off after {res['samples'][-1]['t_s'] / 60:.1f} min "
+                              f"({len(res['samples'])} samples)", "", *growth_table(res)]) if res["samples"] else
+                  "no samples")
+            return 0
         args.rejudge.write_text(json.dumps(res, indent=1, default=str))
         args.rejudge.with_suffix(".md").write_text(markdown(res))
         print(f"judged again: {args.rejudge.with_suffix('.md')}")
@@ -1156,7 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
         res["notes"].append("no glibc mallinfo2 here: heap figures left out")
     print(f"soak on {device} for {args.minutes} min, a sample every {args.sample_s} s, warm-up {args.warm_s} s, "
           f"{args.workers} workers", flush=True)
-    asyncio.run(soak(args, device, files, ref, bad, res))
+    asyncio.run(soak(args, device, files, ref, bad, res, prefix))
     gc.collect()
     res["end"]["after_loop"] = process_sample(device, names=True)  # asyncio.run shut its default executor down
     if device == "cuda":
@@ -1169,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
     res["elapsed_s"] = time.perf_counter() - t_start
     res["plot"] = write_plot(res, prefix)
     prefix.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
+    prefix.with_suffix(".partial.json").unlink(missing_ok=True)
     md = markdown(res)
     prefix.with_suffix(".md").write_text(md)
     print(md, flush=True)
