@@ -22,6 +22,7 @@ LAYOUTS = {
     _cuvid.CreateInfo: (176, {"codec": 24, "creation_flags": 32, "display_area": 80, "output_format": 88,
                               "target_width": 96, "output_surfaces": 112, "context_lock": 120, "target_rect": 128,
                               "enable_histogram": 136}),
+    _cuvid.ReconfigureInfo: (128, {"decode_surfaces": 16, "display_area": 68, "target_rect": 76, "reserved2": 84}),
     _cuvid.DecodeStatus: (192, {"reserved_ptrs": 128}),
     _cuvid.ProcParams: (264, {"raw_input": 24, "raw_output": 40, "output_stream": 56, "histogram": 248}),
 }
