@@ -3,7 +3,8 @@
 # targets, in one command (a device machine is lent for minutes at a time: few, full runs).
 #
 #   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four),
-#                                                   reconfigure (not in the default: it may hang, bounded)
+#                                                   reconfigure (not in the default: it may hang, bounded),
+#                                                   soak-start / soak-collect (a soak longer than one call)
 #
 # Run it in a checkout (or an archive of one) with the wheels installed or on PYTHONPATH. Results go
 # to $RESULTS (default: $OUT/res when $OUT is set, else /tmp/asyncdecode-check): each part's log, JSON
@@ -13,6 +14,12 @@
 #   MATRIX_SETS (all)  matrix_bench --sets;  MATRIX_BUDGET (285)  its --budget in seconds
 #   MATRIX_CACHE_ROUNDS (1)  matrix_bench --cache-rounds (the cache cells' median over rounds)
 #   DATA (/tmp/asyncdecode-data)  where the benchmarks make their videos (kept between parts)
+#   SOAK_DIR (/tmp/asyncdecode-soak)  soak-start's run: its log, PREFIX.partial.json while it runs, results
+#   SOAK_WAIT_S (540)  soak-collect waits at most this long for the soak to end, then copies what exists
+# A soak longer than one call: `soak-start` runs soak.py in its own process session (it outlives the
+# call while the machine is held), and each later call's `soak-collect` copies its samples so far
+# (soak_cuda.partial.json) or, once done, its results into $RESULTS. The machine must stay held: each
+# call has to follow the last within the machine's warm time, or the soak is lost with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
@@ -57,7 +64,27 @@ for part in "${parts[@]}"; do
         --quiesce --data "$data/matrix" --out "$res/reconfigure_t10_quiesce.json" ;;
     soak) run_part soak python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
             --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$res/soak_cuda" ;;
-    *) echo "unknown part: $part (tests readahead matrix soak reconfigure)" | tee -a "$summary"; exit 2 ;;
+    soak-start)
+      sd=${SOAK_DIR:-/tmp/asyncdecode-soak}; mkdir -p "$sd"
+      setsid nohup env PYTHONUNBUFFERED=1 python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
+        --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$sd/soak_cuda" > "$sd/soak.log" 2>&1 < /dev/null &
+      echo $! > "$sd/pid"
+      echo "== soak-start: ${SOAK_MIN:-6} min in its own session (pid $!), under $sd" | tee -a "$summary" ;;
+    soak-collect)
+      sd=${SOAK_DIR:-/tmp/asyncdecode-soak}; t0=$SECONDS
+      while [ $((SECONDS - t0)) -lt "${SOAK_WAIT_S:-540}" ] && [ ! -f "$sd/soak_cuda.json" ] && kill -0 "$(cat "$sd/pid" 2>/dev/null)" 2>/dev/null; do
+        sleep 5
+      done
+      for f in soak.log soak_cuda.json soak_cuda.md soak_cuda.png soak_cuda.svg soak_cuda.partial.json; do
+        [ -f "$sd/$f" ] && cp "$sd/$f" "$res/"
+      done
+      state="not running, not done"
+      kill -0 "$(cat "$sd/pid" 2>/dev/null)" 2>/dev/null && state="still running"
+      [ -f "$sd/soak_cuda.json" ] && state=done
+      echo "== soak-collect: $state after $((SECONDS - t0)) s" | tee -a "$summary"
+      tail -n 2 "$sd/soak.log" 2>/dev/null | sed 's/^/   | /' >> "$summary" ;;
+    *) echo "unknown part: $part (tests readahead matrix soak reconfigure soak-start soak-collect)" | tee -a "$summary"
+       exit 2 ;;
   esac
 done
 cat "$summary"
