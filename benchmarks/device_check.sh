@@ -27,6 +27,9 @@ parts=("$@")
 res=${RESULTS:-${OUT:+$OUT/res}}
 res=${res:-/tmp/asyncdecode-check}
 data=${DATA:-/tmp/asyncdecode-data}
+soak_dir=${SOAK_DIR:-/tmp/asyncdecode-soak}
+soak=(python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" --sample-s "${SOAK_SAMPLE_S:-20}"
+      --data "$data/matrix")
 mkdir -p "$res" "$data"
 summary="$res/SUMMARY.txt"
 {
@@ -62,16 +65,14 @@ for part in "${parts[@]}"; do
       # the untried experiment: each reconfigure waits until the whole GPU is idle (see --quiesce)
       run_part reconfigure_t10_quiesce timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads 10 \
         --quiesce --data "$data/matrix" --out "$res/reconfigure_t10_quiesce.json" ;;
-    soak) run_part soak python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
-            --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$res/soak_cuda" ;;
+    soak) run_part soak "${soak[@]}" --out "$res/soak_cuda" ;;
     soak-start)
-      sd=${SOAK_DIR:-/tmp/asyncdecode-soak}; mkdir -p "$sd"
-      setsid nohup env PYTHONUNBUFFERED=1 python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" \
-        --sample-s "${SOAK_SAMPLE_S:-20}" --data "$data/matrix" --out "$sd/soak_cuda" > "$sd/soak.log" 2>&1 < /dev/null &
+      sd=$soak_dir; mkdir -p "$sd"
+      setsid nohup env PYTHONUNBUFFERED=1 "${soak[@]}" --out "$sd/soak_cuda" > "$sd/soak.log" 2>&1 < /dev/null &
       echo $! > "$sd/pid"
       echo "== soak-start: ${SOAK_MIN:-6} min in its own session (pid $!), under $sd" | tee -a "$summary" ;;
     soak-collect)
-      sd=${SOAK_DIR:-/tmp/asyncdecode-soak}; t0=$SECONDS
+      sd=$soak_dir; t0=$SECONDS
       while [ $((SECONDS - t0)) -lt "${SOAK_WAIT_S:-540}" ] && [ ! -f "$sd/soak_cuda.json" ] && kill -0 "$(cat "$sd/pid" 2>/dev/null)" 2>/dev/null; do
         sleep 5
       done

@@ -763,9 +763,7 @@ class CuvidDecoder:
 
     def surface_height_for(self, height: int) -> int:
         """The output surface height pictures of ``height`` rows come in from this decoder."""
-        if self.handle is None:
-            return height
-        return self._target_for(0, height, self.max_width, self.max_height)[1]
+        return self.max_height if self.handle is not None and self._fixed_target else height
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x
