@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four),
 #                                                   reconfigure (not in the default: it may hang, bounded),
+#                                                   fixed-target (the same with fixed output surfaces: which frames differ),
 #                                                   soak-start / soak-collect (a soak longer than one call)
 #
 # Run it in a checkout (or an archive of one) with the wheels installed or on PYTHONPATH. Results go
@@ -11,6 +12,7 @@
 # and table, and SUMMARY.txt (the commit, the machine, each part's exit status and seconds).
 # Settings (environment):
 #   SOAK_MIN (6)       soak minutes;  SOAK_SAMPLE_S (20)  seconds between soak samples
+#   SOAK_WARM_S        seconds of load before the soak's first sample (default: one sample interval)
 #   MATRIX_SETS (all)  matrix_bench --sets;  MATRIX_BUDGET (285)  its --budget in seconds
 #   MATRIX_CACHE_ROUNDS (1)  matrix_bench --cache-rounds (the cache cells' median over rounds)
 #   DATA (/tmp/asyncdecode-data)  where the benchmarks make their videos (kept between parts)
@@ -29,7 +31,7 @@ res=${res:-/tmp/asyncdecode-check}
 data=${DATA:-/tmp/asyncdecode-data}
 soak_dir=${SOAK_DIR:-/tmp/asyncdecode-soak}
 soak=(python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" --sample-s "${SOAK_SAMPLE_S:-20}"
-      --data "$data/matrix")
+      ${SOAK_WARM_S:+--warm-s "$SOAK_WARM_S"} --data "$data/matrix")
 mkdir -p "$res" "$data"
 summary="$res/SUMMARY.txt"
 {
@@ -65,6 +67,11 @@ for part in "${parts[@]}"; do
       # the untried experiment: each reconfigure waits until the whole GPU is idle (see --quiesce)
       run_part reconfigure_t10_quiesce timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads 10 \
         --quiesce --data "$data/matrix" --out "$res/reconfigure_t10_quiesce.json" ;;
+    fixed-target)  # output surfaces at the decoder's room (ASYNCDECODE_NVDEC_FIXED_TARGET): which frames are wrong?
+      for t in 1 10; do
+        run_part "fixed_target_t$t" timeout 60 python3 benchmarks/reconfigure_check.py --seconds 8 --threads $t \
+          --fixed-target --data "$data/matrix" --out "$res/fixed_target_t$t.json"
+      done ;;
     soak) run_part soak "${soak[@]}" --out "$res/soak_cuda" ;;
     soak-start)
       sd=$soak_dir; mkdir -p "$sd"
@@ -84,7 +91,7 @@ for part in "${parts[@]}"; do
       [ -f "$sd/soak_cuda.json" ] && state=done
       echo "== soak-collect: $state after $((SECONDS - t0)) s" | tee -a "$summary"
       tail -n 2 "$sd/soak.log" 2>/dev/null | sed 's/^/   | /' >> "$summary" ;;
-    *) echo "unknown part: $part (tests readahead matrix soak reconfigure soak-start soak-collect)" | tee -a "$summary"
+    *) echo "unknown part: $part (tests readahead matrix soak reconfigure fixed-target soak-start soak-collect)" | tee -a "$summary"
        exit 2 ;;
   esac
 done

@@ -175,11 +175,14 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
         elapsed = time.monotonic() - t0
         stats = eng.stats()
     stop.set()
-    worst = 0
+    worst, wrong = 0, []
     async with Engine(device="cpu") as ref:
         for path, fid, got in sample:
             want = (await ref.decode([path], [fid]))[0]
-            worst = max(worst, int((got.int() - want.int()).abs().max()))
+            diff = (got.int() - want.int()).abs()
+            worst = max(worst, int(diff.max()))
+            if int(diff.max()) > 2:
+                wrong.append(_describe(path, fid, diff))
     made = stats["decoders_created"] - base["decoders_created"]
     switched = stats["decoders_reconfigured"] - base["decoders_reconfigured"]
     return {
@@ -189,8 +192,21 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
         "decoded_per_s": round((stats["frames_decoded"] - base["frames_decoded"]) / elapsed, 1),
         "decoders_created": made, "decoders_reconfigured": switched, "decoders_created_total": stats["decoders_created"],
         "longest_gap_s": round(gaps, 3), "compared": len(sample), "largest_difference": worst,
+        "wrong": len(wrong), "wrong_frames": wrong[:16],
         "device": torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu", "ok": worst <= 2,
     }
+
+
+def _describe(path: str, fid: int, diff: "torch.Tensor") -> dict:
+    """Where a frame differs from the CPU backend's (more than 2 apart): its size, how much of it, the
+    rows and columns the differences span, and the largest difference per channel."""
+    bad = diff.amax(dim=2) > 2  # (H, W)
+    rows, cols = bad.any(dim=1).nonzero().flatten(), bad.any(dim=0).nonzero().flatten()
+    return {"file": Path(path).name, "frame": fid, "size": list(diff.shape[:2]),
+            "share_off": round(float(bad.float().mean()), 4),
+            "rows": [int(rows[0]), int(rows[-1])], "cols": [int(cols[0]), int(cols[-1])],
+            "max_per_channel": [int(v) for v in diff.amax(dim=(0, 1))],
+            "mean_off": round(float(diff.float().mean()), 2)}
 
 
 def _quiesce_reconfigures() -> None:

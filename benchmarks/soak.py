@@ -33,7 +33,8 @@ over random operations until the time is up:
 ``--bad-share`` (default 0.1) of the requests carry one bad input at a random position (in a stream
 run: one request of the run, after which the stream ends with its error). The first sample comes
 after a warm-up: one frame of every GOP of every file and each bad input once, then ``--warm-s``
-(default one sample interval) of the load.
+(default one sample interval) of the load, during which the RSS and the decoders made and free are
+noted every 30 s (kept and reported, not judged: when does the decoder pool level?).
 
 **Checks**, on every finished request: the number of frames and each frame's shape (from the
 reference), dtype and device; on ``--check-share`` (default 0.25) of them every frame's CRC-32 against
@@ -896,6 +897,10 @@ def markdown(res: dict[str, Any]) -> str:
              ""]
     for note in res["notes"]:
         lines += [f"*{note}*", ""]
+    if res.get("warm_up_progress"):
+        lines += ["Warm-up (not judged): " + "; ".join(
+            f"{w['t_s']:.0f} s: RSS {w['rss_mib']:.0f} MiB, decoders made {w['decoders_created']}, free "
+            f"{w['decoders_free']}" for w in res["warm_up_progress"]) + ".", ""]
     t = res["totals"]
     last = res["samples"][-1] if res["samples"] else {}
     lines += ["## Checks", "",
@@ -1003,6 +1008,26 @@ def write_checkpoint(res: dict[str, Any], prefix: Path) -> None:
     os.replace(tmp, prefix.with_suffix(".partial.json"))
 
 
+WARM_STEP_S = 30.0
+"""During the warm-up the process and the decoder pool are looked at this often (not judged: printed and kept)."""
+
+
+async def warm_up(eng: Any, device: str, seconds: float, t_warm: float) -> list[dict[str, Any]]:
+    """Let the load run ``seconds``, noting every :data:`WARM_STEP_S` the RSS and the decoders made and
+    free (when does the pool level?)."""
+    progress = []
+    end = time.perf_counter() + seconds
+    while (left := end - time.perf_counter()) > 0:
+        await asyncio.sleep(min(WARM_STEP_S, left))
+        st = eng.stats()
+        row = {"t_s": round(time.perf_counter() - t_warm, 1), "rss_mib": round(_status_kb().get("VmRSS", 0) / 1024, 1),
+               "decoders_created": st.get("decoders_created"), "decoders_free": st.get("decoders_free")}
+        progress.append(row)
+        print(f"warm-up t={row['t_s']:5.0f}s rss {row['rss_mib']:6.1f} MiB decoders made {row['decoders_created']} "
+              f"free {row['decoders_free']}", flush=True)
+    return progress
+
+
 async def soak(args: argparse.Namespace, device: str, files: dict[str, list[str]],
                ref: dict[str, list[tuple[tuple[int, ...], int]]], bad: list[BadInput],
                res: dict[str, Any], prefix: Path) -> None:
@@ -1016,7 +1041,7 @@ async def soak(args: argparse.Namespace, device: str, files: dict[str, list[str]
     t_warm = time.perf_counter()
     await s.prime()
     workers = [asyncio.ensure_future(s.worker(args.seed * 1000 + i)) for i in range(args.workers)]
-    await asyncio.sleep(args.warm_s)
+    res["warm_up_progress"] = await warm_up(eng, device, args.warm_s, t_warm)
     res["warm_up_s"] = time.perf_counter() - t_warm
     if args.tracemalloc:
         tracemalloc.start(args.tracemalloc)
