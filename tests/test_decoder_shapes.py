@@ -147,18 +147,7 @@ def test_a_decoder_is_made_with_room_and_switched_between_sizes(driver):
 def test_with_a_fixed_target_a_switch_keeps_the_output_surfaces(driver, monkeypatch):
     """ASYNCDECODE_NVDEC_FIXED_TARGET (an experiment): output surfaces at the decoder's room, each size
     written unscaled into their corner; chroma is found below the surface's full height."""
-    monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
-    rects = []
-
-    def recording(call):  # the driver call, with the target_rect it was given kept in rects
-        def record(handle, info):
-            r = info._obj.target_rect
-            rects.append((r.left, r.top, r.right, r.bottom))
-            return call(handle, info)
-        return record
-
-    monkeypatch.setattr(driver, "cuvidCreateDecoder", recording(driver.cuvidCreateDecoder))
-    driver.cuvidReconfigureDecoder = recording(driver._reconfigure)
+    rects = fixed_target(driver, monkeypatch)
     dec = decoder(largest=(832, 448))
     surfaces = dec._configure(fmt(640, 360))
     assert driver.calls == [("create", 640, 368, 832, 448, surfaces, 832, 448)]
@@ -166,9 +155,60 @@ def test_with_a_fixed_target_a_switch_keeps_the_output_surfaces(driver, monkeypa
     assert dec.surface_height_for(360) == 448
     dec._configure(fmt(480, 272))
     assert driver.calls[-1] == ("reconfigure", 480, 272, 832, 448, surfaces)
-    assert rects == [(0, 0, 640, 360), (0, 0, 480, 272)]
+    assert rects == [((0, 0, 640, 360), (0, 0, 640, 360)), ((0, 0, 480, 272), (0, 0, 480, 272))]
     assert (dec.width, dec.height, dec.chroma_offset(1024)) == (480, 272, 1024 * 448)
     assert dec.state.generation == _cuvid.layout_id(480, 272, 8, 448) != _cuvid.layout_id(480, 272, 8)
+    dec.close()
+
+
+def fixed_target(driver: FakeDriver, monkeypatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Turn ASYNCDECODE_NVDEC_FIXED_TARGET on; the (display_area, target_rect) of each create and
+    reconfigure the driver is given are kept in the list returned."""
+    monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
+    rects: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def recording(call):
+        def record(handle, info):
+            a, r = info._obj.display_area, info._obj.target_rect
+            rects.append(((a.left, a.top, a.right, a.bottom), (r.left, r.top, r.right, r.bottom)))
+            return call(handle, info)
+        return record
+
+    monkeypatch.setattr(driver, "cuvidCreateDecoder", recording(driver.cuvidCreateDecoder))
+    driver.cuvidReconfigureDecoder = recording(driver._reconfigure)
+    return rects
+
+
+def test_a_fixed_target_places_whole_steps_of_four_columns(driver, monkeypatch):
+    """The driver fills a target rectangle's columns in steps of 4 (pictures 510 wide lost their last 2
+    columns on an H100): the area placed is the picture rounded up to 4 columns and 2 rows, taken from
+    the coded picture's padding, and cropped away on conversion."""
+    rects = fixed_target(driver, monkeypatch)
+    dec = decoder(largest=(832, 448))
+    surfaces = dec._configure(fmt(510, 288))  # coded 512 x 288
+    dec._configure(fmt(802, 431))  # coded 816 x 432
+    assert rects == [((0, 0, 512, 288), (0, 0, 512, 288)), ((0, 0, 804, 432), (0, 0, 804, 432))]
+    assert driver.calls[-1] == ("reconfigure", 816, 432, 832, 448, surfaces)
+    assert (dec.width, dec.height, dec.surface_height) == (802, 431, 448)  # what is converted: the picture
+    dec.close()
+
+
+def test_a_fixed_target_makes_a_decoder_where_the_coded_picture_has_no_room(driver, monkeypatch):
+    """A picture whose width rounded up to 4 passes the coded picture's edge (a crop on the left, here)
+    cannot go unscaled into the corner: it gets a decoder of its own size, which a later stream does
+    not switch (its output surfaces would change) but replaces."""
+    rects = fixed_target(driver, monkeypatch)
+    dec = decoder(largest=(832, 448))
+    cropped = fmt(640, 360)
+    cropped.display_area = _cuvid._Rect(2, 0, 640, 360)  # 638 wide from column 2 of 640 coded
+    dec._configure(cropped)
+    assert rects == [((2, 0, 640, 360), (0, 0, 0, 0))]
+    assert driver.calls[-1][-2:] == (638, 360) and dec.surface_height == 360
+    dec._configure(fmt(480, 272))
+    assert [c[0] for c in driver.calls[-2:]] == ["destroy", "create"]
+    assert rects[-1] == ((0, 0, 480, 272), (0, 0, 480, 272)) and dec.surface_height == 448
+    dec._configure(fmt(640, 360))
+    assert driver.calls[-1][0] == "reconfigure" and dec.counts.created == 2
     dec.close()
 
 
@@ -629,7 +669,7 @@ def test_reconfigure_is_ignored_with_more_than_one_decoder_thread(driver, caplog
     from asyncdecode._backends.nvdec import NvdecBackend
 
     backend = object.__new__(NvdecBackend)  # no GPU here: only the switch is looked at
-    backend.switches = True
+    backend.switches, backend.cuvid = True, _cuvid
     backend.opening(1)
     assert backend.switches and "ignored" not in caplog.text
     backend.opening(10)
@@ -639,6 +679,18 @@ def test_reconfigure_is_ignored_with_more_than_one_decoder_thread(driver, caplog
     off._configure(fmt(640, 360))
     assert not off.switches and off.fits("hevc", 8, 480, 272) == 0 and off.max_width == 640
     off.close()
+
+
+def test_with_a_fixed_target_reconfigure_is_kept_with_several_threads(driver, monkeypatch, caplog):
+    """ASYNCDECODE_NVDEC_FIXED_TARGET (an experiment): ten threads switching sizes did not hang with
+    fixed output surfaces, so an engine of several threads keeps the reconfigure there."""
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
+    backend = object.__new__(NvdecBackend)
+    backend.switches, backend.cuvid = True, _cuvid
+    backend.opening(10)
+    assert backend.switches and "ignored" not in caplog.text
 
 
 async def test_the_engine_tells_its_backend_how_many_threads_it_starts(assets, monkeypatch):

@@ -82,7 +82,12 @@ FIXED_TARGET = os.environ.get("ASYNCDECODE_NVDEC_FIXED_TARGET", "0") == "1"
 """Where decoders switch sizes (:data:`RECONFIGURE`), keep their output surfaces at the decoder's
 largest size and write each picture unscaled into its top-left corner (``target_rect``), so that a
 reconfigure changes only the decode size, never the output surfaces
-(``ASYNCDECODE_NVDEC_FIXED_TARGET=1``). An experiment for :data:`RECONFIGURE` with several threads."""
+(``ASYNCDECODE_NVDEC_FIXED_TARGET=1``). An experiment for :data:`RECONFIGURE` with several threads:
+with it, an engine of several decoder threads keeps the reconfigure (:meth:`.nvdec.NvdecBackend.opening`).
+Seen on an H100 (driver 580.159, 2026-12-05, ``benchmarks/reconfigure_check.py``): ten threads ran
+5,504 reconfigures in 20 s without a hang. The pictures were right but for their last 2 columns where
+the width is not a multiple of 4; the area placed is now rounded up to 4 columns
+(:meth:`CuvidDecoder._placement`), not yet run on a GPU."""
 
 
 def switching(lib: Any) -> bool:
@@ -457,6 +462,7 @@ class CuvidDecoder:
         self.shape: tuple[int, ...] = ()
         self.width = self.height = self.surface_height = self.bits = 0
         self.max_width = self.max_height = 0  # the room the hardware decoder was made with
+        self._fixed = False  # its output surfaces are at its room, pictures placed in their corner
         self._class: tuple[int, int, int] = (-1, -1, -1)  # codec, chroma format, bit depth of the hardware decoder
         self._surfaces = 0
         self._max_size = max_size
@@ -687,13 +693,17 @@ class CuvidDecoder:
         lib = self._lib
         if not self.switches or lib.cuvidReconfigureDecoder is None:
             return False
+        if self._fixed_wanted:
+            place = self._placement(fmt, width, height) if self._fixed else None
+            if place is None:  # its output surfaces would change: a new decoder instead
+                return False
+        else:
+            place = self._exact(fmt)
         self._let_go_of_mapped()
-        area = fmt.display_area
-        target_w, target_h = self._target_for(width, height, self.max_width, self.max_height)
+        target_w, target_h = (self.max_width, self.max_height) if self._fixed else (width, height)
         info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=target_w,
                                target_height=target_h, decode_surfaces=self._surfaces,
-                               display_area=_ShortRect(area.left, area.top, area.right, area.bottom),
-                               target_rect=self._target_rect(width, height))
+                               display_area=place[0], target_rect=place[1])
         if self.native is not None:
             code = self.native.ad_reconfigure(C.cast(lib.cuvidReconfigureDecoder, C.c_void_p).value, self.handle,
                                               C.byref(info))
@@ -724,17 +734,18 @@ class CuvidDecoder:
         if caps.max_mb_count and max_w * max_h > 256 * caps.max_mb_count:
             max_w, max_h = fmt.coded_width, fmt.coded_height  # no room to spare at this size
         self._destroy_decoder()
-        target_w, target_h = self._target_for(width, height, max_w, max_h)
+        place = self._placement(fmt, width, height) if self._fixed_wanted else None
+        fixed = place is not None
+        if place is None:
+            place = self._exact(fmt)
+        target_w, target_h = (max_w, max_h) if fixed else (width, height)
         info = CreateInfo(
             width=fmt.coded_width, height=fmt.coded_height, decode_surfaces=surfaces, codec=fmt.codec,
             chroma_format=fmt.chroma_format, creation_flags=_CREATE_PREFER_CUVID,
             bit_depth_minus8=fmt.bit_depth_luma_minus8, max_width=max_w, max_height=max_h,
-            display_area=_ShortRect(fmt.display_area.left, fmt.display_area.top, fmt.display_area.right,
-                                    fmt.display_area.bottom),
-            output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016, deinterlace_mode=0,
-            target_width=target_w, target_height=target_h, output_surfaces=_OUTPUT_SURFACES,
-            context_lock=lib.context_lock(self._ctx) if CONTEXT_LOCK else None,
-            target_rect=self._target_rect(width, height))
+            display_area=place[0], output_format=_SURFACE_NV12 if bits == 8 else _SURFACE_P016,
+            deinterlace_mode=0, target_width=target_w, target_height=target_h, output_surfaces=_OUTPUT_SURFACES,
+            context_lock=lib.context_lock(self._ctx) if CONTEXT_LOCK else None, target_rect=place[1])
         handle = C.c_void_p()
         code = lib.cuvidCreateDecoder(C.byref(handle), C.byref(info))
         if code == _NOT_SUPPORTED:
@@ -744,26 +755,40 @@ class CuvidDecoder:
         self.handle = handle.value
         self.state.decoder = self.handle
         self._class = klass
-        self.max_width, self.max_height, self._surfaces = max_w, max_h, surfaces
+        self.max_width, self.max_height, self._surfaces, self._fixed = max_w, max_h, surfaces, fixed
         self.created += 1
         self.counts.created += 1
 
     @property
-    def _fixed_target(self) -> bool:
-        """Whether output surfaces stay at the decoder's room (see :data:`FIXED_TARGET`)."""
+    def _fixed_wanted(self) -> bool:
+        """Whether output surfaces are to stay at the decoder's room (see :data:`FIXED_TARGET`)."""
         return FIXED_TARGET and self.switches
 
-    def _target_for(self, width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
-        """The output surfaces' size for pictures of ``width`` x ``height`` in a decoder of that room."""
-        return (max_w, max_h) if self._fixed_target else (width, height)
+    @staticmethod
+    def _exact(fmt: VideoFormat) -> tuple[_ShortRect, _ShortRect]:
+        """The stream's display area, filling the output surface (a zero target rectangle)."""
+        a = fmt.display_area
+        return _ShortRect(a.left, a.top, a.right, a.bottom), _ShortRect(0, 0, 0, 0)
 
-    def _target_rect(self, width: int, height: int) -> _ShortRect:
-        """Where pictures go in the output surface: all of it (zeros) unless :data:`FIXED_TARGET`."""
-        return _ShortRect(0, 0, width, height) if self._fixed_target else _ShortRect(0, 0, 0, 0)
+    @staticmethod
+    def _placement(fmt: VideoFormat, width: int, height: int) -> tuple[_ShortRect, _ShortRect] | None:
+        """Under a fixed target, the source area and the target rectangle that put a picture unscaled in
+        the output surface's top-left corner; ``None`` where the coded picture leaves no room for it.
+
+        Both are the picture's size rounded up to whole steps of 4 columns and 2 rows: the driver fills
+        a target rectangle's columns in steps of 4 (H100, driver 580.159, 2026-12-05: pictures 510, 602
+        and 802 wide, given rectangles of exactly their width, came back with their last 2 columns
+        never written). The extra columns and rows come from the coded picture's padding (coded sizes
+        are whole macroblocks or coding blocks) and are cropped away on conversion."""
+        area = fmt.display_area
+        w, h = _round_up(width, 4), _round_up(height, 2)
+        if area.left + w > fmt.coded_width or area.top + h > fmt.coded_height:
+            return None
+        return _ShortRect(area.left, area.top, area.left + w, area.top + h), _ShortRect(0, 0, w, h)
 
     def surface_height_for(self, height: int) -> int:
         """The output surface height pictures of ``height`` rows come in from this decoder."""
-        return self.max_height if self.handle is not None and self._fixed_target else height
+        return self.max_height if self.handle is not None and self._fixed else height
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x

@@ -281,11 +281,13 @@ class NvdecBackend(Backend):
         return self._sessions
 
     def opening(self, threads: int) -> None:
-        if self.switches and threads > 1:
+        if self.switches and threads > 1 and not self.cuvid.FIXED_TARGET:
             # Seen on H200 and H100 (driver 580.159, 2026-12-05, benchmarks/reconfigure_check.py): with
             # two decoder threads or more, the first decode or map after a reconfigure, on that decoder
             # or another, never returned, whatever the engine kept apart; one thread ran 2,057
-            # reconfigures in 26 s without fault.
+            # reconfigures in 26 s without fault. With fixed output surfaces (ASYNCDECODE_NVDEC_FIXED_TARGET=1,
+            # an experiment) ten threads ran 5,504 reconfigures in 20 s without a hang (H100, 2026-12-05):
+            # there it is kept.
             log.warning("asyncdecode: ASYNCDECODE_NVDEC_RECONFIGURE=1 is ignored with %d decoder threads (the "
                         "driver's reconfigure hung with more than one); decoders are made per size. "
                         "EngineConfig(decoder_threads=1) keeps it", threads)
