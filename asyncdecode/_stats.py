@@ -88,6 +88,7 @@ class Stats:
             "decoders_reconfigured": sum(p.decoders_reconfigured for p in pools),
             "decoders_free": sum(count for count, _ in free),
             "decoders_free_bytes": sum(nbytes for _, nbytes in free),
+            "decoders_open": sum(count for count, _ in free) + sum(p.decoders_held() for p in pools),
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,

@@ -218,6 +218,10 @@ class DecoderPool:
                  if w.session is not None and getattr(w.session, "spares", None) is not None}
         return sum(len(p) for p in pools.values()), sum(p.nbytes for p in pools.values())
 
+    def decoders_held(self) -> int:
+        """Decoders the threads' sessions hold their place in a GOP with (not free, not closed)."""
+        return sum(len(getattr(w.session, "positions", ())) for w in self._workers if w.session is not None)
+
     @property
     def decoders_reconfigured(self) -> int:
         """Times a session switched a decoder to another stream shape in place."""

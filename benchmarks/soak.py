@@ -65,7 +65,9 @@ sample taken before the engine opened.
 **Result** per resource: growth per 10 minutes from the quiet in-run samples after the first minute
 (least-squares slope x 600 s, as a percentage of the first of them, with two standard errors of the
 slope; also over their second half alone, to tell warm-up from a steady leak, over the whole run, and
-from the samples under load): pass under
+from the samples under load, and with the decoder pool held fixed: the time slope of a fit on time and
+on ``stats()["decoders_open"]``, since each open NVDEC decoder holds host memory, mappings and open
+files of the driver's and the pool follows the load within its bounds): pass under
 1% per 10 minutes, FAIL above it by more than the noise, otherwise unresolved (the run is too short
 or too noisy to tell). Object types that grew most between the first and last sample are listed.
 ``--tracemalloc N`` traces Python allocations (N frames) from the first sample and lists the lines
@@ -331,7 +333,8 @@ def process_sample(device: str, *, objects: bool = True, names: bool = False) ->
     return s
 
 
-ENGINE_KEYS = ("decoder_threads", "decoders_created", "decoders_free", "decoders_free_bytes", "gop_cache_bytes",
+ENGINE_KEYS = ("decoder_threads", "decoders_created", "decoders_free", "decoders_free_bytes", "decoders_open",
+               "gop_cache_bytes",
                "gop_cache_entries", "frame_cache_bytes", "frame_cache_entries", "index_cache_files",
                "requests_in_flight", "queue_depth", "jobs_in_flight", "requests", "requests_failed",
                "requests_cancelled", "frames_decoded", "frames_returned", "read_ahead_gops", "open_files_opened")
@@ -654,11 +657,13 @@ SERIES = (
     ("decoder_threads", "decoder sessions (threads)"),
     ("decoders_free", "decoders free"),
     ("decoders_free_bytes", "decoders free, bytes"),
+    ("decoders_open", "decoders open (free and held)"),
     ("gop_cache_bytes", "GOP cache bytes"),
     ("frame_cache_bytes", "frame cache bytes"),
     ("index_cache_files", "index cache files"),
 )
 PROCESS_SERIES = 21
+PROCESS_KEYS = frozenset(key for key, _ in SERIES[:PROCESS_SERIES])
 
 
 def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
@@ -673,6 +678,19 @@ def _slope(ts: list[float], vs: list[float]) -> tuple[float, float | None]:
         return b, None
     resid = sum((v - mv - b * (t - mt)) ** 2 for t, v in zip(ts, vs))
     return b, math.sqrt(resid / (n - 2) / den)
+
+
+def _net_slope(ts: list[float], vs: list[float], opens: list[float]) -> tuple[float, float] | None:
+    """Least squares of ``vs`` on time and on the decoders open: the time coefficient (what grows with
+    the pool held fixed) and what each open decoder adds; ``None`` where the pool did not change or
+    there are too few points to tell the two apart."""
+    import numpy as np
+
+    if len(ts) < 4 or max(opens) == min(opens):
+        return None
+    x = np.column_stack([np.ones(len(ts)), np.asarray(ts, float), np.asarray(opens, float)])
+    coef, _, rank, _ = np.linalg.lstsq(x, np.asarray(vs, float), rcond=None)
+    return (float(coef[1]), float(coef[2])) if rank == 3 else None
 
 
 def growth(samples: list[dict[str, Any]], key: str, settle_s: float = SETTLE_S) -> dict[str, Any] | None:
@@ -698,7 +716,15 @@ def growth(samples: list[dict[str, Any]], key: str, settle_s: float = SETTLE_S) 
         return 100 * x / first
 
     whole = _slope([t for t, _ in every], [float(v) for _, v in every])[0] * 600
-    return {"first": first, "last": vs[-1], "min": min(vs), "max": max(vs), "per_10_min": per_10,
+    net = None
+    if key.removeprefix("load_") in PROCESS_KEYS:  # what grows apart from the decoder pool (its memory, maps, fds)
+        by_t = {s["t_s"]: s.get("decoders_open") for s in samples}
+        opens = [by_t.get(t) for t in ts]
+        if all(o is not None for o in opens):
+            net = _net_slope(ts, vs, [float(o) for o in opens])
+    return {"net_pct_per_10_min": None if net is None else pct(net[0] * 600),
+            "per_open_decoder": None if net is None else net[1],
+            "first": first, "last": vs[-1], "min": min(vs), "max": max(vs), "per_10_min": per_10,
             "pct_per_10_min": pct(per_10), "pct_2se": None if se is None else abs(pct(2 * se * 600) or 0.0),
             "second_half_per_10_min": per_10_half, "second_half_pct_per_10_min": pct(per_10_half),
             "from_s": ts[0], "whole_run_pct_per_10_min": 100 * whole / float(every[0][1]) if every[0][1] else None}
@@ -862,11 +888,15 @@ def growth_table(res: dict[str, Any]) -> list[str]:
               f"the first of them; target < {TARGET_PCT_PER_10_MIN:g}% per 10 minutes. Second half: the same over "
               "the later half of those samples (a leak keeps its slope, warm-up flattens). Whole run: over every "
               "in-run sample, the first minute's included. Under load: the same from the samples taken before "
-              "each pause (frames in flight included: noisier). Result: pass under the target; FAIL over it by more "
-              "than the noise (2 standard errors of the slope); unresolved over it within the noise.", "",
+              "each pause (frames in flight included: noisier). Pool held fixed: the time slope of a least-squares "
+              "fit on time and on the decoders open (free and held; each holds host memory, mappings and open "
+              "files of the driver's), and what each open decoder adds: growth that is not the pool's size; "
+              "blank where the pool did not change. Result (on the first slope): pass under the target; FAIL "
+              "over it by more than the noise (2 standard errors of the slope); unresolved over it within the "
+              "noise.", "",
               "| resource | first | last | growth / 10 min | % / 10 min (± 2 SE) | second half % / 10 min | "
-              "whole run % / 10 min | under load % / 10 min | result |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "whole run % / 10 min | under load % / 10 min | pool held fixed % / 10 min (per open decoder) | result |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["results"]:
         g, gl = r["growth"], r.get("under_load") or {}
         mark = {True: "pass", False: "FAIL", None: "unresolved"}[r["ok"]]
@@ -874,7 +904,9 @@ def growth_table(res: dict[str, Any]) -> list[str]:
                      f"{_f(g['per_10_min'], '.4g')} | {_f(g['pct_per_10_min'], '.2f')}"
                      f"{'' if not g.get('pct_2se') else ' ± ' + _f(g['pct_2se'], '.2f')} | "
                      f"{_f(g['second_half_pct_per_10_min'], '.2f')} | {_f(g.get('whole_run_pct_per_10_min'), '.2f')} | "
-                     f"{_f(gl.get('pct_per_10_min'), '.2f')} | {mark}"
+                     f"{_f(gl.get('pct_per_10_min'), '.2f')} | {_f(g.get('net_pct_per_10_min'), '.2f')}"
+                     f"{'' if g.get('per_open_decoder') is None else ' (' + _f(g['per_open_decoder'], '.3g') + ')'} | "
+                     f"{mark}"
                      f"{' (' + r['note'] + ')' if r.get('note') else ''} |")
     return lines
 

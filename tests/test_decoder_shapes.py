@@ -562,12 +562,13 @@ async def test_stats_count_decoders_kept_free(assets):
     starts = list(probe(path).keyframes)
     async with Engine(device="cpu", config=EngineConfig(decoder_threads=1)) as eng:
         await eng.decode(other, [1])  # the thread keeps its place there, on an HEVC decoder
-        assert eng.stats()["decoders_free"] == 0
+        assert eng.stats()["decoders_free"] == 0 and eng.stats()["decoders_open"] == 1  # held, not free
         assert len(starts) >= CpuSession.max_positions
         for k in starts[: CpuSession.max_positions]:  # as many H.264 GOPs as it keeps: the HEVC one goes
             await eng.decode(path, [k + 1])
         stats = eng.stats()
     assert stats["decoders_free"] >= 1 and stats["decoders_free_bytes"] == 0  # FFmpeg's hold host memory
+    assert stats["decoders_open"] == stats["decoders_free"] + CpuSession.max_positions
 
 
 
