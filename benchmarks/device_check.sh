@@ -5,6 +5,8 @@
 #   bash benchmarks/device_check.sh [PART ...]     PARTs: tests readahead matrix soak (default: all four),
 #                                                   reconfigure (not in the default: it may hang, bounded),
 #                                                   fixed-target (the same with fixed output surfaces: which frames differ),
+#                                                   tests-fixed / matrix-fixed (the GPU tests / the matrix with the
+#                                                   reconfigure and fixed output surfaces on; the matrix into fixed/),
 #                                                   soak-start / soak-collect (a soak longer than one call)
 #
 # Run it in a checkout (or an archive of one) with the wheels installed or on PYTHONPATH. Results go
@@ -32,6 +34,9 @@ data=${DATA:-/tmp/asyncdecode-data}
 soak_dir=${SOAK_DIR:-/tmp/asyncdecode-soak}
 soak=(python3 benchmarks/soak.py --device cuda --minutes "${SOAK_MIN:-6}" --sample-s "${SOAK_SAMPLE_S:-20}"
       ${SOAK_WARM_S:+--warm-s "$SOAK_WARM_S"} --data "$data/matrix")
+matrix=(python3 benchmarks/matrix_bench.py --device cuda --data "$data/matrix" --budget "${MATRIX_BUDGET:-285}"
+        --seconds 2.5 --steady 15 ${MATRIX_SETS:+--sets "$MATRIX_SETS"}
+        ${MATRIX_CACHE_ROUNDS:+--cache-rounds "$MATRIX_CACHE_ROUNDS"})
 mkdir -p "$res" "$data"
 summary="$res/SUMMARY.txt"
 {
@@ -56,9 +61,7 @@ for part in "${parts[@]}"; do
     tests) run_part tests python3 -m pytest -q -p no:cacheprovider -m cuda tests ;;
     readahead) run_part readahead python3 benchmarks/readahead_bench.py --device cuda --repeat 1 \
                  --data "$data/readahead" --out "$res" ;;
-    matrix) run_part matrix python3 benchmarks/matrix_bench.py --device cuda --data "$data/matrix" \
-              --out "$res" --budget "${MATRIX_BUDGET:-285}" --seconds 2.5 --steady 15 \
-              ${MATRIX_SETS:+--sets "$MATRIX_SETS"} ${MATRIX_CACHE_ROUNDS:+--cache-rounds "$MATRIX_CACHE_ROUNDS"} ;;
+    matrix) run_part matrix "${matrix[@]}" --out "$res" ;;
     reconfigure)  # does the driver's reconfigure hold with one and with ten decoder threads? (each bounded)
       for t in 1 10; do
         run_part "reconfigure_t$t" timeout 90 python3 benchmarks/reconfigure_check.py --seconds 30 --threads $t \
@@ -72,6 +75,13 @@ for part in "${parts[@]}"; do
         run_part "fixed_target_t$t" timeout 60 python3 benchmarks/reconfigure_check.py --seconds 8 --threads $t \
           --fixed-target --data "$data/matrix" --out "$res/fixed_target_t$t.json"
       done ;;
+    tests-fixed)  # the GPU tests with the reconfigure and fixed output surfaces on (every decoder thread switching)
+      run_part tests_fixed env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \
+        python3 -m pytest -q -p no:cacheprovider -m cuda tests ;;
+    matrix-fixed)  # the matrix with them on, into $RESULTS/fixed (run `matrix` in the same call to compare)
+      mkdir -p "$res/fixed"
+      run_part matrix_fixed env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \
+        "${matrix[@]}" --out "$res/fixed" ;;
     soak) run_part soak "${soak[@]}" --out "$res/soak_cuda" ;;
     soak-start)
       sd=$soak_dir; mkdir -p "$sd"
@@ -91,7 +101,7 @@ for part in "${parts[@]}"; do
       [ -f "$sd/soak_cuda.json" ] && state=done
       echo "== soak-collect: $state after $((SECONDS - t0)) s" | tee -a "$summary"
       tail -n 2 "$sd/soak.log" 2>/dev/null | sed 's/^/   | /' >> "$summary" ;;
-    *) echo "unknown part: $part (tests readahead matrix soak reconfigure fixed-target soak-start soak-collect)" | tee -a "$summary"
+    *) echo "unknown part: $part (tests readahead matrix soak reconfigure fixed-target tests-fixed matrix-fixed soak-start soak-collect)" | tee -a "$summary"
        exit 2 ;;
   esac
 done
