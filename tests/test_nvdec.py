@@ -506,6 +506,36 @@ def shape_mix(tmp_path_factory):
     return {name: str(make_video(root / f"{name}.mp4", spec)) for name, spec in specs.items()}
 
 
+def alternate(backend, session, files: dict[str, str], order: list[str]) -> int:
+    """Decode GOPs of ``files`` in ``order`` on one session of ``backend``, twice round (a single frame of the first
+    GOP, a run of the second), each frame checked against FFmpeg's planes; the decoders the first
+    round made (the second must make none)."""
+    bundles = {n: extract_gops(files[n], [0, 12]) for n in set(order)}
+    want = {n: reference_frames(files[n]) for n in set(order)}
+    made = None
+    for round_ in range(2):
+        for n in order:
+            for bundle, wanted in zip(bundles[n], ([5], [13, 14, 20])):
+                for b in bundles[n]:  # back and forth: the bundle's check records its size first
+                    backend.check(b)
+                r = session.decode(bundle, wanted, None, lambda: False)
+                for pos in list(session.positions.values()):
+                    session._release(pos)
+                assert sorted(r.frames) == wanted
+                for fid, planes in r.frames.items():
+                    for got, exp in zip(planes, want[n][fid].planes):
+                        np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64),
+                                                      exp.astype(np.int64), err_msg=f"{n} frame {fid}")
+        if round_ == 0:
+            made = session.counts.created
+    assert session.counts.created == made  # the second round made nothing
+    return made
+
+
+SHAPE_ORDER = ["hevc_352", "h264_320_b", "hevc_208_b", "hevc_10bit", "hevc_480", "h264_176", "hevc_640_open",
+               "hevc_352", "hevc_10bit", "h264_176"]
+
+
 @pytest.mark.parametrize("library", ["libnvcuvid", "libnvcuvid-reconfigure", "PyNvVideoCodec"])
 def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, library, monkeypatch):
     """One session decodes GOPs of files of every shape in turn (twice round, single frames and runs):
@@ -519,34 +549,50 @@ def test_one_session_alternates_sizes_codecs_depths_and_bframes(shape_mix, libra
     library = library.removesuffix("-reconfigure")
 
     backend = NvdecBackend("cuda:0", library=library)
-    order = ["hevc_352", "h264_320_b", "hevc_208_b", "hevc_10bit", "hevc_480", "h264_176", "hevc_640_open",
-             "hevc_352", "hevc_10bit", "h264_176"]
-    bundles = {n: extract_gops(shape_mix[n], [0, 12]) for n in shape_mix}
-    want = {n: reference_frames(shape_mix[n]) for n in shape_mix}
     session = backend.new_session()
     try:
-        made = None
-        for round_ in range(2):
-            for n in order:
-                for bundle, wanted in zip(bundles[n], ([5], [13, 14, 20])):
-                    for b in bundles[n]:  # back and forth: the bundle's check records its size first
-                        backend.check(b)
-                    r = session.decode(bundle, wanted, None, lambda: False)
-                    for pos in list(session.positions.values()):
-                        session._release(pos)
-                    assert sorted(r.frames) == wanted
-                    for fid, planes in r.frames.items():
-                        for got, exp in zip(planes, want[n][fid].planes):
-                            np.testing.assert_array_equal(got.cpu().numpy().astype(np.int64),
-                                                          exp.astype(np.int64), err_msg=f"{n} frame {fid}")
-            if round_ == 0:
-                made = session.counts.created
-        assert session.counts.created == made  # the second round made nothing
+        made = alternate(backend, session, shape_mix, SHAPE_ORDER)
         if switches:
             # h264 8-bit, hevc 8-bit, hevc 10-bit; the hevc 8-bit one made again, larger, at most
             # twice (sizes come in growing: 352x288, then 480x272, then 640x360)
             assert made <= 5
             assert session.counts.reconfigured > 0
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="module")
+def odd_widths(tmp_path_factory):
+    """Files whose width is 2 modulo 4 (the coded picture is wider): where a target rectangle of the
+    picture's own width lost its last 2 columns on an H100."""
+    from asyncdecode.testing import VideoSpec, make_video
+
+    root = tmp_path_factory.mktemp("odd_widths")
+    specs = {"hevc_510": VideoSpec("hevc", 510, 288, num_frames=24, gop=12, seed=7),
+             "h264_174_b": VideoSpec("h264", 174, 144, num_frames=24, gop=12, bframes=2, seed=8),
+             "hevc_10bit_250": VideoSpec("hevc", 250, 142, num_frames=24, gop=12, pix_fmt="yuv420p10le", seed=9)}
+    return {name: str(make_video(root / f"{name}.mp4", spec)) for name, spec in specs.items()}
+
+
+def test_fixed_output_surfaces_give_every_pixel(shape_mix, odd_widths, monkeypatch):
+    """ASYNCDECODE_NVDEC_FIXED_TARGET with the reconfigure (an experiment): decoders keep their output
+    surfaces at their room and switch only the decode size; every frame of every shape, widths of 2
+    modulo 4 included, equals FFmpeg's (planes), and the second round makes no decoder."""
+    from asyncdecode._backends import _cuvid
+    from asyncdecode._backends.nvdec import NvdecBackend
+
+    monkeypatch.setattr(_cuvid, "RECONFIGURE", True)
+    monkeypatch.setattr(_cuvid, "FIXED_TARGET", True)
+    backend = NvdecBackend("cuda:0", library="libnvcuvid")
+    backend.opening(3)  # kept with several threads under a fixed target
+    assert backend.switches
+    session = backend.new_session()
+    files = {**shape_mix, **odd_widths}
+    order = ["hevc_510", *SHAPE_ORDER[:4], "h264_174_b", "hevc_10bit_250", *SHAPE_ORDER[4:], "hevc_510",
+             "h264_174_b", "hevc_10bit_250"]
+    try:
+        alternate(backend, session, files, order)
+        assert session.counts.reconfigured > 0
     finally:
         session.close()
 
