@@ -73,7 +73,7 @@ for part in "${parts[@]}"; do
     fixed-target)  # output surfaces at the decoder's room (ASYNCDECODE_NVDEC_FIXED_TARGET): which frames are wrong?
       for t in 1 10; do
         run_part "fixed_target_t$t" timeout 60 python3 benchmarks/reconfigure_check.py --seconds 8 --threads $t \
-          --fixed-target --data "$data/matrix" --out "$res/fixed_target_t$t.json"
+          --fixed-target --check 200 --check-share 0.5 --data "$data/matrix" --out "$res/fixed_target_t$t.json"
       done ;;
     tests-fixed)  # the GPU tests with the reconfigure and fixed output surfaces on (every decoder thread switching)
       run_part tests_fixed env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \

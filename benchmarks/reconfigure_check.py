@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="an experiment: output surfaces kept at the decoder's largest size, pictures written "
                          "unscaled into their corner, so a reconfigure changes only the decode size "
                          "(ASYNCDECODE_NVDEC_FIXED_TARGET=1)")
-    ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend")
+    ap.add_argument("--check", type=int, default=96, help="returned frames compared with the CPU backend, at most")
+    ap.add_argument("--check-share", type=float, default=0.05,
+                    help="share of finished requests one frame of which is kept for the comparison")
     ap.add_argument("--data", type=Path, default=HERE / "data" / "matrix")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -167,7 +169,7 @@ async def _run(files: list[str], args: argparse.Namespace) -> dict:
                 done += 1
                 frames += len(out)
                 ps, ids = task.req  # type: ignore[attr-defined]
-                if len(sample) < args.check and rng.random() < 0.05:
+                if len(sample) < args.check and rng.random() < args.check_share:
                     k = rng.randrange(len(ids))
                     sample.append((ps[k], ids[k], out[k].cpu()))
         if args.device != "cpu":
