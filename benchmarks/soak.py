@@ -68,8 +68,8 @@ slope; also over their second half alone, to tell warm-up from a steady leak, ov
 from the samples under load, and with the decoder pool held fixed: the time slope of a fit on time and
 on ``stats()["decoders_open"]``, since each open NVDEC decoder holds host memory, mappings and open
 files of the driver's and the pool follows the load within its bounds): pass under
-1% per 10 minutes, FAIL above it by more than the noise, otherwise unresolved (the run is too short
-or too noisy to tell). Object types that grew most between the first and last sample are listed.
+1% per 10 minutes; FAIL above it with the slope more than two standard errors above zero; otherwise
+unresolved (the run is too short or too noisy to tell growth from none). Object types that grew most between the first and last sample are listed.
 ``--tracemalloc N`` traces Python allocations (N frames) from the first sample and lists the lines
 whose allocations changed most by the last; it slows the run, so its figures are not the default run's. Written to
 ``--out``.json / .md and a plot (.png with matplotlib, else .svg drawn here); default
@@ -754,8 +754,8 @@ def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def verdict(g: dict[str, Any]) -> bool | None:
-    """Pass: growth under the target. Fail: over it, and by more than the noise (2 standard errors of the
-    slope). None: over it, within the noise."""
+    """Pass: growth under the target. Fail: over it, and growing beyond the noise (the slope more than 2
+    standard errors above zero). None: over it, but within the noise of no growth at all."""
     pct, noise = g["pct_per_10_min"], g.get("pct_2se")
     if pct is None:
         return None
@@ -892,8 +892,8 @@ def growth_table(res: dict[str, Any]) -> list[str]:
               "fit on time and on the decoders open (free and held; each holds host memory, mappings and open "
               "files of the driver's), and what each open decoder adds: growth that is not the pool's size; "
               "blank where the pool did not change. Result (on the first slope): pass under the target; FAIL "
-              "over it by more than the noise (2 standard errors of the slope); unresolved over it within the "
-              "noise.", "",
+              "over it with the slope more than 2 standard errors above zero; unresolved over it but within the "
+              "noise of no growth.", "",
               "| resource | first | last | growth / 10 min | % / 10 min (± 2 SE) | second half % / 10 min | "
               "whole run % / 10 min | under load % / 10 min | pool held fixed % / 10 min (per open decoder) | result |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -1021,9 +1021,15 @@ def close_verdict(end: dict[str, Any]) -> str:
 
 
 def _git_meta() -> dict[str, Any]:
+    """The commit run: a ``COMMIT`` file beside the package (an archive of a commit, as device runs
+    use: git there would describe the checkout around it), else git's HEAD and the package's changes."""
+    root = HERE.parent
+    with contextlib.suppress(OSError):
+        commit = (root / "COMMIT").read_text().strip()
+        if commit:
+            return {"commit": commit, "dirty": [], "commit_from": "COMMIT file (an archive of that commit)"}
     out: dict[str, Any] = {}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        root = HERE.parent
         out["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                        text=True, timeout=10).stdout.strip() or None
         changed = subprocess.run(["git", "status", "--porcelain", "--", "asyncdecode"], cwd=root,
