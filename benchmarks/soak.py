@@ -768,7 +768,7 @@ def verdict(g: dict[str, Any]) -> bool | None:
 
 PLOTTED = (("rss_mib", "RSS (MiB)"), ("heap_in_use_mib", "glibc heap in use (MiB)"), ("open_fds", "open fds"),
            ("threads_os", "threads (/proc/self/task)"), ("py_objects", "Python objects"),
-           ("gop_cache_bytes", "GOP cache (bytes)"), ("decoders_free", "decoders free"),
+           ("decoders_open", "decoders open (free and held)"), ("decoders_free", "decoders free"),
            ("cuda_used_mib", "GPU memory used (MiB)"), ("frames_per_s", "frames/s (interval)"))
 
 Series = tuple[str, list[float], list[float], list[float] | None, float | None]  # label, t, quiet, load, closed
