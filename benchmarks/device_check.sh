@@ -76,12 +76,13 @@ for part in "${parts[@]}"; do
           --fixed-target --check 200 --check-share 0.5 --data "$data/matrix" --out "$res/fixed_target_t$t.json"
       done ;;
     tests-fixed)  # the GPU tests with the reconfigure and fixed output surfaces on (every decoder thread switching)
-      run_part tests_fixed env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \
+      # bounded: a driver hang (as the reconfigure without fixed surfaces gave) ends the part, not the call
+      run_part tests_fixed timeout 300 env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \
         python3 -m pytest -q -p no:cacheprovider -m cuda tests ;;
     matrix-fixed)  # the matrix with them on, into $RESULTS/fixed (run `matrix` in the same call to compare)
       mkdir -p "$res/fixed"
-      run_part matrix_fixed env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 \
-        "${matrix[@]}" --out "$res/fixed" ;;
+      run_part matrix_fixed timeout $(( ${MATRIX_BUDGET:-285} + 120 )) \
+        env ASYNCDECODE_NVDEC_RECONFIGURE=1 ASYNCDECODE_NVDEC_FIXED_TARGET=1 "${matrix[@]}" --out "$res/fixed" ;;
     soak) run_part soak "${soak[@]}" --out "$res/soak_cuda" ;;
     soak-start)
       sd=$soak_dir; mkdir -p "$sd"
