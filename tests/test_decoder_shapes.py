@@ -101,6 +101,7 @@ def driver(monkeypatch) -> FakeDriver:
     fake = FakeDriver()
     monkeypatch.setattr(_cuvid, "library", lambda: fake)
     monkeypatch.setattr(_cuvid, "RECONFIGURE", True)
+    monkeypatch.setattr(_cuvid, "FIXED_TARGET", False)  # the tests that want it say so (fixed_target)
     return fake
 
 
