@@ -615,10 +615,13 @@ async def test_engine_on_a_mix_of_shapes_equals_the_cpu_and_reuses_decoders(shap
         exp = await asyncio.gather(*(cpu.decode([paths[i] for i, _ in r], [f for _, f in r]) for r in reqs))
     assert stats["requests_failed"] == 0 and stats["cpu_fallback_files"] == 0
     # At most one per shape (7) and thread (free decoders are shared by the threads, so usually far
-    # fewer: see test_libnvcuvid_sessions_of_a_device_share_their_free_decoders); none switched
-    # (ASYNCDECODE_NVDEC_RECONFIGURE is off).
+    # fewer: see test_libnvcuvid_sessions_of_a_device_share_their_free_decoders); none switched, unless
+    # the environment turns the reconfigure on with fixed output surfaces (kept with several threads).
+    from asyncdecode._backends import _cuvid
+
     assert stats["decoders_created"] <= 7 * 3, stats
-    assert stats["decoders_reconfigured"] == 0
+    if not (_cuvid.RECONFIGURE and _cuvid.FIXED_TARGET):
+        assert stats["decoders_reconfigured"] == 0
     for g, a, e in zip(got, again, exp):
         for x, y, z in zip(g, a, e):
             assert torch.equal(x, y)
