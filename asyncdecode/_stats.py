@@ -66,6 +66,7 @@ class Stats:
         pool, fallback = self._decoders.pool, self._decoders.fallback
         pools = self._decoders.pools()  # those made: the device's, and the CPU fallback once needed
         free = [p.free_decoders() for p in pools]
+        free_count = sum(count for count, _ in free)
         return {
             "state": state.value,
             "backend": self._backend.name,
@@ -86,9 +87,9 @@ class Stats:
             "jobs_merged": pool.merged if pool else 0,
             "decoders_created": sum(p.decoders_created for p in pools),
             "decoders_reconfigured": sum(p.decoders_reconfigured for p in pools),
-            "decoders_free": sum(count for count, _ in free),
+            "decoders_free": free_count,
             "decoders_free_bytes": sum(nbytes for _, nbytes in free),
-            "decoders_open": sum(count for count, _ in free) + sum(p.decoders_held() for p in pools),
+            "decoders_open": free_count + sum(p.decoders_held() for p in pools),
             "gop_cache_hits": cache.hits,
             "gop_cache_misses": cache.misses,
             "gop_cache_bytes": cache.nbytes,

@@ -1050,7 +1050,7 @@ WARM_STEP_S = 30.0
 """During the warm-up the process and the decoder pool are looked at this often (not judged: printed and kept)."""
 
 
-async def warm_up(eng: Any, device: str, seconds: float, t_warm: float) -> list[dict[str, Any]]:
+async def warm_up(eng: Any, seconds: float, t_warm: float) -> list[dict[str, Any]]:
     """Let the load run ``seconds``, noting every :data:`WARM_STEP_S` the RSS and the decoders made and
     free (when does the pool level?)."""
     progress = []
@@ -1079,7 +1079,7 @@ async def soak(args: argparse.Namespace, device: str, files: dict[str, list[str]
     t_warm = time.perf_counter()
     await s.prime()
     workers = [asyncio.ensure_future(s.worker(args.seed * 1000 + i)) for i in range(args.workers)]
-    res["warm_up_progress"] = await warm_up(eng, device, args.warm_s, t_warm)
+    res["warm_up_progress"] = await warm_up(eng, args.warm_s, t_warm)
     res["warm_up_s"] = time.perf_counter() - t_warm
     if args.tracemalloc:
         tracemalloc.start(args.tracemalloc)

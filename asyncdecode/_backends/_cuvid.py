@@ -693,12 +693,11 @@ class CuvidDecoder:
         lib = self._lib
         if not self.switches or lib.cuvidReconfigureDecoder is None:
             return False
-        if self._fixed_wanted:
-            place = self._placement(fmt, width, height) if self._fixed else None
-            if place is None:  # its output surfaces would change: a new decoder instead
-                return False
-        else:
-            place = self._exact(fmt)
+        if self._fixed_wanted and not self._fixed:  # its output surfaces would change: a new decoder instead
+            return False
+        place = self._placement(fmt, width, height) if self._fixed else self._exact(fmt)
+        if place is None:  # the coded picture has no room to place it unscaled: a decoder of its own size
+            return False
         self._let_go_of_mapped()
         target_w, target_h = (self.max_width, self.max_height) if self._fixed else (width, height)
         info = ReconfigureInfo(width=fmt.coded_width, height=fmt.coded_height, target_width=target_w,
