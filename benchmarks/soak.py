@@ -69,7 +69,8 @@ from the samples under load, and with the decoder pool held fixed: the time slop
 on ``stats()["decoders_open"]``, since each open NVDEC decoder holds host memory, mappings and open
 files of the driver's and the pool follows the load within its bounds): pass under
 1% per 10 minutes; FAIL above it with the slope more than two standard errors above zero; otherwise
-unresolved (the run is too short or too noisy to tell growth from none). Object types that grew most between the first and last sample are listed.
+unresolved (the run is too short or too noisy to tell growth from none). glibc's heap held is shown but
+not judged: it is address space, which ``malloc_trim`` gives the pages of back without shrinking. Object types that grew most between the first and last sample are listed.
 ``--tracemalloc N`` traces Python allocations (N frames) from the first sample and lists the lines
 whose allocations changed most by the last; it slows the run, so its figures are not the default run's. Written to
 ``--out``.json / .md and a plot (.png with matplotlib, else .svg drawn here); default

@@ -60,6 +60,20 @@ def test_the_table_has_the_column_and_leaves_it_blank_for_the_pool_itself():
     assert "pool held fixed" in table and "0.00 (3) | pass" in table
 
 
+def test_the_heap_held_is_shown_but_not_judged():
+    """glibc's heap held is address space (trims give its pages back without shrinking it): its growth is
+    in the table, with the reason, and no verdict; the heap in use beside it is judged."""
+    res = {"samples": [{"t_s": 60.0 * t, "heap_held_mib": 300 + 10 * t, "heap_in_use_mib": 200 + 10 * t}
+                       for t in range(12)]}
+    res["results"] = report.judge(res)
+    rows = {r["key"]: r for r in res["results"]}
+    assert rows["heap_held_mib"]["growth"]["pct_per_10_min"] > 1 and rows["heap_held_mib"]["ok"] is None
+    assert rows["heap_in_use_mib"]["ok"] is False
+    held = next(line for line in report.growth_table(res) if line.startswith("| glibc heap held"))
+    assert held.endswith("| not judged (address space, not memory used: malloc_trim hands its free pages back to "
+                         "the system without making it smaller, and RSS counts what stays resident) |")
+
+
 def test_soak_rejudges_a_run_that_was_cut_off(tmp_path, capsys):
     """``soak.py --rejudge`` on the checkpoint a cut-off run leaves prints the growth of its samples."""
     soak = pytest.importorskip("soak")  # the soak itself needs torch and PyAV besides the report
