@@ -205,11 +205,33 @@ def test_a_fixed_target_makes_a_decoder_where_the_coded_picture_has_no_room(driv
     dec._configure(cropped)
     assert rects == [((2, 0, 640, 360), (0, 0, 0, 0))]
     assert driver.calls[-1][-2:] == (638, 360) and dec.surface_height == 360
+    assert driver.calls[-1][3:5] == (640, 368)  # no room beyond its own: it is never switched
+    assert dec.fits("hevc", 8, 638, 360) == 2 and dec.fits("hevc", 8, 480, 272) == 0  # replaced, not switched
+    assert dec.surface_height_for(360) == 360 and dec.surface_height_for(272) == 448
     dec._configure(fmt(480, 272))
     assert [c[0] for c in driver.calls[-2:]] == ["destroy", "create"]
     assert rects[-1] == ((0, 0, 480, 272), (0, 0, 480, 272)) and dec.surface_height == 448
     dec._configure(fmt(640, 360))
     assert driver.calls[-1][0] == "reconfigure" and dec.counts.created == 2
+    dec.close()
+
+
+def test_a_fixed_target_tells_the_c_loop_the_surface_height_before_the_sequence_header(driver, monkeypatch):
+    """The C loop is set up for a GOP before its keyframe's sequence header makes or switches the
+    decoder: the surface height it is told is the one the decoder then has (else the GOP would go
+    through Python), for a decoder not made yet, one switched in place and one made again larger."""
+    fixed_target(driver, monkeypatch)
+    largest = [(832, 448)]
+    dec = _cuvid.CuvidDecoder("hevc", display_delay=0, stream=0, native=False, max_size=lambda: largest[-1])
+    for width, height in ((640, 360), (480, 272), (832, 446)):
+        guess = dec.surface_height_for(height)
+        dec._configure(fmt(width, height))
+        assert guess == dec.surface_height == 448, (width, height)
+    largest.append((1280, 720))  # the backend saw a larger stream of the class
+    guess = dec.surface_height_for(720)
+    dec._configure(fmt(1280, 720))
+    assert driver.calls[-1][0] == "create" and guess == dec.surface_height == 720
+    assert dec.counts.created == 2 and dec.counts.reconfigured == 2
     dec.close()
 
 

@@ -683,7 +683,8 @@ class CuvidDecoder:
                 and self._reconfigure(fmt, width, height)):
             self._create(fmt, caps, klass, needed, width, height)
         self.shape = shape
-        self.width, self.height, self.surface_height, self.bits = width, height, self.surface_height_for(height), bits
+        self.width, self.height, self.bits = width, height, bits
+        self.surface_height = self.max_height if self._fixed else height
         # A run going on in C goes on only where it was set up for this layout (see layout_id).
         self.state.generation = layout_id(width, height, bits, self.surface_height)
         return self._surfaces
@@ -720,21 +721,24 @@ class CuvidDecoder:
         """A new hardware decoder for the format, with room for the largest size expected of its class."""
         lib = self._lib
         bits = klass[2]
+        place = self._placement(fmt, width, height) if self._fixed_wanted else None
+        fixed = place is not None
+        # Room to switch sizes in, where it will: not for a picture that a fixed target cannot place
+        # (that decoder is replaced, never switched: room would only hold GPU memory).
+        roomy = self.switches and (fixed or not self._fixed_wanted)
         max_w, max_h = fmt.coded_width, fmt.coded_height
         surfaces = needed
         if klass == self._class:  # made again: never fewer surfaces (nor, where it switches, less room)
             surfaces = max(surfaces, self._surfaces)
-            if self.switches:
+            if roomy:
                 max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
-        if self._max_size is not None and self.switches:
+        if self._max_size is not None and roomy:
             hint_w, hint_h = self._max_size()
             max_w, max_h = max(max_w, _round_up(hint_w)), max(max_h, _round_up(hint_h))
         max_w, max_h = min(max_w, caps.max_width), min(max_h, caps.max_height)
         if caps.max_mb_count and max_w * max_h > 256 * caps.max_mb_count:
             max_w, max_h = fmt.coded_width, fmt.coded_height  # no room to spare at this size
         self._destroy_decoder()
-        place = self._placement(fmt, width, height) if self._fixed_wanted else None
-        fixed = place is not None
         if place is None:
             place = self._exact(fmt)
         target_w, target_h = (max_w, max_h) if fixed else (width, height)
@@ -786,8 +790,21 @@ class CuvidDecoder:
         return _ShortRect(area.left, area.top, area.left + w, area.top + h), _ShortRect(0, 0, w, h)
 
     def surface_height_for(self, height: int) -> int:
-        """The output surface height pictures of ``height`` rows come in from this decoder."""
-        return self.max_height if self.handle is not None and self._fixed else height
+        """The output surface height a picture of ``height`` rows will come in from this decoder, as far
+        as can be told before its sequence header (the C loop is set up with it; a wrong guess costs
+        speed only: the loop sees the layout differ and hands the rest of the GOP to Python)."""
+        if not self._fixed_wanted:
+            return height
+        if self.handle is not None and self._fixed and height <= self.max_height:
+            return self.max_height  # switched in place
+        if self.handle is not None and not self._fixed and height == self.height:
+            return height  # the decoder of its own size, as it is
+        # A decoder made at the next keyframe, fixed (unless the picture has no room): the room
+        # _create gives it, the GPU's caps aside.
+        room = max(_round_up(height), self.max_height)
+        if self._max_size is not None:
+            room = max(room, _round_up(self._max_size()[1]))
+        return room
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x
@@ -817,7 +834,9 @@ class CuvidDecoder:
             return 0
         if (self.width, self.height) == (width, height):
             return 2
-        return int(self.switches and width <= self.max_width and height <= self.max_height)
+        if not self.switches or (self._fixed_wanted and not self._fixed):  # the latter is replaced, not switched
+            return 0
+        return int(width <= self.max_width and height <= self.max_height)
 
     def _let_go_of_mapped(self) -> None:
         """Give back mapped pictures before the surfaces change (their readers finish first)."""
