@@ -1,6 +1,6 @@
-"""How benchmarks/report.py judges a run's samples (benchmarks/_soak_report.py; no soak is run here): growth
+"""How benchmarks/soak.py judges a run's samples (benchmarks/_soak_report.py; no soak is run here): growth
 per 10 minutes, the verdict, and the growth with the decoder pool held fixed (host resources follow the
-decoders open); and report.py's ``--rejudge`` of a run that was cut off."""
+decoders open); and soak.py's ``--rejudge`` of a run that was cut off."""
 
 from __future__ import annotations
 

@@ -726,15 +726,10 @@ class CuvidDecoder:
         # Room to switch sizes in, where it will: not for a picture that a fixed target cannot place
         # (that decoder is replaced, never switched: room would only hold GPU memory).
         roomy = self.switches and (fixed or not self._fixed_wanted)
-        max_w, max_h = fmt.coded_width, fmt.coded_height
-        surfaces = needed
-        if klass == self._class:  # made again: never fewer surfaces (nor, where it switches, less room)
-            surfaces = max(surfaces, self._surfaces)
-            if roomy:
-                max_w, max_h = max(max_w, self.max_width), max(max_h, self.max_height)
-        if self._max_size is not None and roomy:
-            hint_w, hint_h = self._max_size()
-            max_w, max_h = max(max_w, _round_up(hint_w)), max(max_h, _round_up(hint_h))
+        again = klass == self._class  # made again: never fewer surfaces (nor, where it switches, less room)
+        surfaces = max(needed, self._surfaces) if again else needed
+        max_w, max_h = self._room(fmt.coded_width, fmt.coded_height, again) if roomy else (fmt.coded_width,
+                                                                                          fmt.coded_height)
         max_w, max_h = min(max_w, caps.max_width), min(max_h, caps.max_height)
         if caps.max_mb_count and max_w * max_h > 256 * caps.max_mb_count:
             max_w, max_h = fmt.coded_width, fmt.coded_height  # no room to spare at this size
@@ -761,6 +756,18 @@ class CuvidDecoder:
         self.max_width, self.max_height, self._surfaces, self._fixed = max_w, max_h, surfaces, fixed
         self.created += 1
         self.counts.created += 1
+
+    def _room(self, coded_w: int, coded_h: int, again: bool) -> tuple[int, int]:
+        """The room a decoder that switches sizes is made with for a coded picture of this size: that
+        size, the room it had before (``again``: made again for its class) and the largest size its
+        owner expects, whichever is larger (the GPU's caps aside)."""
+        w, h = coded_w, coded_h
+        if again:
+            w, h = max(w, self.max_width), max(h, self.max_height)
+        if self._max_size is not None:
+            hint_w, hint_h = self._max_size()
+            w, h = max(w, _round_up(hint_w)), max(h, _round_up(hint_h))
+        return w, h
 
     @property
     def _fixed_wanted(self) -> bool:
@@ -799,12 +806,9 @@ class CuvidDecoder:
             return self.max_height  # switched in place
         if self.handle is not None and not self._fixed and height == self.height:
             return height  # the decoder of its own size, as it is
-        # A decoder made at the next keyframe, fixed (unless the picture has no room): the room
-        # _create gives it, the GPU's caps aside.
-        room = max(_round_up(height), self.max_height)
-        if self._max_size is not None:
-            room = max(room, _round_up(self._max_size()[1]))
-        return room
+        # A decoder made at the next keyframe, fixed (unless the picture has no room), with the room
+        # _create gives it (the coded height guessed: the picture's, in whole macroblocks).
+        return self._room(0, _round_up(height), again=True)[1]
 
     def prepare(self, bits: int, width: int, height: int) -> None:
         """Make the hardware decoder now, for streams of this codec and ``bits`` up to ``width`` x
